@@ -1,0 +1,106 @@
+// The CUDA backend: memory ops and context; op families register themselves
+// (fakequant.cu, nn*.cu). One stream per backend; every op is asynchronous on it and `sync`
+// waits for it.
+#include "cuda/common.cuh"
+
+#include <string.h>
+
+extern "C" int qat_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return n;
+}
+
+static qat_status cu_alloc(const qat_backend *be, void **p, size_t bytes) {
+  cudaError_t e = cudaMalloc(p, bytes ? bytes : 1);
+  if (e != cudaSuccess) {
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    return QAT_FAIL(QAT_ENOMEM, "cuda: cannot allocate %.1f MiB (%.1f MiB free of %.1f MiB)",
+                    bytes / 1048576.0, free_b / 1048576.0, total_b / 1048576.0);
+  }
+  return QAT_OK;
+}
+static void cu_free(const qat_backend *be, void *p) { cudaFree(p); }
+static qat_status cu_memset0(const qat_backend *be, void *p, size_t bytes) {
+  QAT_CUDA_TRY(cudaMemsetAsync(p, 0, bytes, qat_cuda(be)->stream));
+  return QAT_OK;
+}
+static qat_status cu_upload(const qat_backend *be, void *dst, const void *src, size_t bytes) {
+  QAT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, qat_cuda(be)->stream));
+  QAT_CUDA_TRY(cudaStreamSynchronize(qat_cuda(be)->stream));
+  return QAT_OK;
+}
+static qat_status cu_download(const qat_backend *be, void *dst, const void *src, size_t bytes) {
+  QAT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, qat_cuda(be)->stream));
+  QAT_CUDA_TRY(cudaStreamSynchronize(qat_cuda(be)->stream));
+  return QAT_OK;
+}
+static qat_status cu_copy(const qat_backend *be, void *dst, const void *src, size_t bytes) {
+  QAT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qat_cuda(be)->stream));
+  return QAT_OK;
+}
+static qat_status cu_sync(const qat_backend *be) {
+  QAT_CUDA_TRY(cudaStreamSynchronize(qat_cuda(be)->stream));
+  return QAT_OK;
+}
+
+template <typename TO, typename TI>
+__global__ void convert_kernel(TO *dst, const TI *src, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    qat_st(dst, i, qat_ld(src, i));
+}
+
+static qat_status cu_convert(const qat_backend *be, qat_tensor *dst, const qat_tensor *src) {
+  int64_t n = qat_numel(src);
+  if (qat_numel(dst) != n) return QAT_FAIL(QAT_EINVAL, "convert: numel mismatch");
+  if (!qat_is_float(dst) || !qat_is_float(src))
+    return QAT_FAIL(QAT_EUNSUPPORTED, "cuda convert %s -> %s", qat_dtype_name(src->dtype),
+                    qat_dtype_name(dst->dtype));
+  if (dst->dtype == src->dtype) return cu_copy(be, dst->data, src->data, qat_nbytes(src));
+  int threads = 256;
+  int blocks = (int)((n + threads - 1) / threads);
+  if (blocks > 65535 * 8) blocks = 65535 * 8;
+  if (blocks < 1) blocks = 1;
+  cudaStream_t s = qat_cuda(be)->stream;
+  if (dst->dtype == QAT_F32)
+    convert_kernel<<<blocks, threads, 0, s>>>((float *)dst->data,
+                                              (const __nv_bfloat16 *)src->data, n);
+  else
+    convert_kernel<<<blocks, threads, 0, s>>>((__nv_bfloat16 *)dst->data,
+                                              (const float *)src->data, n);
+  QAT_CUDA_LAUNCHED();
+  return QAT_OK;
+}
+
+extern "C" qat_status qat_cuda_create(qat_backend *be) {
+  memset(be, 0, sizeof *be);
+  static qat_cuda_ctx ctx;
+  memset(&ctx, 0, sizeof ctx);
+  QAT_CUDA_TRY(cudaSetDevice(0));
+  QAT_CUDA_TRY(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  QAT_CUBLAS_TRY(cublasLtCreate(&ctx.lt));
+  ctx.workspace_bytes = 32u << 20;
+  QAT_CUDA_TRY(cudaMalloc(&ctx.workspace, ctx.workspace_bytes));
+  int dev = 0;
+  QAT_CUDA_TRY(cudaGetDevice(&dev));
+  QAT_CUDA_TRY(cudaDeviceGetAttribute(&ctx.sm_count, cudaDevAttrMultiProcessorCount, dev));
+  be->name = "cuda";
+  be->device = QAT_DEV_CUDA;
+  be->ctx = &ctx;
+  be->alloc = cu_alloc;
+  be->free = cu_free;
+  be->memset0 = cu_memset0;
+  be->upload = cu_upload;
+  be->download = cu_download;
+  be->copy = cu_copy;
+  be->sync = cu_sync;
+  be->convert = cu_convert;
+  qat_cuda_register_quant(be);
+  qat_cuda_register_nn(be);
+  return QAT_OK;
+}

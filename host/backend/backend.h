@@ -1,0 +1,182 @@
+/* The op table: one qat_backend per device. Model, trainers and eval call these ops only, never a
+ * device directly, so one model and one training loop serve both devices and CPU-vs-GPU parity is
+ * a test. The CPU backend (host/backend/cpu) is the plain-C reference; the CUDA backend (cuda/)
+ * implements the same ops. Every op returns a status; an op a backend lacks is NULL and QAT_OP
+ * turns the call into a QAT_EUNSUPPORTED error.
+ *
+ * Conventions for every op:
+ * - tensors are row-major and contiguous; all tensors passed to one call live on the backend's
+ *   device; shapes below use N rows (tokens), C channels, V vocab, F hidden, B batch, T time,
+ *   H heads, D head dim.
+ * - dtypes: the CPU backend computes in F32 only. The CUDA backend accepts F32 or BF16 for
+ *   activations and weights (accumulating in F32); statistics (rstd, lse, losses), quantizer
+ *   state (s, z) and optimizer state are always F32.
+ * - "+=" marks outputs that accumulate (gradients of shared parameters, residual streams); all
+ *   other outputs are overwritten. */
+#ifndef QAT_BACKEND_H
+#define QAT_BACKEND_H
+
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- quantizer (REFERENCE.md sections 1-2) ---------------------------------------------------
+ * W[R, C] is split along C into groups: group > 0: groups of `group` columns (a trailing partial
+ * group allowed); group == -1: one group per row (per-channel); group == 0: one group for the
+ * whole tensor (per-tensor). s and z have shape [R, G] with G = qat_qspec_groups(spec, C), or
+ * [1, 1] per-tensor. z is unused (NULL) when sym. */
+typedef enum qat_qgrad {
+  QAT_QGRAD_STE = 0,      /* dL/dw only (clipped straight-through); s, z get no gradient */
+  QAT_QGRAD_EFFICIENTQAT, /* LSQ+ convention for s and z, no gradient scale (default) */
+  QAT_QGRAD_LSQ,          /* same times gs = 1 / sqrt(n_group * Qp) */
+} qat_qgrad;
+
+typedef struct qat_qspec {
+  int bits;  /* 2..8 */
+  int group; /* > 0 columns per group; -1 per-channel; 0 per-tensor */
+  int sym;   /* 0 asymmetric (default), 1 symmetric */
+  qat_qgrad grad;
+} qat_qspec;
+
+/* Number of groups per row for a row of C columns (1 for per-channel; per-tensor also 1 but
+ * then s is [1, 1]). */
+int64_t qat_qspec_groups(const qat_qspec *q, int64_t cols);
+/* Shape of s / z for W[rows, cols]. */
+void qat_qspec_sshape(const qat_qspec *q, int64_t rows, int64_t cols, int64_t shape[2]);
+/* Validates bits/group/sym; QAT_EINVAL naming the field. */
+qat_status qat_qspec_check(const qat_qspec *q);
+/* Clamp bounds of REFERENCE.md section 1. */
+#define QAT_S_MIN 1e-4f
+#define QAT_S_MAX 1e4f
+
+typedef struct qat_backend qat_backend;
+
+struct qat_backend {
+  const char *name; /* "cpu" or "cuda" */
+  qat_device device;
+  void *ctx; /* backend private state (streams, cuBLASLt handle, workspace) */
+
+  /* ---- memory ---- */
+  qat_status (*alloc)(const qat_backend *be, void **p, size_t bytes);
+  void (*free)(const qat_backend *be, void *p);
+  qat_status (*memset0)(const qat_backend *be, void *p, size_t bytes);
+  qat_status (*upload)(const qat_backend *be, void *dst, const void *host_src, size_t bytes);
+  qat_status (*download)(const qat_backend *be, void *host_dst, const void *src, size_t bytes);
+  qat_status (*copy)(const qat_backend *be, void *dst, const void *src, size_t bytes);
+  qat_status (*sync)(const qat_backend *be);
+  /* dst = src converted between float dtypes (F32, BF16, F16), same numel. */
+  qat_status (*convert)(const qat_backend *be, qat_tensor *dst, const qat_tensor *src);
+
+  /* ---- quantizer ---- */
+  /* RTN / min-max init of s (and z when asym) from w[R, C] (F32). */
+  qat_status (*fq_init)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                        qat_tensor *s, qat_tensor *z);
+  /* w_hat[R, C] (F32 or BF16) = fake-quant(w) with the current s, z. */
+  qat_status (*fq_forward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                           const qat_tensor *s, const qat_tensor *z, qat_tensor *w_hat);
+  /* From g = dL/dw_hat [R, C] (F32 or BF16): dw [R, C] F32 (NULL to skip), ds, dz [R, G] F32
+   * (NULL to skip; not written under QAT_QGRAD_STE). All overwritten, one pass. */
+  qat_status (*fq_backward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                            const qat_tensor *s, const qat_tensor *z, const qat_tensor *g,
+                            qat_tensor *dw, qat_tensor *ds, qat_tensor *dz);
+
+  /* ---- dense ---- */
+  /* C[M, N] = alpha * op(A) @ op(B) + beta * C; op(A) is [M, K] (A stored [K, M] when ta),
+   * op(B) is [K, N] (B stored [N, K] when tb). Linear layers: y = x @ W^T is ta=0, tb=1. */
+  qat_status (*gemm)(const qat_backend *be, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                     float alpha, const qat_tensor *A, const qat_tensor *B, float beta,
+                     qat_tensor *C);
+  /* y += alpha * x (same numel). */
+  qat_status (*axpy)(const qat_backend *be, float alpha, const qat_tensor *x, qat_tensor *y);
+  /* x *= alpha. */
+  qat_status (*scale)(const qat_backend *be, float alpha, qat_tensor *x);
+  /* *out = sum of x^2 in double (NaN/Inf propagate: used for grad norms and finiteness). */
+  qat_status (*sumsq)(const qat_backend *be, const qat_tensor *x, double *out);
+  /* y[N, C] += b[C] */
+  qat_status (*bias_fwd)(const qat_backend *be, qat_tensor *y, const qat_tensor *b);
+  /* db[C] += sum over rows of dy[N, C] */
+  qat_status (*bias_bwd)(const qat_backend *be, const qat_tensor *dy, qat_tensor *db);
+
+  /* ---- LLaMA blocks ---- */
+  /* out[N, C] = table[tokens[n], :]; tokens I32 [N] (each in [0, V), checked). */
+  qat_status (*embedding_fwd)(const qat_backend *be, const qat_tensor *tokens,
+                              const qat_tensor *table, qat_tensor *out);
+  /* dtable[V, C] += scatter of dout[N, C]. */
+  qat_status (*embedding_bwd)(const qat_backend *be, const qat_tensor *tokens,
+                              const qat_tensor *dout, qat_tensor *dtable);
+  /* out[N, C] = x / rms(x) * w; rstd[N] F32 = 1 / sqrt(mean(x^2) + eps). */
+  qat_status (*rmsnorm_fwd)(const qat_backend *be, const qat_tensor *x, const qat_tensor *w,
+                            float eps, qat_tensor *out, qat_tensor *rstd);
+  /* dx[N, C] += ..., dw[C] += ... */
+  qat_status (*rmsnorm_bwd)(const qat_backend *be, const qat_tensor *dout, const qat_tensor *x,
+                            const qat_tensor *w, const qat_tensor *rstd, qat_tensor *dx,
+                            qat_tensor *dw);
+  /* In place on x[B, T, H, D], Hugging Face rotate-half convention: for i < D/2, angle
+   * a = (pos0 + t) * inv_freq[i]; (x[i], x[i + D/2]) -> (x[i] cos a - x[i+D/2] sin a,
+   * x[i+D/2] cos a + x[i] sin a). inverse != 0 rotates by -a (the backward). inv_freq [D/2] F32. */
+  qat_status (*rope)(const qat_backend *be, qat_tensor *x, const qat_tensor *inv_freq,
+                     int64_t pos0, int inverse);
+  /* Causal attention with grouped-query heads (query head h reads kv head h / (Hq / Hkv)):
+   * q[B, T, Hq, D], k, v[B, T, Hkv, D] -> out[B, T, Hq, D], lse[B, Hq, T] F32 (log-sum-exp of
+   * the scaled scores, kept for the backward). scale is usually 1/sqrt(D). */
+  qat_status (*attention_fwd)(const qat_backend *be, const qat_tensor *q, const qat_tensor *k,
+                              const qat_tensor *v, float scale, qat_tensor *out, qat_tensor *lse);
+  /* dq, dk, dv overwritten. */
+  qat_status (*attention_bwd)(const qat_backend *be, const qat_tensor *dout, const qat_tensor *q,
+                              const qat_tensor *k, const qat_tensor *v, const qat_tensor *out,
+                              const qat_tensor *lse, float scale, qat_tensor *dq,
+                              qat_tensor *dk, qat_tensor *dv);
+  /* out[N, F] = silu(gate) * up */
+  qat_status (*swiglu_fwd)(const qat_backend *be, const qat_tensor *gate, const qat_tensor *up,
+                           qat_tensor *out);
+  /* dgate, dup [N, F] overwritten. */
+  qat_status (*swiglu_bwd)(const qat_backend *be, const qat_tensor *dout, const qat_tensor *gate,
+                           const qat_tensor *up, qat_tensor *dgate, qat_tensor *dup);
+  /* Softmax cross-entropy over logits[N, V] with targets I32 [N] (-1: ignored, loss 0):
+   * losses[N] F32 = logsumexp - logit[target]; when dlogits is non-NULL it gets
+   * dscale * (softmax - onehot) (zero rows for ignored targets); dlogits may alias logits. */
+  qat_status (*xent)(const qat_backend *be, const qat_tensor *logits, const qat_tensor *targets,
+                     qat_tensor *losses, qat_tensor *dlogits, float dscale);
+
+  /* ---- optimizer ---- */
+  /* AdamW on F32 param/grad/m/v (same numel), step t >= 1 (bias correction), decoupled decay. */
+  qat_status (*adamw)(const qat_backend *be, qat_tensor *param, const qat_tensor *grad,
+                      qat_tensor *m, qat_tensor *v, float lr, float beta1, float beta2, float eps,
+                      float weight_decay, int64_t t);
+};
+
+/* Call an op, turning a missing one into an error naming it and the backend. */
+#define QAT_OP(be, op, ...)                                                                        \
+  ((be)->op ? (be)->op((be), __VA_ARGS__)                                                          \
+            : QAT_FAIL(QAT_EUNSUPPORTED, "op " #op " is not implemented on the %s backend",      \
+                       (be)->name))
+
+/* The CPU backend (a process-wide singleton; never fails). */
+qat_backend *qat_backend_cpu(void);
+/* The CUDA backend on the current device, created on first use; QAT_EDEVICE when qat was built
+ * without CUDA or no GPU is visible. */
+qat_status qat_backend_cuda(qat_backend **out);
+/* "cpu" | "cuda" */
+qat_status qat_backend_by_name(const char *name, qat_backend **out);
+/* True when a CUDA device is usable (for tests to skip). */
+int qat_cuda_available(void);
+
+/* Tensor transfers between a host tensor and a device tensor of the same numel and dtype. */
+qat_status qat_tensor_upload(const qat_backend *be, qat_tensor *dst, const qat_tensor *host_src);
+qat_status qat_tensor_download(const qat_backend *be, qat_tensor *host_dst, const qat_tensor *src);
+
+/* Registration hooks: each op family fills its entries of the table. */
+void qat_cpu_register_quant(qat_backend *be);
+void qat_cpu_register_nn(qat_backend *be);
+#ifdef QAT_HAVE_CUDA
+qat_status qat_cuda_create(qat_backend *be); /* cuda/backend.cu */
+int qat_cuda_device_count(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,28 @@
+/* Subcommands of the `qat` binary. Each returns a status; main() prints the error and exits. */
+#ifndef QAT_CLI_H
+#define QAT_CLI_H
+
+#include "core/status.h"
+
+typedef qat_status (*qat_cmd_fn)(int argc, char **argv);
+
+qat_status cmd_quantize(int argc, char **argv);
+qat_status cmd_inspect(int argc, char **argv);
+
+/* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
+ * booleans. Unknown flags are QAT_EUSAGE naming the flag. */
+typedef struct qat_flag {
+  const char *name; /* without dashes */
+  int takes_value;
+  const char *value; /* set when present ("1" for booleans) */
+  const char *help;
+} qat_flag;
+qat_status qat_parse_flags(int argc, char **argv, qat_flag *flags, int nflags, const char *cmd);
+const char *qat_flag_get(const qat_flag *flags, int nflags, const char *name);
+qat_status qat_flag_int(const qat_flag *flags, int nflags, const char *name, long lo, long hi,
+                        long dflt, long *out);
+qat_status qat_flag_float(const qat_flag *flags, int nflags, const char *name, double dflt,
+                          double *out);
+void qat_print_usage(const char *cmd, const char *synopsis, const qat_flag *flags, int nflags);
+
+#endif
