@@ -27,10 +27,27 @@ void qat_free_list(char **names, int n);
 
 /* Output directories: qat_dir_begin makes an empty sibling temporary "OUT.tmp-XXXXXX" (in tmp);
  * the caller writes into it; qat_dir_commit fsyncs it and renames it to OUT (an existing OUT is
- * replaced only after the new one is complete); qat_dir_abort removes the temporary. */
+ * replaced only after the new one is complete); qat_dir_abort removes the temporary. When
+ * qat_dir_begin fails, tmp is "" and qat_dir_abort(tmp) does nothing. */
 qat_status qat_dir_begin(const char *out, char *tmp, size_t n);
 qat_status qat_dir_commit(const char *tmp, const char *out);
 void qat_dir_abort(const char *tmp);
+
+/* Streamed atomic file, for outputs too large to build in memory (safetensors, checkpoints):
+ * qat_atomic_open creates a temporary "path.tmp.PID.N" beside path; qat_atomic_write appends;
+ * qat_atomic_commit fsyncs, renames it to path and fsyncs the directory; qat_atomic_abort
+ * (safe after a failed write or commit, and on a zeroed struct) removes the temporary. Each call
+ * that fails has already aborted, so callers only abort on their own errors. */
+typedef struct qat_atomic_file {
+  int fd; /* -1 when closed */
+  char *path, *tmp;
+} qat_atomic_file;
+qat_status qat_atomic_open(qat_atomic_file *f, const char *path);
+qat_status qat_atomic_write(qat_atomic_file *f, const void *data, size_t len);
+qat_status qat_atomic_commit(qat_atomic_file *f);
+void qat_atomic_abort(qat_atomic_file *f);
+/* fsync a directory (after creating or renaming entries in it). */
+qat_status qat_fsync_dir(const char *dir);
 
 #ifdef __cplusplus
 }

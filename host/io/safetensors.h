@@ -41,7 +41,7 @@ qat_status qat_st_read_f32(const qat_st_tensor *t, float *dst);
 
 /* A model folder's weights: model.safetensors, or the shards named by
  * model.safetensors.index.json (every shard validated; a tensor listed twice or missing from its
- * shard is an error). */
+ * shard is an error). A path to a single .safetensors file also opens, as a set of one. */
 typedef struct qat_st_set {
   int nfiles;
   qat_st_file *files;

@@ -1,0 +1,52 @@
+/* Private to host/io/tokenizer*.c and spm_shim.cc: the two tokenizer back ends behind
+ * tokenizer.h. llama2.c's tokenizer.bin BPE lives in tokenizer_bpe.c; SentencePiece models go
+ * through the sentencepiece C++ library in spm_shim.cc (which catches every C++ exception). */
+#ifndef QAT_IO_TOKENIZER_INTERNAL_H
+#define QAT_IO_TOKENIZER_INTERNAL_H
+
+#include "core/status.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A growable int32 vector: encoders append to it so documents share one output buffer. */
+typedef struct qat_ivec {
+  int32_t *v;
+  int64_t n, cap;
+} qat_ivec;
+qat_status qat_ivec_reserve(qat_ivec *a, int64_t extra);
+qat_status qat_ivec_push(qat_ivec *a, int32_t x);
+
+/* llama2.c tokenizer.bin (REFERENCE.md section 6). data/size: the whole file; vocab_hint 0 reads
+ * token records until the end of the file. */
+typedef struct qat_bpe qat_bpe;
+qat_status qat_bpe_load(const char *path, const unsigned char *data, size_t size, int vocab_hint,
+                        qat_bpe **out);
+void qat_bpe_free(qat_bpe *b);
+int qat_bpe_vocab(const qat_bpe *b);
+/* The raw vocabulary string of id (not NUL-terminated; *len bytes); NULL when out of range. */
+const char *qat_bpe_str(const qat_bpe *b, int id, int *len);
+/* Appends encode(text) exactly as llama2.c run.c's encode() (no BOS/EOS) to out. */
+qat_status qat_bpe_encode(const qat_bpe *b, const char *text, size_t len, qat_ivec *out);
+
+/* SentencePiece model proto (the bytes of tokenizer.model). */
+typedef struct qat_spm qat_spm;
+qat_status qat_spm_load(const char *path, const void *data, size_t size, qat_spm **out);
+void qat_spm_free(qat_spm *s);
+int qat_spm_vocab(const qat_spm *s);
+int qat_spm_bos(const qat_spm *s); /* -1 when the model has none */
+int qat_spm_eos(const qat_spm *s);
+/* Appends the ids of text (no BOS/EOS) to out. */
+qat_status qat_spm_encode(const qat_spm *s, const char *text, size_t len, qat_ivec *out);
+enum { QAT_SPM_NORMAL = 0, QAT_SPM_CONTROL = 1, QAT_SPM_BYTE = 2, QAT_SPM_UNKNOWN = 3 };
+/* The piece string of id (pointer owned by the model, *len bytes) and its kind; NULL when id is
+ * out of range. */
+const char *qat_spm_piece(const qat_spm *s, int id, size_t *len, int *kind);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

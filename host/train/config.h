@@ -1,0 +1,123 @@
+/* Training job configuration: `qat train CONFIG.yaml [key.sub=value ...]`.
+ * One table of keys (config.c) drives everything: the libcyaml schema used to parse the file,
+ * command-line overrides by dotted path, defaults, printing (YAML, every key) and equality.
+ * Loading = parse (unknown key / ill-typed value -> QAT_EUSAGE naming file:line and key) +
+ * overrides + validation of values. File existence is checked separately (qat_config_check_files)
+ * so tests need no model on disk. Every key is documented in configs/README.md. */
+#ifndef QAT_TRAIN_CONFIG_H
+#define QAT_TRAIN_CONFIG_H
+
+#include "core/status.h"
+#include "core/tensor.h" /* qat_device */
+#include "train/schedule.h"
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum qat_cfg_method {
+  QAT_METHOD_QAT = 0,  /* end-to-end QAT through fake-quant */
+  QAT_METHOD_BLOCK_AP, /* EfficientQAT block-wise reconstruction */
+  QAT_METHOD_E2E_QP,   /* EfficientQAT end-to-end step sizes only */
+  QAT_METHOD_PIPELINE, /* block_ap then e2e_qp */
+} qat_cfg_method;
+
+typedef enum qat_cfg_grad {
+  QAT_CFG_GRAD_STE = 0,      /* clipped STE for W; s, z not learned through the quantizer */
+  QAT_CFG_GRAD_EFFICIENTQAT, /* LSQ+ style ds, dz without gradient scale (REFERENCE.md 2) */
+  QAT_CFG_GRAD_LSQ,          /* same times 1 / sqrt(n_group * Qp) */
+} qat_cfg_grad;
+
+typedef enum qat_cfg_train_set {
+  QAT_TRAIN_ALL = 0, /* W, s and z */
+  QAT_TRAIN_SCALES,  /* s (and z) only; W frozen */
+} qat_cfg_train_set;
+
+typedef enum qat_cfg_resume {
+  QAT_RESUME_AUTO = 0, /* resume from the newest checkpoint in checkpoint.dir when there is one */
+  QAT_RESUME_NEVER,    /* start from step 0; checkpoints already in the run dir are ignored */
+  QAT_RESUME_MUST,     /* error when there is no checkpoint */
+} qat_cfg_resume;
+
+typedef struct qat_config {
+  char *model; /* Hugging Face folder */
+  struct {
+    char *train, *val; /* token .npy files */
+    int seq_len;
+  } data;
+  qat_cfg_method method;
+  struct {
+    int bits;
+    int group; /* -1 per-channel, 0 per-tensor, else columns per group */
+    bool sym;
+    qat_cfg_grad grad;
+    qat_cfg_train_set train;
+  } quant;
+  struct {
+    int64_t steps; /* optimizer steps */
+    int batch, grad_accum;
+    double lr, lr_quant, weight_decay;
+    int64_t warmup;
+    qat_lr_schedule schedule;
+    double min_lr_ratio;
+    int64_t seed;
+    double clip;
+    int64_t eval_every, eval_windows;
+    int max_bad_steps;
+  } train;
+  struct {
+    bool enabled;
+    double temperature, alpha;
+  } distill;
+  struct {
+    char *dir;
+    int64_t every;
+    int keep;
+    qat_cfg_resume resume;
+  } checkpoint;
+  qat_device device;
+  struct {
+    int samples, epochs;
+    double lr_w, lr_quant;
+  } block_ap;
+  struct {
+    int64_t steps;
+    double lr;
+  } e2e_qp;
+  char *source; /* path the config was loaded from (not a key; NULL for defaults) */
+} qat_config;
+
+/* Every key at its default; strings NULL. Free with qat_config_free. */
+void qat_config_defaults(qat_config *cfg);
+void qat_config_free(qat_config *cfg);
+/* Parse path, apply overrides ("key.sub=value", in order), validate. On error cfg is left
+ * freed/empty and the message names the file, the line and the key (or the override). */
+qat_status qat_config_load(const char *path, const char *const *overrides, int n,
+                           qat_config *cfg);
+/* One override "key.sub=value" (QAT_EUSAGE naming the key, or the key and value). */
+qat_status qat_config_set(qat_config *cfg, const char *assignment);
+/* Value checks (no file system access); QAT_EUSAGE naming the key and the value. */
+qat_status qat_config_validate(const qat_config *cfg);
+/* model is a directory with config.json, data.train and data.val are readable files. */
+qat_status qat_config_check_files(const qat_config *cfg);
+
+/* The effective config as YAML, every key, in a form qat_config_load reads back identically. */
+qat_status qat_config_print(const qat_config *cfg, FILE *f);
+/* Same into a malloc'd string. */
+qat_status qat_config_to_string(const qat_config *cfg, char **out);
+/* Written atomically (temporary + fsync + rename). */
+qat_status qat_config_save(const qat_config *cfg, const char *path);
+/* FNV-1a 64 of the printed YAML: equal configs hash equally (stored in checkpoints). */
+uint64_t qat_config_hash(const qat_config *cfg);
+/* Every key equal (source ignored). */
+bool qat_config_equal(const qat_config *a, const qat_config *b);
+
+const char *qat_cfg_method_name(qat_cfg_method m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
