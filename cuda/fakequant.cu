@@ -1,4 +1,555 @@
-// CUDA fused fake-quant kernels. Filled in by the quantizer work.
+// CUDA fused fake-quant: fq_init (min/max per group), fq_forward (one elementwise pass) and
+// fq_backward (dw, ds, dz in one pass), matching the CPU reference host/backend/cpu/fakequant.c
+// (REFERENCE.md sections 1-2). Tests: tests/test_cuda_fakequant.c; timing:
+// benchmarks/bench_fakequant.c.
+//
+// W[R, C] row-major; every quantizer group is one contiguous run ("segment") of W: group (r, j)
+// covers W[r, j*g : min((j+1)*g, C)], per-channel covers row r, per-tensor covers all of W.
+// Segment k owns s[k], z[k] (s, z [R, G] row-major, or [1, 1]).
+//
+// Reductions (init, backward) never use global atomics: a segment is reduced by a group of
+// lanes inside one warp (short segments: `lanes` = a power of two <= 32, warp shuffles) or by
+// whole blocks (long segments: a block reduces through shared memory; when there are few
+// segments each is split over `nsplit` blocks that write partials to the backend workspace, and
+// a small finish kernel combines them in a fixed order, so results are deterministic).
+// Vector path: 16-byte loads/stores (float4; 8 bytes for 4 BF16) when every segment starts and
+// ends on a multiple of 4 elements and the pointers are aligned; otherwise the scalar path.
+// Arithmetic per element is the CPU's, operation for operation (IEEE division, rintf), so the
+// forward and dw agree with the CPU bit for bit; only the order of the ds, dz sums differs.
 #include "cuda/common.cuh"
 
-void qat_cuda_register_quant(qat_backend *be) { (void)be; }
+#include <stdint.h>
+
+// Argument checks shared with the CPU ops (defined in host/backend/cpu/fakequant.c).
+extern "C" qat_status qat_fq_check_tensor(const qat_backend *be, const char *op, const char *role,
+                                          const qat_tensor *t, unsigned dtypes, int64_t r,
+                                          int64_t c);
+extern "C" qat_status qat_fq_check_args(const qat_backend *be, const char *op, const qat_qspec *q,
+                                        const qat_tensor *w, const qat_tensor *s,
+                                        const qat_tensor *z);
+
+namespace {
+
+constexpr int kThreads = 256;        // every kernel here; a multiple of 32
+constexpr int64_t kSmallSeg = 1024;  // segments up to this long go to sub-warp workers
+constexpr int64_t kMinPart = 8192;   // elements per block when a segment is split
+
+// ---- layout and quantizer constants --------------------------------------------------------------
+
+struct FqShape {
+  int64_t R, C, G; // G segments per row (1 per-channel)
+  int64_t glen;    // elements per segment (the last of a row may be shorter); R*C per-tensor
+  int64_t nseg;
+  int pertensor;
+};
+
+struct FqCode {
+  float lo, hi; // code range: asym [0, qmax], sym [Qn, Qp]
+  float qp;     // Qp of the LSQ gradient scale
+  int asym;
+};
+
+FqShape make_shape(const qat_qspec *q, int64_t R, int64_t C) {
+  FqShape p;
+  p.R = R;
+  p.C = C;
+  p.pertensor = q->group == 0;
+  p.G = qat_qspec_groups(q, C);
+  p.glen = q->group > 0 ? q->group : (p.pertensor ? R * C : C);
+  p.nseg = p.pertensor ? 1 : R * p.G;
+  return p;
+}
+
+FqCode make_code(const qat_qspec *q) {
+  FqCode c;
+  c.asym = !q->sym;
+  if (c.asym) {
+    c.lo = 0.0f;
+    c.hi = (float)((1 << q->bits) - 1);
+  } else {
+    c.lo = -(float)(1 << (q->bits - 1));
+    c.hi = (float)((1 << (q->bits - 1)) - 1);
+  }
+  c.qp = c.hi;
+  return c;
+}
+
+__device__ __forceinline__ void seg_range(const FqShape &p, int64_t seg, int64_t &start,
+                                          int64_t &len) {
+  if (p.pertensor) {
+    start = 0;
+    len = p.R * p.C;
+    return;
+  }
+  int64_t r = seg / p.G, j = seg - r * p.G, c0 = j * p.glen;
+  start = r * p.C + c0;
+  len = p.C - c0 < p.glen ? p.C - c0 : p.glen;
+}
+
+// Comparisons, not fminf/fmaxf: a NaN stays NaN (as on the CPU).
+__device__ __forceinline__ float fq_clamp(float x, float lo, float hi) {
+  return x < lo ? lo : (x > hi ? hi : x);
+}
+__device__ __forceinline__ float fq_scale(const float *s, int64_t k) {
+  return fq_clamp(s[k], QAT_S_MIN, QAT_S_MAX);
+}
+__device__ __forceinline__ float fq_zero(const float *z, int64_t k, const FqCode &c) {
+  return c.asym ? fq_clamp(rintf(z[k]), 0.0f, c.hi) : 0.0f;
+}
+__device__ __forceinline__ float fq_fwd1(float w, float sv, float zt, const FqCode &c) {
+  float code = fq_clamp(rintf(w / sv) + zt, c.lo, c.hi);
+  return (code - zt) * sv;
+}
+// One element of the backward: returns dw; adds G * dw^/ds to ds and G (outside I) to out.
+__device__ __forceinline__ float fq_bwd1(float w, float g, float sv, float zt, const FqCode &c,
+                                         float &ds, float &out) {
+  float u = w / sv, r = rintf(u), code = r + zt;
+  if (code < c.lo) {
+    ds += g * (c.lo - zt);
+    out += g;
+    return 0.0f;
+  }
+  if (code > c.hi) {
+    ds += g * (c.hi - zt);
+    out += g;
+    return 0.0f;
+  }
+  ds += g * (r - u);
+  return g;
+}
+
+// ---- vector loads / stores -----------------------------------------------------------------------
+
+__device__ __forceinline__ float4 ld4(const float *p, int64_t i) {
+  return *reinterpret_cast<const float4 *>(p + i);
+}
+__device__ __forceinline__ float4 ld4(const __nv_bfloat16 *p, int64_t i) {
+  uint2 raw = *reinterpret_cast<const uint2 *>(p + i);
+  __nv_bfloat162 a, b;
+  memcpy(&a, &raw.x, 4);
+  memcpy(&b, &raw.y, 4);
+  float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
+  return make_float4(fa.x, fa.y, fb.x, fb.y);
+}
+__device__ __forceinline__ void st4(float *p, int64_t i, float4 v) {
+  *reinterpret_cast<float4 *>(p + i) = v;
+}
+__device__ __forceinline__ void st4(__nv_bfloat16 *p, int64_t i, float4 v) {
+  __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+  uint2 raw;
+  memcpy(&raw.x, &a, 4);
+  memcpy(&raw.y, &b, 4);
+  *reinterpret_cast<uint2 *>(p + i) = raw;
+}
+
+// ---- reductions of a pair of floats ----------------------------------------------------------------
+
+// Work policies (below) define combine(a, b) on float2 and ident().
+__device__ __forceinline__ float2 shfl_xor2(float2 v, int o) {
+  v.x = __shfl_xor_sync(0xffffffffu, v.x, o);
+  v.y = __shfl_xor_sync(0xffffffffu, v.y, o);
+  return v;
+}
+// Reduce over aligned groups of `width` lanes (a power of two <= 32); every lane gets the result.
+// All 32 lanes of the warp must call it.
+template <class W>
+__device__ __forceinline__ float2 warp_reduce(float2 v, int width) {
+  for (int o = width >> 1; o > 0; o >>= 1) v = W::combine(v, shfl_xor2(v, o));
+  return v;
+}
+// Whole-block reduction; the result is valid in thread 0.
+template <class W>
+__device__ float2 block_reduce(float2 v) {
+  __shared__ float2 warp_part[kThreads / 32];
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_reduce<W>(v, 32);
+  if (lane == 0) warp_part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < (int)(blockDim.x >> 5) ? warp_part[lane] : W::ident();
+    v = warp_reduce<W>(v, 32);
+  }
+  return v;
+}
+
+// ---- work policies: what a segment worker does ----------------------------------------------------
+// range(st, a, b, t, nt): elements [a, b) of W (absolute flat indices), thread t of nt; under VEC
+// a and b are multiples of 4 and each thread takes 4 elements at a time.
+// finish(seg, len, st, total): writes the segment's results from the reduced pair.
+// parts(p, n): combines n partials of one segment in a fixed order.
+
+template <typename TG, bool VEC>
+struct BwdWork {
+  const float *w;
+  const TG *g;
+  const float *s, *z;
+  float *dw, *ds, *dz; // any may be NULL
+  FqCode c;
+  int lsq;
+  struct State {
+    float sv, zt;
+  };
+  __device__ static float2 ident() { return make_float2(0.0f, 0.0f); }
+  __device__ static float2 combine(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
+  __device__ State begin(int64_t seg) const {
+    State st;
+    st.sv = fq_scale(s, seg);
+    st.zt = fq_zero(z, seg, c);
+    return st;
+  }
+  __device__ float2 range(const State &st, int64_t a, int64_t b, int t, int nt) const {
+    float acc_ds = 0.0f, acc_out = 0.0f;
+    if (VEC) {
+      for (int64_t i = a + 4 * (int64_t)t; i < b; i += 4 * (int64_t)nt) {
+        float4 wv = ld4(w, i), gv = ld4(g, i), d;
+        d.x = fq_bwd1(wv.x, gv.x, st.sv, st.zt, c, acc_ds, acc_out);
+        d.y = fq_bwd1(wv.y, gv.y, st.sv, st.zt, c, acc_ds, acc_out);
+        d.z = fq_bwd1(wv.z, gv.z, st.sv, st.zt, c, acc_ds, acc_out);
+        d.w = fq_bwd1(wv.w, gv.w, st.sv, st.zt, c, acc_ds, acc_out);
+        if (dw) st4(dw, i, d);
+      }
+    } else {
+      for (int64_t i = a + t; i < b; i += nt) {
+        float d = fq_bwd1(w[i], qat_ld(g, i), st.sv, st.zt, c, acc_ds, acc_out);
+        if (dw) dw[i] = d;
+      }
+    }
+    return make_float2(acc_ds, acc_out);
+  }
+  __device__ float2 parts(const float2 *p, int n) const {
+    double a = 0.0, o = 0.0; // fixed order, double: per-tensor sums span millions of weights
+    for (int i = 0; i < n; i++) {
+      a += p[i].x;
+      o += p[i].y;
+    }
+    return make_float2((float)a, (float)o);
+  }
+  __device__ void finish(int64_t seg, int64_t len, const State &st, float2 tot) const {
+    double gs = lsq ? 1.0 / sqrt((double)len * (double)c.qp) : 1.0;
+    if (ds) ds[seg] = (float)((double)tot.x * gs);
+    if (dz) dz[seg] = (float)(-(double)st.sv * (double)tot.y * gs);
+  }
+};
+
+// Init: (min, max) per segment; s and z from them exactly as the CPU; any non-finite weight
+// sets *bad (a plain store of 1: every writer writes the same value, no atomics needed).
+template <bool VEC>
+struct InitWork {
+  const float *w;
+  float *s, *z; // z NULL when sym
+  int *bad;
+  FqCode c;
+  struct State {};
+  __device__ static float2 ident() { return make_float2(INFINITY, -INFINITY); }
+  __device__ static float2 combine(float2 a, float2 b) {
+    return make_float2(fminf(a.x, b.x), fmaxf(a.y, b.y));
+  }
+  __device__ State begin(int64_t) const { return State(); }
+  __device__ float2 range(const State &, int64_t a, int64_t b, int t, int nt) const {
+    float mn = INFINITY, mx = -INFINITY;
+    bool finite = true;
+    if (VEC) {
+      for (int64_t i = a + 4 * (int64_t)t; i < b; i += 4 * (int64_t)nt) {
+        float4 v = ld4(w, i);
+        mn = fminf(fminf(mn, v.x), fminf(v.y, fminf(v.z, v.w)));
+        mx = fmaxf(fmaxf(mx, v.x), fmaxf(v.y, fmaxf(v.z, v.w)));
+        finite &= isfinite(v.x) && isfinite(v.y) && isfinite(v.z) && isfinite(v.w);
+      }
+    } else {
+      for (int64_t i = a + t; i < b; i += nt) {
+        float v = w[i];
+        mn = fminf(mn, v);
+        mx = fmaxf(mx, v);
+        finite &= isfinite(v);
+      }
+    }
+    if (!finite) *bad = 1;
+    return make_float2(mn, mx);
+  }
+  __device__ float2 parts(const float2 *p, int n) const {
+    float2 v = ident();
+    for (int i = 0; i < n; i++) v = combine(v, p[i]);
+    return v;
+  }
+  __device__ void finish(int64_t seg, int64_t, const State &, float2 mm) const {
+    if (c.asym) {
+      float sv = fq_clamp((mm.y - mm.x) / c.hi, QAT_S_MIN, QAT_S_MAX);
+      s[seg] = sv;
+      z[seg] = rintf(-fq_clamp(mm.x / sv, -1e4f, 1e4f)) + 0.0f; // + 0: no -0 zero points
+    } else {
+      float amax = fmaxf(fabsf(mm.x), fabsf(mm.y));
+      s[seg] = fq_clamp(amax / c.hi, QAT_S_MIN, QAT_S_MAX);
+    }
+  }
+};
+
+// ---- segment kernels -----------------------------------------------------------------------------
+
+// Short segments: `lanes` consecutive lanes (a power of two <= 32) per segment.
+template <class W>
+__global__ void __launch_bounds__(kThreads) seg_small_kernel(W wk, FqShape p, int lanes) {
+  int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  int64_t seg = tid / lanes;
+  int lane = (int)(tid % lanes);
+  bool active = seg < p.nseg;
+  float2 v = W::ident();
+  typename W::State st{};
+  int64_t start = 0, len = 0;
+  if (active) {
+    seg_range(p, seg, start, len);
+    st = wk.begin(seg);
+    v = wk.range(st, start, start + len, lane, lanes);
+  }
+  v = warp_reduce<W>(v, lanes); // every lane of the warp takes part, active or not
+  if (active && lane == 0) wk.finish(seg, len, st, v);
+}
+
+// Long segments: nsplit blocks per segment. nsplit == 1: the block finishes its segment;
+// otherwise it writes its partial to part[blockIdx.x] for seg_finish_kernel.
+template <class W, bool VEC>
+__global__ void __launch_bounds__(kThreads)
+    seg_large_kernel(W wk, FqShape p, int nsplit, float2 *part) {
+  int64_t seg = blockIdx.x / nsplit;
+  int piece = (int)(blockIdx.x % nsplit);
+  int64_t start, len;
+  seg_range(p, seg, start, len);
+  int64_t chunk = (len + nsplit - 1) / nsplit;
+  if (VEC) chunk = (chunk + 3) & ~(int64_t)3; // pieces start on 16-byte boundaries
+  int64_t a = (int64_t)piece * chunk, b = a + chunk < len ? a + chunk : len;
+  typename W::State st = wk.begin(seg);
+  float2 v = a < b ? wk.range(st, start + a, start + b, threadIdx.x, blockDim.x) : W::ident();
+  v = block_reduce<W>(v);
+  if (threadIdx.x == 0) {
+    if (nsplit == 1)
+      wk.finish(seg, len, st, v);
+    else
+      part[blockIdx.x] = v;
+  }
+}
+
+template <class W>
+__global__ void seg_finish_kernel(W wk, FqShape p, int nsplit, const float2 *part) {
+  int64_t seg = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (seg >= p.nseg) return;
+  int64_t start, len;
+  seg_range(p, seg, start, len);
+  wk.finish(seg, len, wk.begin(seg), wk.parts(part + seg * nsplit, nsplit));
+}
+
+// ---- launch planning -----------------------------------------------------------------------------
+
+bool aligned(const void *ptr, unsigned bytes) { return ((uintptr_t)ptr % bytes) == 0; }
+
+// Every segment starts and ends on a multiple of 4 elements.
+bool vec_layout(const FqShape &p) {
+  if (p.pertensor) return (p.R * p.C) % 4 == 0;
+  return p.C % 4 == 0 && p.glen % 4 == 0;
+}
+
+int pow2_at_least(int64_t n) {
+  int l = 1;
+  while (l < 32 && l < n) l <<= 1;
+  return l;
+}
+
+// Runs a work policy over all segments: small or large kernels, plus the finish kernel when
+// segments are split. W<VEC> instances are built by the caller.
+template <class W, bool VEC>
+qat_status run_segments(const qat_backend *be, const W &wk, const FqShape &p, float2 *ws,
+                        size_t ws_count) {
+  qat_cuda_ctx *cx = qat_cuda(be);
+  cudaStream_t stream = cx->stream;
+  int64_t maxlen = p.pertensor ? p.R * p.C : (p.glen < p.C ? p.glen : p.C);
+  if (!p.pertensor && maxlen <= kSmallSeg) {
+    int lanes = pow2_at_least(VEC ? (maxlen + 3) / 4 : maxlen);
+    int64_t threads = p.nseg * lanes;
+    int64_t blocks = (threads + kThreads - 1) / kThreads;
+    if (blocks > INT32_MAX) return QAT_FAIL(QAT_EUNSUPPORTED, "fake-quant: %lld segments", (long long)p.nseg);
+    seg_small_kernel<W><<<(unsigned)blocks, kThreads, 0, stream>>>(wk, p, lanes);
+    QAT_CUDA_LAUNCHED();
+    return QAT_OK;
+  }
+  // enough blocks to fill the GPU a few times over, each with at least kMinPart elements
+  int64_t target = 4 * (int64_t)(cx->sm_count > 0 ? cx->sm_count : 100);
+  int64_t nsplit = (target + p.nseg - 1) / p.nseg;
+  int64_t maxsplit = (maxlen + kMinPart - 1) / kMinPart;
+  if (nsplit > maxsplit) nsplit = maxsplit;
+  if (nsplit < 1) nsplit = 1;
+  if (nsplit > 1 && (size_t)(p.nseg * nsplit) > ws_count) nsplit = (int64_t)ws_count / p.nseg;
+  if (nsplit < 1) nsplit = 1;
+  int64_t blocks = p.nseg * nsplit;
+  if (blocks > INT32_MAX) return QAT_FAIL(QAT_EUNSUPPORTED, "fake-quant: %lld segments", (long long)p.nseg);
+  seg_large_kernel<W, VEC><<<(unsigned)blocks, kThreads, 0, stream>>>(wk, p, (int)nsplit, ws);
+  QAT_CUDA_LAUNCHED();
+  if (nsplit > 1) {
+    unsigned fb = (unsigned)((p.nseg + kThreads - 1) / kThreads);
+    seg_finish_kernel<W><<<fb, kThreads, 0, stream>>>(wk, p, (int)nsplit, ws);
+    QAT_CUDA_LAUNCHED();
+  }
+  return QAT_OK;
+}
+
+// Workspace layout: [0, 256) an int flag (init), then float2 partials.
+constexpr size_t kWsFlagBytes = 256;
+float2 *ws_parts(const qat_backend *be, size_t *count) {
+  qat_cuda_ctx *cx = qat_cuda(be);
+  *count = (cx->workspace_bytes - kWsFlagBytes) / sizeof(float2);
+  return (float2 *)((char *)cx->workspace + kWsFlagBytes);
+}
+
+// ---- forward -------------------------------------------------------------------------------------
+
+// IT: the index type; 32-bit when the tensor has < 2^31 elements (64-bit division is slow).
+template <typename TO, bool VEC, typename IT>
+__global__ void __launch_bounds__(kThreads)
+    fq_forward_kernel(const float *__restrict__ w, const float *__restrict__ s,
+                      const float *__restrict__ z, TO *__restrict__ out, FqShape p, FqCode c) {
+  IT n = (IT)(p.R * p.C), units = VEC ? n / 4 : n, C = (IT)p.C, G = (IT)p.G, glen = (IT)p.glen;
+  for (IT u = (IT)blockIdx.x * blockDim.x + threadIdx.x; u < units; u += (IT)gridDim.x * blockDim.x) {
+    IT i = VEC ? 4 * u : u, k = 0;
+    if (!p.pertensor) {
+      IT r = i / C;
+      k = r * G + (i - r * C) / glen; // under VEC the 4 elements share the group
+    }
+    float sv = fq_scale(s, k), zt = fq_zero(z, k, c);
+    if (VEC) {
+      float4 v = ld4(w, i);
+      v.x = fq_fwd1(v.x, sv, zt, c);
+      v.y = fq_fwd1(v.y, sv, zt, c);
+      v.z = fq_fwd1(v.z, sv, zt, c);
+      v.w = fq_fwd1(v.w, sv, zt, c);
+      st4(out, i, v);
+    } else {
+      qat_st(out, i, fq_fwd1(w[i], sv, zt, c));
+    }
+  }
+}
+
+template <typename TO, bool VEC>
+void forward_kernel_launch(unsigned blocks, cudaStream_t st, int64_t n, const float *w,
+                           const float *s, const float *z, TO *out, const FqShape &p,
+                           const FqCode &c) {
+  if (n < ((int64_t)1 << 31))
+    fq_forward_kernel<TO, VEC, uint32_t><<<blocks, kThreads, 0, st>>>(w, s, z, out, p, c);
+  else
+    fq_forward_kernel<TO, VEC, int64_t><<<blocks, kThreads, 0, st>>>(w, s, z, out, p, c);
+}
+
+template <typename TO>
+qat_status launch_forward(const qat_backend *be, const FqShape &p, const FqCode &c,
+                          const float *w, const float *s, const float *z, TO *out) {
+  qat_cuda_ctx *cx = qat_cuda(be);
+  bool vec = vec_layout(p) && aligned(w, 16) && aligned(out, 4 * sizeof(TO));
+  int64_t n = p.R * p.C, units = vec ? n / 4 : n;
+  int64_t blocks = (units + kThreads - 1) / kThreads;
+  int64_t cap = 32 * (int64_t)(cx->sm_count > 0 ? cx->sm_count : 100); // grid-stride beyond
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  if (vec)
+    forward_kernel_launch<TO, true>((unsigned)blocks, cx->stream, n, w, s, z, out, p, c);
+  else
+    forward_kernel_launch<TO, false>((unsigned)blocks, cx->stream, n, w, s, z, out, p, c);
+  QAT_CUDA_LAUNCHED();
+  return QAT_OK;
+}
+
+} // namespace
+
+// ---- ops -------------------------------------------------------------------------------------------
+
+static qat_status cu_fq_init(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                             qat_tensor *s, qat_tensor *z) {
+  QAT_TRY(qat_fq_check_args(be, "fq_init", q, w, s, z));
+  FqShape p = make_shape(q, w->shape[0], w->shape[1]);
+  FqCode c = make_code(q);
+  qat_cuda_ctx *cx = qat_cuda(be);
+  size_t nws;
+  float2 *ws = ws_parts(be, &nws);
+  int *bad = (int *)cx->workspace;
+  QAT_CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), cx->stream));
+  bool vec = vec_layout(p) && aligned(w->data, 16);
+  if (vec) {
+    InitWork<true> wk{(const float *)w->data, (float *)s->data, c.asym ? (float *)z->data : nullptr,
+                      bad, c};
+    QAT_TRY((run_segments<InitWork<true>, true>(be, wk, p, ws, nws)));
+  } else {
+    InitWork<false> wk{(const float *)w->data, (float *)s->data,
+                       c.asym ? (float *)z->data : nullptr, bad, c};
+    QAT_TRY((run_segments<InitWork<false>, false>(be, wk, p, ws, nws)));
+  }
+  int hbad = 0;
+  QAT_CUDA_TRY(cudaMemcpyAsync(&hbad, bad, sizeof(int), cudaMemcpyDeviceToHost, cx->stream));
+  QAT_CUDA_TRY(cudaStreamSynchronize(cx->stream));
+  if (hbad)
+    return QAT_FAIL(QAT_EINVAL, "fq_init: tensor %s has a non-finite weight (NaN or Inf)",
+                    w->name ? w->name : "w");
+  return QAT_OK;
+}
+
+static qat_status cu_fq_forward(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                                const qat_tensor *s, const qat_tensor *z, qat_tensor *w_hat) {
+  QAT_TRY(qat_fq_check_args(be, "fq_forward", q, w, s, z));
+  QAT_TRY(qat_fq_check_tensor(be, "fq_forward", "w_hat", w_hat,
+                              (1u << QAT_F32) | (1u << QAT_BF16), w->shape[0], w->shape[1]));
+  FqShape p = make_shape(q, w->shape[0], w->shape[1]);
+  FqCode c = make_code(q);
+  const float *W = (const float *)w->data, *S = (const float *)s->data;
+  const float *Z = c.asym ? (const float *)z->data : nullptr;
+  if (w_hat->dtype == QAT_BF16)
+    return launch_forward(be, p, c, W, S, Z, (__nv_bfloat16 *)w_hat->data);
+  return launch_forward(be, p, c, W, S, Z, (float *)w_hat->data);
+}
+
+template <typename TG>
+static qat_status launch_backward(const qat_backend *be, const qat_qspec *q, const FqShape &p,
+                                  const qat_tensor *w, const qat_tensor *s, const qat_tensor *z,
+                                  const qat_tensor *g, qat_tensor *dw, qat_tensor *ds,
+                                  qat_tensor *dz) {
+  FqCode c = make_code(q);
+  size_t nws;
+  float2 *ws = ws_parts(be, &nws);
+  const float *W = (const float *)w->data, *S = (const float *)s->data;
+  const float *Z = c.asym ? (const float *)z->data : nullptr;
+  float *DW = dw ? (float *)dw->data : nullptr, *DS = ds ? (float *)ds->data : nullptr;
+  float *DZ = dz ? (float *)dz->data : nullptr;
+  int lsq = q->grad == QAT_QGRAD_LSQ;
+  bool vec = vec_layout(p) && aligned(W, 16) && aligned(g->data, 4 * sizeof(TG)) &&
+             (!DW || aligned(DW, 16));
+  if (vec) {
+    BwdWork<TG, true> wk{W, (const TG *)g->data, S, Z, DW, DS, DZ, c, lsq};
+    return run_segments<BwdWork<TG, true>, true>(be, wk, p, ws, nws);
+  }
+  BwdWork<TG, false> wk{W, (const TG *)g->data, S, Z, DW, DS, DZ, c, lsq};
+  return run_segments<BwdWork<TG, false>, false>(be, wk, p, ws, nws);
+}
+
+static qat_status cu_fq_backward(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                                 const qat_tensor *s, const qat_tensor *z, const qat_tensor *g,
+                                 qat_tensor *dw, qat_tensor *ds, qat_tensor *dz) {
+  const char *op = "fq_backward";
+  QAT_TRY(qat_fq_check_args(be, op, q, w, s, z));
+  int64_t R = w->shape[0], C = w->shape[1], ss[2];
+  qat_qspec_sshape(q, R, C, ss);
+  QAT_TRY(qat_fq_check_tensor(be, op, "g", g, (1u << QAT_F32) | (1u << QAT_BF16), R, C));
+  if (dw) QAT_TRY(qat_fq_check_tensor(be, op, "dw", dw, 1u << QAT_F32, R, C));
+  if (q->grad == QAT_QGRAD_STE) ds = dz = nullptr; // s, z get no gradient: nothing written
+  if (q->sym) dz = nullptr;                        // no zero point
+  if (ds) QAT_TRY(qat_fq_check_tensor(be, op, "ds", ds, 1u << QAT_F32, ss[0], ss[1]));
+  if (dz) QAT_TRY(qat_fq_check_tensor(be, op, "dz", dz, 1u << QAT_F32, ss[0], ss[1]));
+  if (!dw && !ds && !dz) return QAT_OK;
+  FqShape p = make_shape(q, R, C);
+  if (g->dtype == QAT_BF16) return launch_backward<__nv_bfloat16>(be, q, p, w, s, z, g, dw, ds, dz);
+  return launch_backward<float>(be, q, p, w, s, z, g, dw, ds, dz);
+}
+
+// The backend's stream, for benchmarks that time ops with CUDA events (see bench_fakequant.c).
+// Belongs in backend.cu / backend.h as a general accessor.
+extern "C" void *qat_fq_cuda_stream(const qat_backend *be) {
+  return be && be->ctx ? (void *)qat_cuda(be)->stream : nullptr;
+}
+
+void qat_cuda_register_quant(qat_backend *be) {
+  be->fq_init = cu_fq_init;
+  be->fq_forward = cu_fq_forward;
+  be->fq_backward = cu_fq_backward;
+}

@@ -8,6 +8,12 @@ typedef qat_status (*qat_cmd_fn)(int argc, char **argv);
 
 qat_status cmd_quantize(int argc, char **argv);
 qat_status cmd_inspect(int argc, char **argv);
+qat_status cmd_convert(int argc, char **argv);
+qat_status cmd_eval(int argc, char **argv);
+qat_status cmd_generate(int argc, char **argv);
+qat_status cmd_tokenize(int argc, char **argv);
+qat_status cmd_train(int argc, char **argv);
+qat_status cmd_export(int argc, char **argv);
 
 /* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
  * booleans. Unknown flags are QAT_EUSAGE naming the flag. */

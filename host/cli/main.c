@@ -13,6 +13,12 @@ static const struct {
 } k_cmds[] = {
     {"quantize", cmd_quantize, "PTQ-quantize a Hugging Face folder (RTN) to fake-quant weights"},
     {"inspect", cmd_inspect, "summarize a safetensors file or a model folder"},
+    {"convert", cmd_convert, "convert a llama2.c checkpoint into a Hugging Face folder"},
+    {"eval", cmd_eval, "perplexity of a model folder on a token shard"},
+    {"generate", cmd_generate, "sample text from a model folder"},
+    {"tokenize", cmd_tokenize, "tokenize a text file into a .npy token shard"},
+    {"train", cmd_train, "run a training job from a YAML config (QAT)"},
+    {"export", cmd_export, "export a run's newest checkpoint (fake-quant HF folder)"},
 };
 #define NCMDS (int)(sizeof k_cmds / sizeof k_cmds[0])
 

@@ -7,6 +7,16 @@
 
 static qat_log_level g_level = QAT_LOG_INFO;
 void qat_log_set_level(qat_log_level l) { g_level = l; }
+static qat_log_level g_saved[8];
+static int g_depth;
+void qat_log_level_push_quiet(void) {
+  if (g_depth < 8) g_saved[g_depth] = g_level;
+  g_depth++;
+  if (g_level > QAT_LOG_QUIET) g_level = QAT_LOG_QUIET;
+}
+void qat_log_level_pop(void) {
+  if (g_depth > 0 && --g_depth < 8) g_level = g_saved[g_depth];
+}
 
 #define VLOG(prefix)                                                                               \
   do {                                                                                             \

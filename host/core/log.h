@@ -12,6 +12,9 @@ extern "C" {
 
 typedef enum { QAT_LOG_QUIET = 0, QAT_LOG_INFO = 1, QAT_LOG_DEBUG = 2 } qat_log_level;
 void qat_log_set_level(qat_log_level l);
+/* Silence info logs (nested progress of an inner job) and restore them. */
+void qat_log_level_push_quiet(void);
+void qat_log_level_pop(void);
 void qat_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));   /* info, stderr */
 void qat_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* debug, stderr */
 void qat_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* always shown */

@@ -1,0 +1,86 @@
+/* Private to the CPU backend's dense, LLaMA-block and optimizer ops (gemm.c, elementwise.c,
+ * embedding.c, rmsnorm.c, rope.c, attention.c, swiglu.c, xent.c, adamw.c): their entry points,
+ * which nn.c registers in the op table, and the argument checks they share.
+ *
+ * Every op validates before it writes anything: a tensor that is NULL, not on the CPU, not F32
+ * (QAT_EUNSUPPORTED naming the op and the dtype) or whose shape disagrees with the others
+ * (QAT_EINVAL naming the op and both shapes) leaves every output untouched.
+ *
+ * Determinism: no result depends on the number of OpenMP threads. Each output element is written
+ * by one thread, and every reduction (bias_bwd, rmsnorm dw, embedding_bwd, GQA dk/dv, sumsq) runs
+ * in an order fixed by the shapes alone. */
+#ifndef QAT_BACKEND_CPU_OPS_H
+#define QAT_BACKEND_CPU_OPS_H
+
+#include "backend/backend.h"
+
+/* Loops over fewer elements than this stay on one thread: forking costs more than they do. */
+#define QAT_CPU_PAR_MIN 16384
+
+/* ---- argument checks (file:line of the caller goes into the message) ---- */
+/* t non-NULL, on the CPU, of dtype `want`, with data when it has elements. */
+qat_status qat_cpu_check_arg(const char *op, const char *what, const qat_tensor *t, qat_dtype want,
+                             const char *file, int line);
+/* a and b have the same ndim and dims. */
+qat_status qat_cpu_check_same(const char *op, const char *an, const qat_tensor *a, const char *bn,
+                              const qat_tensor *b, const char *file, int line);
+/* numel(t) == n. */
+qat_status qat_cpu_check_numel(const char *op, const char *what, const qat_tensor *t, int64_t n,
+                               const char *file, int line);
+/* t has ndim >= 1 and its last dim is `cols` (t is then [rows, cols] with rows = the product of
+ * the leading dims). */
+qat_status qat_cpu_check_cols(const char *op, const char *what, const qat_tensor *t, int64_t cols,
+                              const char *file, int line);
+
+#define CPU_ARG(op, t, dt) QAT_TRY(qat_cpu_check_arg((op), #t, (t), (dt), __FILE__, __LINE__))
+#define CPU_F32(op, t) CPU_ARG(op, t, QAT_F32)
+#define CPU_SAME(op, a, b) QAT_TRY(qat_cpu_check_same((op), #a, (a), #b, (b), __FILE__, __LINE__))
+#define CPU_NUMEL(op, t, n) QAT_TRY(qat_cpu_check_numel((op), #t, (t), (n), __FILE__, __LINE__))
+#define CPU_COLS(op, t, c) QAT_TRY(qat_cpu_check_cols((op), #t, (t), (c), __FILE__, __LINE__))
+
+/* Last dim and product of the leading dims of a tensor with ndim >= 1 (no division, so a zero
+ * last dim is fine). */
+int64_t qat_cpu_cols(const qat_tensor *t);
+int64_t qat_cpu_rows(const qat_tensor *t);
+
+/* ---- ops (semantics in backend/backend.h) ---- */
+qat_status qat_cpu_gemm(const qat_backend *be, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                        float alpha, const qat_tensor *A, const qat_tensor *B, float beta,
+                        qat_tensor *C);
+qat_status qat_cpu_axpy(const qat_backend *be, float alpha, const qat_tensor *x, qat_tensor *y);
+qat_status qat_cpu_scale(const qat_backend *be, float alpha, qat_tensor *x);
+qat_status qat_cpu_sumsq(const qat_backend *be, const qat_tensor *x, double *out);
+qat_status qat_cpu_bias_fwd(const qat_backend *be, qat_tensor *y, const qat_tensor *b);
+qat_status qat_cpu_bias_bwd(const qat_backend *be, const qat_tensor *dy, qat_tensor *db);
+
+qat_status qat_cpu_embedding_fwd(const qat_backend *be, const qat_tensor *tokens,
+                                 const qat_tensor *table, qat_tensor *out);
+qat_status qat_cpu_embedding_bwd(const qat_backend *be, const qat_tensor *tokens,
+                                 const qat_tensor *dout, qat_tensor *dtable);
+qat_status qat_cpu_rmsnorm_fwd(const qat_backend *be, const qat_tensor *x, const qat_tensor *w,
+                               float eps, qat_tensor *out, qat_tensor *rstd);
+qat_status qat_cpu_rmsnorm_bwd(const qat_backend *be, const qat_tensor *dout, const qat_tensor *x,
+                               const qat_tensor *w, const qat_tensor *rstd, qat_tensor *dx,
+                               qat_tensor *dw);
+qat_status qat_cpu_rope(const qat_backend *be, qat_tensor *x, const qat_tensor *inv_freq,
+                        int64_t pos0, int inverse);
+qat_status qat_cpu_attention_fwd(const qat_backend *be, const qat_tensor *q, const qat_tensor *k,
+                                 const qat_tensor *v, float scale, qat_tensor *out,
+                                 qat_tensor *lse);
+qat_status qat_cpu_attention_bwd(const qat_backend *be, const qat_tensor *dout,
+                                 const qat_tensor *q, const qat_tensor *k, const qat_tensor *v,
+                                 const qat_tensor *out, const qat_tensor *lse, float scale,
+                                 qat_tensor *dq, qat_tensor *dk, qat_tensor *dv);
+qat_status qat_cpu_swiglu_fwd(const qat_backend *be, const qat_tensor *gate, const qat_tensor *up,
+                              qat_tensor *out);
+qat_status qat_cpu_swiglu_bwd(const qat_backend *be, const qat_tensor *dout,
+                              const qat_tensor *gate, const qat_tensor *up, qat_tensor *dgate,
+                              qat_tensor *dup);
+qat_status qat_cpu_xent(const qat_backend *be, const qat_tensor *logits, const qat_tensor *targets,
+                        qat_tensor *losses, qat_tensor *dlogits, float dscale);
+
+qat_status qat_cpu_adamw(const qat_backend *be, qat_tensor *param, const qat_tensor *grad,
+                         qat_tensor *m, qat_tensor *v, float lr, float beta1, float beta2,
+                         float eps, float weight_decay, int64_t t);
+
+#endif

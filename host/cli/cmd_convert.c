@@ -1,0 +1,56 @@
+/* qat convert --from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR: a llama2.c checkpoint
+ * into a Hugging Face Llama folder (host/model/llama2c.c). */
+#include "cli/cli.h"
+#include "model/llama2c.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+qat_status cmd_convert(int argc, char **argv) {
+  qat_flag f[] = {
+      {"from", 1, NULL, "source format: llama2c"},
+      {"tokenizer", 1, NULL, "tokenizer file copied into the folder (tokenizer.bin)"},
+      {"out", 1, NULL, "output folder (written atomically)"},
+      {"help", 0, NULL, "show this help"},
+  };
+  const int nf = (int)(sizeof f / sizeof f[0]);
+  /* One positional argument (the checkpoint); the rest are flags. */
+  char **rest = calloc((size_t)argc + 1, sizeof *rest);
+  if (!rest) return QAT_FAIL(QAT_ENOMEM, "out of memory");
+  const char *model = NULL;
+  int nrest = 0;
+  qat_status st = QAT_OK;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strncmp(a, "--", 2) == 0) {
+      rest[nrest++] = argv[i];
+      int takes = 0;
+      for (int k = 0; k < nf; k++)
+        if (strcmp(a + 2, f[k].name) == 0) takes = f[k].takes_value;
+      if (takes && i + 1 < argc) rest[nrest++] = argv[++i];
+    } else if (!model) {
+      model = a;
+    } else {
+      st = QAT_FAIL(QAT_EUSAGE, "qat convert: unexpected argument \"%s\"", a);
+      goto done;
+    }
+  }
+  QAT_CHECK(st, qat_parse_flags(nrest, rest, f, nf, "convert"), done);
+  if (qat_flag_get(f, nf, "help")) {
+    qat_print_usage("convert", "--from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR", f, nf);
+    goto done;
+  }
+  const char *from = qat_flag_get(f, nf, "from"), *out = qat_flag_get(f, nf, "out");
+  if (!from || strcmp(from, "llama2c") != 0) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --from %s: expected llama2c", from ? from : "(missing)");
+    goto done;
+  }
+  if (!model || !out) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: need MODEL.bin and --out DIR");
+    goto done;
+  }
+  st = qat_llama2c_convert(model, qat_flag_get(f, nf, "tokenizer"), out);
+done:
+  free(rest);
+  return st;
+}

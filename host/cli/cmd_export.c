@@ -1,0 +1,141 @@
+/* qat export --checkpoint RUN --out DIR --format fakequant: the newest checkpoint of a run as a
+ * Hugging Face folder whose decoder Linear weights are the dequantized low-bit weights (exactly
+ * fake-quant(w) with the trained s, z), plus the quantization record: qat_quant.json (bits,
+ * group, sym) and qat_quant.safetensors ("<linear>.scales", "<linear>.zeros" and the integer
+ * codes are recoverable as round(w_hat / s) + z). Built in a temporary sibling and renamed. */
+#include "cli/cli.h"
+#include "core/log.h"
+#include "io/fsutil.h"
+#include "io/safetensors.h"
+#include "model/llama.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Loads the checkpoint's tensors into the model's parameters of the same name. */
+static qat_status load_params(qat_llama *m, const qat_ckpt *ck) {
+  float *buf = NULL;
+  qat_status st = QAT_OK;
+  int found = 0;
+  for (int i = 0; st == QAT_OK && i < m->nparams; i++) {
+    qat_param *p = &m->params[i];
+    if (!qat_ckpt_find(ck, p->name)) continue;
+    free(buf);
+    buf = malloc(qat_nbytes(p->p) + 1);
+    if (!buf) st = QAT_FAIL(QAT_ENOMEM, "export: out of memory");
+    if (st == QAT_OK) st = qat_ckpt_read_f32(ck, p->name, buf, p->p->ndim, p->p->shape);
+    if (st == QAT_OK) st = m->be->upload(m->be, p->p->data, buf, qat_nbytes(p->p));
+    found++;
+  }
+  free(buf);
+  if (st == QAT_OK && found == 0)
+    st = QAT_FAIL(QAT_EFORMAT, "%s: no model tensors in this checkpoint", ck->dir);
+  return st;
+}
+
+static qat_status write_record(const qat_llama *m, const char *dir) {
+  qat_st_writer w;
+  qat_st_writer_init(&w);
+  qat_status st = QAT_OK;
+  int nbuf = 0;
+  float **bufs = calloc((size_t)m->cfg.n_layers * 14 + 1, sizeof *bufs);
+  if (!bufs) return QAT_FAIL(QAT_ENOMEM, "export: out of memory");
+  char name[160];
+  for (int l = 0; st == QAT_OK && l < m->cfg.n_layers; l++) {
+    const qat_llama_layer *L = &m->layers[l];
+    const qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    for (int i = 0; st == QAT_OK && i < 7; i++) {
+      const qat_tensor *ts[2] = {&lins[i]->s, &lins[i]->z};
+      const char *suf[2] = {"scales", "zeros"};
+      for (int k = 0; st == QAT_OK && k < 2; k++) {
+        if (!ts[k]->data) continue;
+        float *b = bufs[nbuf++] = malloc(qat_nbytes(ts[k]) + 1);
+        if (!b) st = QAT_FAIL(QAT_ENOMEM, "export: out of memory");
+        if (st == QAT_OK) st = m->be->download(m->be, b, ts[k]->data, qat_nbytes(ts[k]));
+        snprintf(name, sizeof name, "%s.%s", lins[i]->name, suf[k]);
+        if (st == QAT_OK) st = qat_st_writer_add(&w, name, QAT_F32, ts[k]->ndim, ts[k]->shape, b);
+      }
+    }
+  }
+  char path[4096], rec[512];
+  snprintf(rec, sizeof rec, "{\"bits\": %d, \"group\": %d, \"sym\": %s}", m->qspec.bits,
+           m->qspec.group, m->qspec.sym ? "true" : "false");
+  if (st == QAT_OK) st = qat_st_writer_meta(&w, "qat_quant", rec);
+  if (st == QAT_OK) st = qat_path_join(path, sizeof path, dir, "qat_quant.safetensors");
+  if (st == QAT_OK) st = qat_st_write(&w, path);
+  for (int i = 0; i < nbuf; i++) free(bufs[i]);
+  free(bufs);
+  qat_st_writer_free(&w);
+  if (st != QAT_OK) return st;
+  snprintf(rec, sizeof rec,
+           "{\"method\": \"qat\", \"format\": \"fakequant\", \"bits\": %d, \"group\": %d, "
+           "\"sym\": %s, \"scales\": \"qat_quant.safetensors\"}\n",
+           m->qspec.bits, m->qspec.group, m->qspec.sym ? "true" : "false");
+  QAT_TRY(qat_path_join(path, sizeof path, dir, "qat_quant.json"));
+  return qat_write_file_atomic(path, rec, strlen(rec));
+}
+
+qat_status cmd_export(int argc, char **argv) {
+  qat_flag fl[] = {
+      {"checkpoint", 1, NULL, "run directory (its newest checkpoint) or one ckpt-N directory"},
+      {"out", 1, NULL, "output Hugging Face folder (replaced atomically)"},
+      {"format", 1, NULL, "fakequant (default)"},
+      {"help", 0, NULL, "show this help"},
+  };
+  int nf = (int)(sizeof fl / sizeof fl[0]);
+  QAT_TRY(qat_parse_flags(argc, argv, fl, nf, "export"));
+  if (qat_flag_get(fl, nf, "help")) {
+    qat_print_usage("export", "--checkpoint RUN --out DIR [--format fakequant]", fl, nf);
+    return QAT_OK;
+  }
+  const char *run = qat_flag_get(fl, nf, "checkpoint"), *out = qat_flag_get(fl, nf, "out");
+  const char *format = qat_flag_get(fl, nf, "format");
+  if (!run) return QAT_FAIL(QAT_EUSAGE, "--checkpoint is required");
+  if (!out) return QAT_FAIL(QAT_EUSAGE, "--out is required");
+  if (format && strcmp(format, "fakequant") != 0)
+    return QAT_FAIL(QAT_EUSAGE, "--format %s: only fakequant is available (packed comes later)",
+                    format);
+  /* RUN/ckpt-N or RUN: find the run directory and the checkpoint */
+  char ckdir[4096], rundir[4096], cfgpath[4096];
+  int64_t step = -1;
+  snprintf(rundir, sizeof rundir, "%s", run);
+  QAT_TRY(qat_path_join(cfgpath, sizeof cfgpath, rundir, "config.yaml"));
+  if (!qat_path_exists(cfgpath)) { /* a ckpt-N directory: its parent is the run */
+    char *slash = strrchr(rundir, '/');
+    if (slash) *slash = 0; else snprintf(rundir, sizeof rundir, ".");
+    snprintf(ckdir, sizeof ckdir, "%s", run);
+    QAT_TRY(qat_path_join(cfgpath, sizeof cfgpath, rundir, "config.yaml"));
+    if (!qat_path_exists(cfgpath))
+      return QAT_FAIL(QAT_EIO, "%s: not a run directory (no config.yaml)", run);
+  } else {
+    QAT_TRY(qat_ckpt_latest(rundir, ckdir, sizeof ckdir, &step));
+    if (step < 0) return QAT_FAIL(QAT_EIO, "%s: the run holds no checkpoint", run);
+  }
+  qat_config cfg;
+  QAT_TRY(qat_config_load(cfgpath, NULL, 0, &cfg));
+  qat_llama *m = NULL;
+  qat_ckpt ck;
+  int ck_open = 0;
+  char tmp[4096] = "";
+  qat_qspec q = {.bits = cfg.quant.bits, .group = cfg.quant.group, .sym = cfg.quant.sym};
+  qat_status st = qat_llama_load(cfg.model, qat_backend_cpu(), &m);
+  if (st == QAT_OK) st = qat_llama_set_quant(m, &q);
+  if (st == QAT_OK) st = qat_ckpt_open(ckdir, &ck);
+  if (st == QAT_OK) ck_open = 1;
+  if (st == QAT_OK) st = load_params(m, &ck);
+  if (st == QAT_OK) st = qat_dir_begin(out, tmp, sizeof tmp);
+  if (st == QAT_OK) st = qat_llama_save_hf(m, cfg.model, tmp);
+  if (st == QAT_OK) st = write_record(m, tmp);
+  if (st == QAT_OK) st = qat_dir_commit(tmp, out);
+  if (st != QAT_OK && tmp[0]) qat_dir_abort(tmp);
+  if (st == QAT_OK)
+    printf("exported %s (W%d g%d %s, step %lld) -> %s\n", ckdir, q.bits, q.group,
+           q.sym ? "sym" : "asym", (long long)ck.step, out);
+  if (ck_open) qat_ckpt_close(&ck);
+  if (m) qat_llama_free(m);
+  qat_config_free(&cfg);
+  return st;
+}

@@ -1,0 +1,66 @@
+/* qat generate: sample text from a Hugging Face folder (host/model/generate.c), optionally with
+ * RTN fake-quant of the decoder Linears. Text goes to stdout, speed to stderr. */
+#include "backend/backend.h"
+#include "cli/cli.h"
+#include "io/tokenizer.h"
+#include "model/generate.h"
+#include "quant/quant.h"
+
+#include <stdio.h>
+#include <time.h>
+
+qat_status cmd_generate(int argc, char **argv) {
+  qat_flag f[] = {
+      {"model", 1, NULL, "Hugging Face model folder (with tokenizer.model or tokenizer.bin)"},
+      {"prompt", 1, NULL, "text to continue (default: none, BOS only)"},
+      {"steps", 1, NULL, "tokens to generate at most (default 256)"},
+      {"temperature", 1, NULL, "sampling temperature; 0 = greedy (default 1.0)"},
+      {"top-p", 1, NULL, "nucleus mass (default 0.9; 1 = off)"},
+      {"seed", 1, NULL, "random seed (default: from the clock)"},
+      {"quant", 1, NULL, "RTN fake-quant of the decoder Linears, e.g. rtn:4g128"},
+      {"device", 1, NULL, "cpu | cuda (default cuda when available)"},
+      {"help", 0, NULL, "show this help"},
+  };
+  const int nf = (int)(sizeof f / sizeof f[0]);
+  QAT_TRY(qat_parse_flags(argc, argv, f, nf, "generate"));
+  if (qat_flag_get(f, nf, "help")) {
+    qat_print_usage("generate", "--model DIR [flags]", f, nf);
+    return QAT_OK;
+  }
+  const char *dir = qat_flag_get(f, nf, "model");
+  if (!dir) return QAT_FAIL(QAT_EUSAGE, "qat generate: need --model DIR");
+  long steps, seed;
+  double temp, top_p;
+  QAT_TRY(qat_flag_int(f, nf, "steps", 0, 1L << 24, 256, &steps));
+  QAT_TRY(qat_flag_float(f, nf, "temperature", 1.0, &temp));
+  QAT_TRY(qat_flag_float(f, nf, "top-p", 0.9, &top_p));
+  QAT_TRY(qat_flag_int(f, nf, "seed", 0, 0x7fffffffffffffffL, (long)time(NULL), &seed));
+  if (!(temp >= 0.0)) return QAT_FAIL(QAT_EUSAGE, "--temperature %g: must be >= 0", temp);
+  if (!(top_p > 0.0 && top_p <= 1.0)) return QAT_FAIL(QAT_EUSAGE, "--top-p %g: must be in (0, 1]", top_p);
+  qat_qspec q;
+  const char *qs = qat_flag_get(f, nf, "quant");
+  if (qs) QAT_TRY(qat_quant_parse(qs, &q));
+  const char *dev = qat_flag_get(f, nf, "device");
+  if (!dev) dev = qat_cuda_available() ? "cuda" : "cpu";
+  qat_backend *be;
+  QAT_TRY(qat_backend_by_name(dev, &be));
+
+  qat_llama *m = NULL;
+  qat_tokenizer *tok = NULL;
+  qat_status st;
+  QAT_CHECK(st, qat_llama_load(dir, be, &m), done);
+  QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
+  if (qs) QAT_CHECK(st, qat_llama_set_quant(m, &q), done);
+  qat_sampler s;
+  qat_sampler_init(&s, (float)temp, (float)top_p, (uint64_t)seed);
+  qat_generate_stats gs;
+  QAT_CHECK(st, qat_generate(m, tok, qat_flag_get(f, nf, "prompt"), (int)steps, &s, stdout, &gs),
+            done);
+  fprintf(stderr, "generate: %d tokens in %.2f s (%.1f tokens/s, %d prompt tokens)\n",
+          gs.new_tokens, gs.seconds, gs.seconds > 0 ? gs.new_tokens / gs.seconds : 0.0,
+          gs.prompt_tokens);
+done:
+  if (tok) qat_tokenizer_free(tok);
+  if (m) qat_llama_free(m);
+  return st;
+}

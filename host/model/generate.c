@@ -1,0 +1,177 @@
+/* Generation: the sampler follows llama2.c's run.c (argmax at temperature 0; softmax of
+ * logits / T; top-p keeps the smallest set of most likely tokens whose mass exceeds p).
+ *
+ * No KV cache yet: every step reruns the forward over the whole context, O(T^2) per token. This is
+ * fine for small models and short texts (a test of the model, not a serving path); a cached
+ * incremental forward belongs in the model layer when generation speed matters. */
+#include "model/generate.h"
+
+#include "core/log.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+void qat_sampler_init(qat_sampler *s, float temperature, float top_p, uint64_t seed) {
+  s->temperature = temperature;
+  s->top_p = top_p;
+  s->rng = splitmix64(seed);
+  if (s->rng == 0) s->rng = 0x2545f4914f6cdd1dull;
+}
+
+/* xorshift64* (as llama2.c), a float in [0, 1) from the top 24 bits. */
+static float rand_f32(qat_sampler *s) {
+  s->rng ^= s->rng >> 12;
+  s->rng ^= s->rng << 25;
+  s->rng ^= s->rng >> 27;
+  uint32_t u = (uint32_t)((s->rng * 0x2545f4914f6cdd1dull) >> 32);
+  return (float)(u >> 8) / 16777216.0f;
+}
+
+static int argmax(const float *x, int n) {
+  int best = 0;
+  for (int i = 1; i < n; i++)
+    if (x[i] > x[best]) best = i;
+  return best;
+}
+
+typedef struct {
+  float p;
+  int i;
+} prob_index;
+
+static int cmp_desc(const void *a, const void *b) {
+  float x = ((const prob_index *)a)->p, y = ((const prob_index *)b)->p;
+  return x > y ? -1 : x < y ? 1 : 0;
+}
+
+int qat_sample(qat_sampler *s, float *logits, int V) {
+  if (s->temperature <= 0.0f) return argmax(logits, V);
+  /* probabilities = softmax(logits / T), in place */
+  float mx = logits[argmax(logits, V)];
+  double z = 0.0;
+  for (int i = 0; i < V; i++) {
+    logits[i] = expf((logits[i] - mx) / s->temperature);
+    z += logits[i];
+  }
+  for (int i = 0; i < V; i++) logits[i] = (float)(logits[i] / z);
+  float r = rand_f32(s);
+  if (s->top_p <= 0.0f || s->top_p >= 1.0f) {
+    float cdf = 0.0f;
+    for (int i = 0; i < V; i++) {
+      cdf += logits[i];
+      if (r < cdf) return i;
+    }
+    return V - 1; /* rounding */
+  }
+  /* top-p: tokens below (1 - p) / (V - 1) can never be in the nucleus, so drop them before the
+   * sort (llama2.c's trick; the sort is then over a handful of candidates). */
+  prob_index *pi = malloc((size_t)V * sizeof *pi);
+  if (!pi) return argmax(logits, V); /* degrade rather than fail mid-stream */
+  const float cutoff = (1.0f - s->top_p) / (float)(V > 1 ? V - 1 : 1);
+  int n = 0;
+  for (int i = 0; i < V; i++)
+    if (logits[i] >= cutoff) pi[n++] = (prob_index){logits[i], i};
+  if (n == 0) { /* a near-uniform distribution can fall entirely below the cutoff */
+    free(pi);
+    return argmax(logits, V);
+  }
+  qsort(pi, (size_t)n, sizeof *pi, cmp_desc);
+  float cum = 0.0f;
+  int last = n - 1;
+  for (int i = 0; i < n; i++) {
+    cum += pi[i].p;
+    if (cum > s->top_p) {
+      last = i;
+      break;
+    }
+  }
+  float u = r * cum, cdf = 0.0f;
+  int pick = pi[last].i;
+  for (int i = 0; i <= last; i++) {
+    cdf += pi[i].p;
+    if (u < cdf) {
+      pick = pi[i].i;
+      break;
+    }
+  }
+  free(pi);
+  return pick;
+}
+
+/* Prints a piece, skipping lone unprintable bytes (raw control bytes from byte fallback). */
+static void put_piece(FILE *out, const char *piece) {
+  if (!piece || !piece[0]) return;
+  if (piece[1] == 0) {
+    unsigned char c = (unsigned char)piece[0];
+    if (!(isprint(c) || isspace(c))) return;
+  }
+  fputs(piece, out);
+  fflush(out);
+}
+
+qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt, int steps,
+                        qat_sampler *s, FILE *out, qat_generate_stats *stats) {
+  memset(stats, 0, sizeof *stats);
+  const int V = m->cfg.vocab, max_seq = m->cfg.max_seq;
+  const int bos = qat_tokenizer_bos(tok), eos = qat_tokenizer_eos(tok);
+  if (steps < 0) return QAT_FAIL(QAT_EINVAL, "generate: steps %d must be >= 0", steps);
+  int32_t *ids = NULL;
+  int64_t n = 0;
+  QAT_TRY(qat_tokenizer_encode(tok, prompt ? prompt : "", prompt ? strlen(prompt) : 0, 1, &ids,
+                               &n));
+  qat_status st = QAT_OK;
+  int32_t *ctx = NULL; /* [T] the whole context, rerun every step */
+  float *row = NULL;   /* [V] logits of the last position */
+  if (n > max_seq) {
+    st = QAT_FAIL(QAT_EINVAL, "generate: the prompt is %lld tokens, more than max_seq %d",
+                  (long long)n, max_seq);
+    goto done;
+  }
+  int64_t tmax = n + steps < max_seq ? n + steps : max_seq;
+  ctx = malloc((size_t)(tmax > 0 ? tmax : 1) * sizeof *ctx);
+  row = malloc((size_t)V * sizeof *row);
+  if (!ctx || !row) {
+    st = QAT_FAIL(QAT_ENOMEM, "generate: out of memory");
+    goto done;
+  }
+  memcpy(ctx, ids, (size_t)n * sizeof *ctx);
+  for (int64_t i = 0; i < n; i++)
+    if (ctx[i] < 0 || ctx[i] >= V) {
+      st = QAT_FAIL(QAT_EINVAL, "generate: prompt token %d is outside the model's vocab %d",
+                    ctx[i], V);
+      goto done;
+    }
+  stats->prompt_tokens = (int)n;
+  /* echo the prompt as the tokenizer decodes it */
+  for (int64_t i = 1; i < n; i++) put_piece(out, qat_tokenizer_piece(tok, ctx[i - 1], ctx[i]));
+  if (tmax > n) QAT_CHECK(st, qat_llama_plan(m, 1, (int)tmax, 0), done);
+  double t0 = qat_now();
+  int64_t T = n;
+  while (T < tmax) {
+    QAT_CHECK(st, qat_llama_forward(m, ctx, 1, (int)T), done);
+    const float *last = (const float *)m->logits.data + (T - 1) * (int64_t)V;
+    QAT_CHECK(st, m->be->download(m->be, row, last, (size_t)V * sizeof *row), done);
+    int next = qat_sample(s, row, V);
+    if (next == eos || next == bos) break;
+    put_piece(out, qat_tokenizer_piece(tok, ctx[T - 1], next));
+    ctx[T++] = next;
+    stats->new_tokens++;
+  }
+  stats->seconds = qat_now() - t0;
+  fputc('\n', out);
+  fflush(out);
+done:
+  free(ids);
+  free(ctx);
+  free(row);
+  return st;
+}

@@ -1,0 +1,608 @@
+/* The LLaMA model's life cycle: the tensor table, arenas (one per group, sized from the table
+ * before anything is carved), random init, fake-quant on/off, activation planning, the params
+ * list for optimizers, zero_grad and free. Forward is in llama_forward.c, backward in
+ * llama_backward.c, HF loading and saving in llama_load.c / llama_save.c. */
+#include "core/log.h"
+#include "model/llama_priv.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qat_llama_linears(qat_llama_layer *ly, qat_linear *out[7]) {
+  out[0] = &ly->q;
+  out[1] = &ly->k;
+  out[2] = &ly->v;
+  out[3] = &ly->o;
+  out[4] = &ly->gate;
+  out[5] = &ly->up;
+  out[6] = &ly->down;
+}
+
+static void add(lt_entry *t, int *n, const char *name, lt_kind kind, qat_tensor *p, qat_tensor *g,
+                qat_linear *lin, int ndim, int64_t d0, int64_t d1) {
+  lt_entry *e = &t[(*n)++];
+  memset(e, 0, sizeof *e);
+  snprintf(e->name, sizeof e->name, "%s", name);
+  e->kind = kind;
+  e->p = p;
+  e->g = g;
+  e->lin = lin;
+  e->ndim = ndim;
+  e->shape[0] = d0;
+  e->shape[1] = d1;
+}
+
+qat_status qat_llama_table(qat_llama *m, lt_entry **out, int *n_out) {
+  const qat_llama_config *c = &m->cfg;
+  int cap = 3 + c->n_layers * 16;
+  lt_entry *t = calloc((size_t)cap, sizeof *t);
+  if (!t) return QAT_FAIL(QAT_ENOMEM, "model: cannot allocate the tensor table");
+  int n = 0;
+  char name[112];
+  add(t, &n, "model.embed_tokens.weight", LT_EMBED, &m->embed, &m->d_embed, NULL, 2, c->vocab,
+      c->dim);
+  for (int l = 0; l < c->n_layers; l++) {
+    qat_llama_layer *ly = &m->layers[l];
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    add(t, &n, name, LT_NORM, &ly->attn_norm, &ly->d_attn_norm, NULL, 1, c->dim, 0);
+    qat_linear *lins[7];
+    qat_llama_linears(ly, lins);
+    for (int i = 0; i < 7; i++) {
+      qat_linear *li = lins[i];
+      if (i == 4) {
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        add(t, &n, name, LT_NORM, &ly->ffn_norm, &ly->d_ffn_norm, NULL, 1, c->dim, 0);
+      }
+      snprintf(name, sizeof name, "%s.weight", li->name);
+      add(t, &n, name, LT_LINEAR_W, &li->w, &li->dw, li, 2, li->out, li->in);
+      int has_bias = (i < 3 && c->qkv_bias) || (i == 3 && c->o_bias);
+      if (has_bias) {
+        snprintf(name, sizeof name, "%s.bias", li->name);
+        add(t, &n, name, LT_BIAS, &li->b, &li->db, li, 1, li->out, 0);
+      }
+    }
+  }
+  add(t, &n, "model.norm.weight", LT_NORM, &m->final_norm, &m->d_final_norm, NULL, 1, c->dim, 0);
+  if (!c->tie_embeddings)
+    add(t, &n, "lm_head.weight", LT_LMHEAD, &m->lm_head, &m->d_lm_head, NULL, 2, c->vocab, c->dim);
+  *out = t;
+  *n_out = n;
+  return QAT_OK;
+}
+
+static void init_linear(qat_linear *li, int l, const char *what, int64_t out, int64_t in) {
+  memset(li, 0, sizeof *li);
+  snprintf(li->name, sizeof li->name, "model.layers.%d.%s", l, what);
+  li->in = in;
+  li->out = out;
+}
+
+/* Names for tensor error messages live as long as the model. */
+typedef struct {
+  char s[112];
+} llama_name;
+
+qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out) {
+  *out = NULL;
+  QAT_TRY(qat_llama_config_check(c));
+  qat_llama *m = calloc(1, sizeof *m);
+  if (!m) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+  m->cfg = *c;
+  m->be = be;
+  m->act_dtype = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32;
+  m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+  m->priv = calloc(1, sizeof *m->priv);
+  if (!m->layers || !m->priv) {
+    qat_llama_free(m);
+    return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+  }
+  int64_t C = c->dim, F = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
+          kvd = (int64_t)c->n_kv_heads * c->head_dim;
+  for (int l = 0; l < c->n_layers; l++) {
+    qat_llama_layer *ly = &m->layers[l];
+    init_linear(&ly->q, l, "self_attn.q_proj", qd, C);
+    init_linear(&ly->k, l, "self_attn.k_proj", kvd, C);
+    init_linear(&ly->v, l, "self_attn.v_proj", kvd, C);
+    init_linear(&ly->o, l, "self_attn.o_proj", C, qd);
+    init_linear(&ly->gate, l, "mlp.gate_proj", F, C);
+    init_linear(&ly->up, l, "mlp.up_proj", F, C);
+    init_linear(&ly->down, l, "mlp.down_proj", C, F);
+  }
+
+  lt_entry *t = NULL;
+  int n = 0;
+  qat_status st = qat_llama_table(m, &t, &n);
+  if (st != QAT_OK) {
+    qat_llama_free(m);
+    return st;
+  }
+  size_t need = qat_arena_need(QAT_F32, c->head_dim / 2);
+  for (int i = 0; i < n; i++) need += qat_arena_need(QAT_F32, t[i].shape[0] * (t[i].ndim > 1 ? t[i].shape[1] : 1));
+  /* table entries, inv_freq, then ".scales" / ".zeros" of each Linear */
+  llama_name *names = calloc((size_t)n + 1 + 14 * (size_t)c->n_layers, sizeof *names);
+  m->priv->names = names;
+  if (!names) {
+    st = QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+    goto fail;
+  }
+  QAT_CHECK(st, qat_arena_init(&m->priv->params, be, "params", need), fail);
+  for (int i = 0; i < n; i++) {
+    snprintf(names[i].s, sizeof names[i].s, "%s", t[i].name);
+    QAT_CHECK(st, qat_arena_tensor(&m->priv->params, t[i].p, QAT_F32, t[i].ndim, t[i].shape, names[i].s),
+              fail);
+  }
+  snprintf(names[n].s, sizeof names[n].s, "rope.inv_freq");
+  QAT_CHECK(st, qat_arena_tensor(&m->priv->params, &m->inv_freq, QAT_F32, 1,
+                                 (int64_t[]){c->head_dim / 2}, names[n].s),
+            fail);
+  for (int l = 0; l < c->n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      llama_name *nm = &names[n + 1 + 2 * (7 * l + i)];
+      snprintf(nm[0].s, sizeof nm[0].s, "%.96s.scales", lins[i]->name);
+      snprintf(nm[1].s, sizeof nm[1].s, "%.96s.zeros", lins[i]->name);
+    }
+  }
+  m->priv->qnames_base = n + 1;
+  if (c->tie_embeddings) m->lm_head = m->embed;
+  free(t);
+  *out = m;
+  return QAT_OK;
+fail:
+  free(t);
+  qat_llama_free(m);
+  return st;
+}
+
+qat_status qat_llama_finish_init(qat_llama *m) {
+  int h = m->cfg.head_dim / 2;
+  float *f = malloc((size_t)h * sizeof *f);
+  if (!f) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+  qat_llama_inv_freq(&m->cfg, f);
+  qat_tensor hf = qat_view1(f, QAT_F32, QAT_DEV_CPU, h);
+  qat_status st = qat_tensor_upload(m->be, &m->inv_freq, &hf);
+  free(f);
+  QAT_TRY(st);
+  return qat_llama_sync_layout(m);
+}
+
+float qat_llama_rng_normal(llama_rng *r) {
+  uint64_t a[2];
+  for (int i = 0; i < 2; i++) {
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    a[i] = z ^ (z >> 31);
+  }
+  double u1 = ((a[0] >> 11) + 1.0) * (1.0 / 9007199254740993.0);
+  double u2 = (a[1] >> 11) * (1.0 / 9007199254740992.0);
+  return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+qat_status qat_llama_random(const qat_llama_config *c, qat_backend *be, uint64_t seed,
+                            qat_llama **out) {
+  qat_llama *m = NULL;
+  QAT_TRY(qat_llama_alloc(c, be, &m));
+  lt_entry *t = NULL;
+  int n = 0;
+  float *buf = NULL;
+  qat_status st;
+  QAT_CHECK(st, qat_llama_table(m, &t, &n), done);
+  llama_rng rng = {seed * 0x2545f4914f6cdd1dull + 12345};
+  for (int i = 0; i < n; i++) {
+    size_t numel = (size_t)qat_numel(t[i].p);
+    float *nb = realloc(buf, numel * sizeof *buf);
+    if (!nb) {
+      st = QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+      goto done;
+    }
+    buf = nb;
+    for (size_t j = 0; j < numel; j++)
+      buf[j] = t[i].kind == LT_NORM ? 1.0f : 0.02f * qat_llama_rng_normal(&rng);
+    qat_tensor h = qat_view(buf, QAT_F32, QAT_DEV_CPU, t[i].ndim, t[i].shape);
+    QAT_CHECK(st, qat_tensor_upload(be, t[i].p, &h), done);
+  }
+  QAT_CHECK(st, qat_llama_finish_init(m), done);
+done:
+  free(t);
+  free(buf);
+  if (st != QAT_OK) {
+    qat_llama_free(m);
+    return st;
+  }
+  *out = m;
+  return QAT_OK;
+}
+
+void qat_llama_free(qat_llama *m) {
+  if (!m) return;
+  struct qat_llama_priv *P = m->priv;
+  if (P) {
+    qat_arena_free(&P->acts);
+    qat_arena_free(&P->wcomp);
+    qat_arena_free(&P->qgrads);
+    qat_arena_free(&P->qstate);
+    qat_arena_free(&P->grads);
+    qat_arena_free(&P->params);
+    free(P->act);
+    free(P->names);
+    free(P);
+  }
+  free(m->params);
+  free(m->layers);
+  free(m);
+}
+
+/* ---- arenas that follow the training setup ---------------------------------------------------*/
+
+static void clear_grad_fields(qat_llama *m) {
+  memset(&m->d_embed, 0, sizeof m->d_embed);
+  memset(&m->d_lm_head, 0, sizeof m->d_lm_head);
+  memset(&m->d_final_norm, 0, sizeof m->d_final_norm);
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_llama_layer *ly = &m->layers[l];
+    memset(&ly->d_attn_norm, 0, sizeof ly->d_attn_norm);
+    memset(&ly->d_ffn_norm, 0, sizeof ly->d_ffn_norm);
+    qat_linear *lins[7];
+    qat_llama_linears(ly, lins);
+    for (int i = 0; i < 7; i++) {
+      memset(&lins[i]->dw, 0, sizeof lins[i]->dw);
+      memset(&lins[i]->db, 0, sizeof lins[i]->db);
+      memset(&lins[i]->ds, 0, sizeof lins[i]->ds);
+      memset(&lins[i]->dz, 0, sizeof lins[i]->dz);
+      memset(&lins[i]->dw_hat, 0, sizeof lins[i]->dw_hat);
+    }
+  }
+}
+
+/* grads: dw of every Linear; biases, norms and embeddings only when trained.
+ * qgrads: ds, dz, dw_hat when quantized. Two passes over the same list: size, then carve. */
+static qat_status build_grads(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
+  qat_arena_free(&P->grads);
+  qat_arena_free(&P->qgrads);
+  P->grads_built = 0;
+  clear_grad_fields(m);
+  lt_entry *t = NULL;
+  int n = 0;
+  QAT_TRY(qat_llama_table(m, &t, &n));
+  qat_status st = QAT_OK;
+  for (int pass = 0; pass < 2; pass++) {
+    size_t gneed = 0, qneed = 0;
+    for (int i = 0; i < n; i++) {
+      lt_entry *e = &t[i];
+      if (e->kind != LT_LINEAR_W && !m->train_embeddings) continue;
+      if (pass == 0)
+        gneed += qat_arena_need(QAT_F32, qat_numel(e->p));
+      else
+        QAT_CHECK(st, qat_arena_tensor(&P->grads, e->g, QAT_F32, e->ndim, e->shape, e->p->name),
+                  done);
+      if (e->kind != LT_LINEAR_W || !m->quantized) continue;
+      qat_linear *li = e->lin;
+      int64_t ss[2];
+      qat_qspec_sshape(&m->qspec, li->out, li->in, ss);
+      if (pass == 0) {
+        qneed += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (m->qspec.sym ? 1 : 2) +
+                 qat_arena_need(QAT_F32, li->out * li->in);
+      } else {
+        QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->ds, QAT_F32, 2, ss, li->s.name), done);
+        if (!m->qspec.sym)
+          QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->dz, QAT_F32, 2, ss, li->z.name), done);
+        QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->dw_hat, QAT_F32, 2, e->shape, e->p->name),
+                  done);
+      }
+    }
+    if (pass == 0) {
+      QAT_CHECK(st, qat_arena_init(&P->grads, m->be, "grads", gneed), done);
+      QAT_CHECK(st, qat_arena_init(&P->qgrads, m->be, "quantizer grads", qneed), done);
+    }
+  }
+  if (m->cfg.tie_embeddings) m->d_lm_head = m->d_embed;
+  P->grads_built = 1;
+  P->grads_train_emb = m->train_embeddings;
+  P->grads_quant = m->quantized;
+done:
+  free(t);
+  if (st != QAT_OK) {
+    qat_arena_free(&P->grads);
+    qat_arena_free(&P->qgrads);
+    clear_grad_fields(m);
+  }
+  return st;
+}
+
+/* Compute weights: w_hat is its own buffer when quantized or when the compute dtype is not F32;
+ * otherwise a view of the master. */
+qat_status qat_llama_sync_wcomp(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
+  int need = m->quantized || m->act_dtype != QAT_F32;
+  if (P->wcomp_built && need && P->wcomp_dtype == m->act_dtype) return QAT_OK;
+  if (!P->wcomp_built && !need && m->layers[0].q.w_hat.data == m->layers[0].q.w.data)
+    return QAT_OK;
+  qat_arena_free(&P->wcomp);
+  P->wcomp_built = 0;
+  size_t bytes = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        qat_linear *li = lins[i];
+        if (!need) {
+          li->w_hat = li->w;
+          li->w_hat.arena = NULL;
+        } else if (pass == 0) {
+          bytes += qat_arena_need(m->act_dtype, li->out * li->in);
+        } else {
+          qat_status st = qat_arena_tensor(&P->wcomp, &li->w_hat, m->act_dtype, 2,
+                                           (int64_t[]){li->out, li->in}, li->w.name);
+          if (st != QAT_OK) {
+            qat_arena_free(&P->wcomp);
+            return st;
+          }
+        }
+      }
+    }
+    if (!need) return QAT_OK;
+    if (pass == 0) QAT_TRY(qat_arena_init(&P->wcomp, m->be, "compute weights", bytes));
+  }
+  P->wcomp_built = 1;
+  P->wcomp_dtype = m->act_dtype;
+  return QAT_OK;
+}
+
+static qat_status add_param(qat_llama *m, int *n, int cap, const char *name, qat_tensor *p,
+                            qat_tensor *g, qat_param_group grp) {
+  if (*n >= cap) return QAT_FAIL(QAT_EINTERNAL, "model: params list overflow");
+  qat_param *q = &m->params[(*n)++];
+  size_t k = strnlen(name, sizeof q->name - 1);
+  memcpy(q->name, name, k);
+  q->name[k] = 0;
+  q->p = p;
+  q->g = g;
+  q->group = grp;
+  return QAT_OK;
+}
+
+/* Weights first (group WEIGHT), then quantizer state (QUANT), then, when trained, embeddings,
+ * norms and biases (OTHER), each in model order. */
+static qat_status build_params(qat_llama *m) {
+  lt_entry *t = NULL;
+  int n = 0;
+  QAT_TRY(qat_llama_table(m, &t, &n));
+  int cap = 3 * n + 4, np = 0;
+  free(m->params);
+  m->nparams = 0;
+  m->params = calloc((size_t)cap, sizeof *m->params);
+  qat_status st = QAT_OK;
+  if (!m->params) {
+    st = QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+    goto done;
+  }
+  for (int i = 0; i < n; i++)
+    if (t[i].kind == LT_LINEAR_W)
+      QAT_CHECK(st, add_param(m, &np, cap, t[i].name, t[i].p, t[i].g, QAT_PG_WEIGHT), done);
+  if (m->quantized) {
+    char name[128];
+    for (int i = 0; i < n; i++) {
+      if (t[i].kind != LT_LINEAR_W) continue;
+      qat_linear *li = t[i].lin;
+      snprintf(name, sizeof name, "%s.scales", li->name);
+      QAT_CHECK(st, add_param(m, &np, cap, name, &li->s, &li->ds, QAT_PG_QUANT), done);
+      if (!m->qspec.sym) {
+        snprintf(name, sizeof name, "%s.zeros", li->name);
+        QAT_CHECK(st, add_param(m, &np, cap, name, &li->z, &li->dz, QAT_PG_QUANT), done);
+      }
+    }
+  }
+  if (m->train_embeddings)
+    for (int i = 0; i < n; i++)
+      if (t[i].kind != LT_LINEAR_W)
+        QAT_CHECK(st, add_param(m, &np, cap, t[i].name, t[i].p, t[i].g, QAT_PG_OTHER), done);
+  m->nparams = np;
+  m->priv->params_built = 1;
+  m->priv->params_quant = m->quantized;
+  m->priv->params_train_emb = m->train_embeddings;
+done:
+  free(t);
+  return st;
+}
+
+qat_status qat_llama_sync_layout(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
+  if (P->training && (!P->grads_built || P->grads_train_emb != m->train_embeddings ||
+                      P->grads_quant != m->quantized))
+    QAT_TRY(build_grads(m));
+  QAT_TRY(qat_llama_sync_wcomp(m));
+  if (!P->params_built || P->params_quant != m->quantized ||
+      P->params_train_emb != m->train_embeddings)
+    QAT_TRY(build_params(m));
+  return QAT_OK;
+}
+
+/* ---- fake-quant on / off ---------------------------------------------------------------------*/
+
+qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
+  struct qat_llama_priv *P = m->priv;
+  if (q) QAT_TRY(qat_qspec_check(q));
+  qat_arena_free(&P->qstate);
+  m->quantized = 0;
+  P->grads_built = 0; /* quantizer grads follow the spec */
+  P->wcomp_built = 0;
+  P->params_built = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      memset(&lins[i]->s, 0, sizeof lins[i]->s);
+      memset(&lins[i]->z, 0, sizeof lins[i]->z);
+    }
+  }
+  if (!q) {
+    qat_arena_free(&P->qgrads);
+    return qat_llama_sync_layout(m);
+  }
+  m->qspec = *q;
+  size_t need = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        qat_linear *li = lins[i];
+        int64_t ss[2];
+        qat_qspec_sshape(q, li->out, li->in, ss);
+        if (pass == 0) {
+          need += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (q->sym ? 1 : 2);
+          continue;
+        }
+        const llama_name *nm = (const llama_name *)P->names + P->qnames_base + 2 * (7 * l + i);
+        qat_status st = qat_arena_tensor(&P->qstate, &li->s, QAT_F32, 2, ss, nm[0].s);
+        if (st == QAT_OK && !q->sym)
+          st = qat_arena_tensor(&P->qstate, &li->z, QAT_F32, 2, ss, nm[1].s);
+        if (st == QAT_OK) st = QAT_OP(m->be, fq_init, q, &li->w, &li->s, q->sym ? NULL : &li->z);
+        if (st != QAT_OK) {
+          qat_arena_free(&P->qstate);
+          return qat_context(st, "quantizer init of %s", li->name);
+        }
+      }
+    }
+    if (pass == 0) QAT_TRY(qat_arena_init(&P->qstate, m->be, "quantizer state", need));
+  }
+  m->quantized = 1;
+  return qat_llama_sync_layout(m);
+}
+
+/* ---- activations -----------------------------------------------------------------------------*/
+
+qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape) {
+  qat_tensor v = qat_view(buf->data, buf->dtype, buf->device, ndim, shape);
+  v.name = buf->name;
+  return v;
+}
+
+qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
+  const qat_llama_config *c = &m->cfg;
+  struct qat_llama_priv *P = m->priv;
+  if (B <= 0 || T <= 0)
+    return QAT_FAIL(QAT_EINVAL, "model plan: batch %d x %d tokens must be positive", B, T);
+  if (c->sliding_window > 0 && T > c->sliding_window)
+    return QAT_FAIL(QAT_EUNSUPPORTED,
+                    "model plan: sequence length %d exceeds the model's sliding_window %d "
+                    "(sliding-window attention is not implemented; use sequences <= %d)",
+                    T, c->sliding_window, c->sliding_window);
+  if (m->be->device == QAT_DEV_CPU && m->act_dtype != QAT_F32)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "model plan: the cpu backend computes in F32 only (act_dtype %s)",
+                    qat_dtype_name(m->act_dtype));
+  if (m->act_dtype != QAT_F32 && m->act_dtype != QAT_BF16)
+    return QAT_FAIL(QAT_EINVAL, "model plan: act_dtype must be F32 or BF16");
+  if (T > c->max_seq)
+    qat_warn("model: sequence length %d exceeds max_position_embeddings %d", T, c->max_seq);
+
+  qat_arena_free(&P->acts);
+  free(P->act);
+  P->act = NULL;
+  P->fwd_B = P->fwd_T = P->fwd_training = 0;
+  m->B = m->T = 0;
+  memset(&m->logits, 0, sizeof m->logits);
+  memset(&m->dlogits, 0, sizeof m->dlogits);
+  P->training = training != 0;
+  QAT_TRY(qat_llama_sync_layout(m));
+
+  int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden, V = c->vocab;
+  int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
+  qat_dtype a = m->act_dtype;
+  P->nact = P->training ? c->n_layers : 1;
+  P->act = calloc((size_t)P->nact, sizeof *P->act);
+  if (!P->act) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+
+  /* One list drives both sizing and carving. */
+  typedef struct {
+    qat_tensor *t;
+    qat_dtype dt;
+    int64_t n;
+    const char *name;
+  } buf_spec;
+  buf_spec list[32];
+  size_t need = 0;
+  qat_status st = QAT_OK;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int li = -1; li < P->nact; li++) {
+      int k = 0;
+#define BUF(field, dtype, numel) list[k++] = (buf_spec){&(field), (dtype), (numel), #field}
+      if (li < 0) {
+        BUF(P->x_fin, QAT_F32, N * C);
+        BUF(P->rstd_fin, QAT_F32, N);
+        BUF(P->h_fin, QAT_F32, N * C);
+        BUF(P->logits_buf, QAT_F32, N * V);
+        BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0);
+        BUF(P->tokens, QAT_I32, N);
+        BUF(P->targets, QAT_I32, N);
+        BUF(P->losses, QAT_F32, N);
+        if (P->training) {
+          BUF(P->dx, QAT_F32, N * C);
+          BUF(P->dh_fin, QAT_F32, N * C);
+          BUF(P->dxa, a, a == QAT_F32 ? 0 : N * C);
+          BUF(P->dh, a, N * C);
+          BUF(P->dq, a, N * QD);
+          BUF(P->datt, a, N * QD);
+          BUF(P->dk, a, N * KVD);
+          BUF(P->dv, a, N * KVD);
+          BUF(P->dgate, a, N * F);
+          BUF(P->dup, a, N * F);
+          BUF(P->dact, a, N * F);
+          BUF(P->dnorm_scratch, QAT_F32, C);
+        }
+      } else {
+        llama_act *A = &P->act[li];
+        BUF(A->x_in, QAT_F32, N * C);
+        BUF(A->rstd1, QAT_F32, N);
+        BUF(A->h1, a, N * C);
+        BUF(A->q, a, N * QD);
+        BUF(A->k, a, N * KVD);
+        BUF(A->v, a, N * KVD);
+        BUF(A->att, a, N * QD);
+        BUF(A->lse, QAT_F32, N * c->n_heads);
+        BUF(A->x_mid, QAT_F32, N * C);
+        BUF(A->rstd2, QAT_F32, N);
+        BUF(A->h2, a, N * C);
+        BUF(A->gate, a, N * F);
+        BUF(A->up, a, N * F);
+        BUF(A->act, a, N * F);
+      }
+#undef BUF
+      for (int i = 0; i < k; i++) {
+        if (pass == 0) {
+          need += qat_arena_need(list[i].dt, list[i].n);
+        } else {
+          /* names without the "P->" / "A->" prefix */
+          const char *nm = strstr(list[i].name, "->");
+          QAT_CHECK(st, qat_arena_tensor(&P->acts, list[i].t, list[i].dt, 1, &list[i].n, nm ? nm + 2 : list[i].name), fail);
+        }
+      }
+    }
+    if (pass == 0) QAT_CHECK(st, qat_arena_init(&P->acts, m->be, "activations", need), fail);
+  }
+  P->plan_dtype = a;
+  m->B = B;
+  m->T = T;
+  return QAT_OK;
+fail:
+  qat_arena_free(&P->acts);
+  free(P->act);
+  P->act = NULL;
+  return st;
+}
+
+qat_status qat_llama_zero_grad(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
+  if (!P->training)
+    return QAT_FAIL(QAT_EINVAL, "model: zero_grad needs qat_llama_plan(..., training = 1)");
+  QAT_TRY(qat_llama_sync_layout(m));
+  if (P->grads.used) QAT_TRY(m->be->memset0(m->be, P->grads.base, P->grads.used));
+  if (P->qgrads.used) QAT_TRY(m->be->memset0(m->be, P->qgrads.base, P->qgrads.used));
+  return QAT_OK;
+}

@@ -1,0 +1,136 @@
+/* The LLaMA family (Llama-2/3, Mistral, Qwen2) as one config-driven graph of backend ops,
+ * forward and backward, with every decoder Linear optionally fake-quantized.
+ *
+ * Dimension letters: B batch, T time, C = dim, F = hidden (intermediate), V vocab, L layers,
+ * Hq query heads, Hkv kv heads, D head dim, N = B*T tokens.
+ *
+ * Parameters are fp32 masters on the model's backend, one arena per group: params, grads,
+ * quantizer state (s, z), quantizer grads, activations. Compute dtype F32 on the CPU; on CUDA
+ * F32 or BF16 (activations and w_hat), fp32 accumulation.
+ *
+ * Training step (what the trainers do):
+ *   qat_llama_zero_grad(m);
+ *   for each micro-batch: qat_llama_forward(m, tokens, B, T); qat_llama_xent(m, targets, scale,
+ *                        &loss)  [or write m->dlogits yourself, e.g. distillation];
+ *                        qat_llama_backward(m);
+ *   qat_llama_finish_backward(m);   // fake-quant backward once on the accumulated dL/dw_hat
+ *   optimizer over qat_llama_params(m)
+ */
+#ifndef QAT_MODEL_LLAMA_H
+#define QAT_MODEL_LLAMA_H
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qat_llama_config {
+  char arch[32];  /* model_type: "llama", "mistral", "qwen2" */
+  int dim;        /* C: hidden_size */
+  int hidden;     /* F: intermediate_size */
+  int n_layers;   /* L */
+  int n_heads;    /* Hq */
+  int n_kv_heads; /* Hkv */
+  int head_dim;   /* D (head_dim key, else dim / n_heads) */
+  int vocab;      /* V */
+  int max_seq;    /* max_position_embeddings */
+  float norm_eps; /* rms_norm_eps */
+  float rope_theta;
+  /* rope_scaling {"rope_type": "llama3", ...}; rope_type "" when absent */
+  char rope_type[16];
+  float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+  int rope_original_max_pos;
+  int tie_embeddings; /* tie_word_embeddings */
+  int qkv_bias;       /* Qwen2: bias on q, k, v */
+  int o_bias;         /* Llama attention_bias: o_proj has a bias too (added by the model work) */
+  int sliding_window; /* Mistral / Qwen2 sliding window; 0 = none. Sequences longer are refused */
+  int bos_id, eos_id;
+  qat_dtype file_dtype; /* torch_dtype, for writing back */
+} qat_llama_config;
+
+/* Reads DIR/config.json; unsupported architectures or fields are QAT_EUNSUPPORTED naming the
+ * key (e.g. a hidden_act other than silu, rope_scaling types other than llama3). */
+qat_status qat_llama_config_load(const char *dir, qat_llama_config *c);
+/* Inverse frequencies [D/2] for RoPE including llama3 scaling. */
+void qat_llama_inv_freq(const qat_llama_config *c, float *inv_freq);
+
+/* One decoder Linear: y[N, out] = x[N, in] @ w_hat^T (+ b). */
+typedef struct qat_linear {
+  char name[96];   /* HF tensor name prefix, e.g. "model.layers.0.self_attn.q_proj" */
+  int64_t in, out;
+  qat_tensor w, dw;       /* [out, in] F32 master and its gradient */
+  qat_tensor b, db;       /* [out] or unused (data NULL) */
+  qat_tensor s, z, ds, dz; /* quantizer state [out, G] (z unused when sym); data NULL when off */
+  qat_tensor w_hat;       /* [out, in] compute dtype: fake-quant(w), or a copy/cast of w */
+  qat_tensor dw_hat;      /* [out, in] F32: accumulated dL/dw_hat when quantized */
+  int frozen;             /* 1: w gets no gradient (E2E-QP, scales-only QAT) */
+} qat_linear;
+
+typedef struct qat_llama_layer {
+  qat_tensor attn_norm, d_attn_norm; /* [C] */
+  qat_linear q, k, v, o;             /* q: [Hq*D, C], k/v: [Hkv*D, C], o: [C, Hq*D] */
+  qat_tensor ffn_norm, d_ffn_norm;   /* [C] */
+  qat_linear gate, up, down;         /* gate/up: [F, C], down: [C, F] */
+} qat_llama_layer;
+
+/* A trainable tensor for optimizers and checkpoints. */
+typedef enum { QAT_PG_WEIGHT = 0, QAT_PG_QUANT = 1, QAT_PG_OTHER = 2 } qat_param_group;
+typedef struct qat_param {
+  char name[112];       /* HF name ("...q_proj.weight") or quantizer name ("...q_proj.scales") */
+  qat_tensor *p, *g;    /* F32, on the model's backend */
+  qat_param_group group; /* decoder Linear weights | quantizer s, z | norms, embeddings, biases */
+} qat_param;
+
+typedef struct qat_llama {
+  qat_llama_config cfg;
+  qat_backend *be;
+  qat_dtype act_dtype; /* F32 (CPU, tests) or BF16 (CUDA default) */
+  int quantized;       /* fake-quant on for all decoder Linears */
+  qat_qspec qspec;
+  qat_tensor embed, d_embed;     /* [V, C] */
+  qat_tensor final_norm, d_final_norm; /* [C] */
+  qat_tensor lm_head, d_lm_head; /* [V, C]; aliases embed when tied */
+  qat_llama_layer *layers;       /* [L] */
+  qat_tensor inv_freq;           /* [D/2] */
+  qat_tensor logits, dlogits;    /* [N, V] F32 after forward; dlogits consumed by backward */
+  int B, T;                      /* activation capacity (qat_llama_plan) */
+  int train_embeddings;          /* 0: embeddings, lm_head and norms get no gradient (default) */
+  qat_param *params;             /* trainable tensors (rebuilt by qat_llama_set_quant) */
+  int nparams;
+  struct qat_llama_priv *priv;   /* arenas and activations */
+} qat_llama;
+
+/* Loads a HF folder (config.json + safetensors, single or sharded, F32/F16/BF16) onto be.
+ * Weights become F32 masters; NaN/Inf weights are QAT_EINVAL naming the tensor. */
+qat_status qat_llama_load(const char *dir, qat_backend *be, qat_llama **out);
+/* A model with random weights (normal(0, 0.02), norms 1) for tests and benchmarks. */
+qat_status qat_llama_random(const qat_llama_config *c, qat_backend *be, uint64_t seed,
+                            qat_llama **out);
+void qat_llama_free(qat_llama *m);
+
+/* Turns fake-quant on for every decoder Linear with RTN-initialized s, z (q != NULL), or off. */
+qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q);
+/* Allocates activations for batches up to B x T; training != 0 keeps what the backward needs. */
+qat_status qat_llama_plan(qat_llama *m, int B, int T, int training);
+
+/* tokens: host int32 [B*T]. Refreshes w_hat from the masters (fake-quant) and fills m->logits. */
+qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T);
+/* Cross-entropy of m->logits against host targets [B*T] (-1 ignored): *loss = sum of token
+ * losses * scale, and m->dlogits = scale * dloss/dlogits. *count = number of counted targets. */
+qat_status qat_llama_xent(qat_llama *m, const int32_t *targets, float scale, double *loss,
+                          int64_t *count);
+/* Backward from m->dlogits through the last forward: gradients accumulate (+=). */
+qat_status qat_llama_backward(qat_llama *m);
+qat_status qat_llama_zero_grad(qat_llama *m);
+/* Turns accumulated dL/dw_hat into dL/dw, ds, dz (fake-quant backward, once per step). */
+qat_status qat_llama_finish_backward(qat_llama *m);
+
+/* Writes a HF folder (config.json + model.safetensors in the config's dtype, other files of
+ * src_dir copied through) with w_hat (dequantized) Linear weights when quantized; atomic. */
+qat_status qat_llama_save_hf(const qat_llama *m, const char *src_dir, const char *out_dir);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

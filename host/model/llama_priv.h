@@ -1,0 +1,106 @@
+/* Private to the LLaMA model (llama*.c): the tensor table every part walks (sizing, loading,
+ * saving, gradients share it, so they cannot disagree), the arenas and the saved activations.
+ *
+ * Dtypes of activations: the residual stream (x_in, x_mid, x_fin, dx), the final-norm output
+ * (h_fin, dh_fin), logits and statistics are F32 always; the inputs and outputs of the decoder
+ * Linears, RoPE, attention and SwiGLU (h1, q, k, v, att, h2, gate, up, act and their gradients)
+ * are in m->act_dtype (F32, or BF16 on CUDA). The lm_head GEMM runs on F32 masters. */
+#ifndef QAT_MODEL_LLAMA_PRIV_H
+#define QAT_MODEL_LLAMA_PRIV_H
+
+#include "model/llama.h"
+
+/* What a table entry is (decides group, gating by train_embeddings, load/save rules). */
+typedef enum { LT_EMBED, LT_NORM, LT_LINEAR_W, LT_BIAS, LT_LMHEAD } lt_kind;
+
+typedef struct lt_entry {
+  char name[112];   /* HF tensor name */
+  lt_kind kind;
+  qat_tensor *p, *g; /* master and gradient fields of the model */
+  qat_linear *lin;  /* owning Linear for LT_LINEAR_W / LT_BIAS */
+  int ndim;
+  int64_t shape[2];
+} lt_entry;
+
+/* All stored tensors in file order (lm_head only when untied). Caller frees *out. */
+qat_status qat_llama_table(qat_llama *m, lt_entry **out, int *n);
+/* The 7 decoder Linears of layer l in a fixed order (q, k, v, o, gate, up, down). */
+void qat_llama_linears(qat_llama_layer *ly, qat_linear *out[7]);
+
+/* One layer's saved activations, capacity Nmax = B * T tokens (views are cut per forward). */
+typedef struct llama_act {
+  qat_tensor x_in;  /* [N, C] F32 residual entering the layer */
+  qat_tensor rstd1; /* [N] */
+  qat_tensor h1;    /* [N, C] act: attn_norm(x_in) */
+  qat_tensor q;     /* [N, Hq*D] act, after RoPE */
+  qat_tensor k, v;  /* [N, Hkv*D] act, k after RoPE */
+  qat_tensor att;   /* [N, Hq*D] act: attention output */
+  qat_tensor lse;   /* [B*Hq*T] F32 */
+  qat_tensor x_mid; /* [N, C] F32: x_in + o(att) */
+  qat_tensor rstd2; /* [N] */
+  qat_tensor h2;    /* [N, C] act: ffn_norm(x_mid) */
+  qat_tensor gate, up, act; /* [N, F] act; act = silu(gate) * up */
+} llama_act;
+
+struct qat_llama_priv {
+  qat_arena params;  /* masters + inv_freq */
+  qat_arena grads;   /* dw, db, norm / embedding grads (plan with training) */
+  qat_arena qstate;  /* s, z */
+  qat_arena qgrads;  /* ds, dz, dw_hat (quantized and training) */
+  qat_arena wcomp;   /* w_hat of every Linear when quantized or act_dtype != F32 */
+  qat_arena acts;    /* activations (plan) */
+
+  /* layout the arenas were built for (rebuilt when these change) */
+  int grads_train_emb, grads_quant, grads_built;
+  qat_dtype wcomp_dtype;
+  int wcomp_built;
+  int params_built, params_quant, params_train_emb; /* m->params reallocated only on change */
+  void *names;     /* tensor names for messages: table entries, inv_freq, Linears' s and z */
+  int qnames_base; /* index of the first ".scales" name */
+
+  int training;         /* planned with training != 0 */
+  qat_dtype plan_dtype; /* act_dtype the activations were planned for */
+  int nact;             /* L when training, else 1 (one set reused by every layer) */
+  llama_act *act;
+  qat_tensor x_fin, rstd_fin, h_fin; /* [N, C] F32, [N], [N, C] F32 */
+  qat_tensor logits_buf, dlogits_buf; /* [N, V] F32 */
+  qat_tensor tokens, targets, losses; /* [N] I32, I32, F32 */
+  /* backward scratch */
+  qat_tensor dx, dh_fin;             /* [N, C] F32 */
+  qat_tensor dxa, dh;                /* [N, C] act (dxa: dx cast, unused when act is F32) */
+  qat_tensor dq, datt;               /* [N, Hq*D] act */
+  qat_tensor dk, dv;                 /* [N, Hkv*D] act */
+  qat_tensor dgate, dup, dact;       /* [N, F] act */
+  qat_tensor dnorm_scratch;          /* [C] F32: absorbs norm grads when not trained */
+
+  int fwd_B, fwd_T;   /* shape of the last forward (0: none) */
+  int fwd_training;   /* activations of the last forward are complete for a backward */
+};
+
+/* Seeded normal(0, 1) stream (splitmix64 + Box-Muller), reproducible across platforms. */
+typedef struct { uint64_t s; } llama_rng;
+float qat_llama_rng_normal(llama_rng *r);
+
+/* Validates dims and derived fields of a config (message names config.json and the key). */
+qat_status qat_llama_config_check(const qat_llama_config *c);
+/* Allocates the model struct, the params arena and carves the masters (zeroed). */
+qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out);
+/* After masters are filled: uploads inv_freq, builds compute weights and the params list. */
+qat_status qat_llama_finish_init(qat_llama *m);
+/* Brings grads / quantizer-grads / compute-weight arenas and the params list in line with
+ * (training, quantized, train_embeddings, act_dtype). */
+qat_status qat_llama_sync_layout(qat_llama *m);
+qat_status qat_llama_sync_wcomp(qat_llama *m);
+
+/* A contiguous view of the first n rows of buffer `buf` shaped as given. */
+qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape);
+/* Shaped views of activation buffers. */
+#define V1(buf, a) qat_llama_view(&(buf), 1, (int64_t[]){(a)})
+#define V2(buf, a, b) qat_llama_view(&(buf), 2, (int64_t[]){(a), (b)})
+#define V3(buf, a, b, c) qat_llama_view(&(buf), 3, (int64_t[]){(a), (b), (c)})
+#define V4(buf, a, b, c, d) qat_llama_view(&(buf), 4, (int64_t[]){(a), (b), (c), (d)})
+
+/* A config as HF config.json text (for models without a source folder). Caller frees. */
+char *qat_llama_config_json(const qat_llama_config *c);
+
+#endif

@@ -1,0 +1,25 @@
+/* Knowledge distillation loss on logits: per token
+ *   loss = (1 - alpha) * CE(student, target) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
+ * and its gradient with respect to the student logits:
+ *   (1 - alpha) * (softmax(s) - onehot) + alpha * T * (softmax(s/T) - softmax(t/T)).
+ * Computed on host rows (the logits are downloaded); targets -1 are ignored entirely. */
+#ifndef QAT_TRAIN_DISTILL_H
+#define QAT_TRAIN_DISTILL_H
+
+#include "core/status.h"
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* student, teacher: [N, V]; dlogits [N, V] (may alias student) gets scale * gradient;
+ * *loss = scale * sum of token losses; *ce = unscaled sum of CE terms (for reporting). */
+qat_status qat_distill_loss(const float *student, const float *teacher, const int32_t *targets,
+                            int64_t N, int64_t V, double temperature, double alpha, double scale,
+                            float *dlogits, double *loss, double *ce, int64_t *count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

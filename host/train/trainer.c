@@ -1,0 +1,400 @@
+/* The QAT training loop (method qat). See trainer.h.
+ * Dimension letters: B batch (windows per micro-batch), T = data.seq_len, V vocab. */
+#include "train/trainer.h"
+
+#include "core/log.h"
+#include "io/fsutil.h"
+#include "io/npy.h"
+#include "model/eval.h"
+#include "model/llama.h"
+#include "train/checkpoint.h"
+#include "train/distill.h"
+#include "train/optim.h"
+#include "train/sampler.h"
+
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_stop = 0;
+void qat_train_request_stop(void) { g_stop = 1; }
+
+typedef struct job {
+  const qat_config *cfg;
+  qat_backend *be;
+  qat_llama *m;       /* student: fake-quant on */
+  qat_llama *teacher; /* full precision (distillation and the fp / RTN rows); may be NULL */
+  qat_qspec q;
+  int32_t *train, *val;
+  int64_t ntrain, nval;
+  qat_optim opt;
+  qat_window_sampler sampler;
+  int64_t step; /* optimizer steps done */
+  int bad_steps;
+  int32_t *tok, *tgt;      /* [B*T] host */
+  float *hs, *ht;          /* [B*T, V] host logits (distillation) */
+  FILE *metrics;
+} job;
+
+static qat_qgrad grad_mode(qat_cfg_grad g) {
+  return g == QAT_CFG_GRAD_STE ? QAT_QGRAD_STE
+         : g == QAT_CFG_GRAD_LSQ ? QAT_QGRAD_LSQ
+                                 : QAT_QGRAD_EFFICIENTQAT;
+}
+
+static qat_status load_tokens(const char *path, const char *key, int vocab, int64_t min_len,
+                              int32_t **out, int64_t *n) {
+  qat_status st = qat_npy_read_tokens(path, out, n);
+  if (st != QAT_OK) return qat_context(st, "%s", key);
+  for (int64_t i = 0; i < *n; i++)
+    if ((*out)[i] >= vocab)
+      return QAT_FAIL(QAT_EINVAL, "%s: %s: token %d at %lld is outside the model's vocabulary (%d)",
+                      key, path, (*out)[i], (long long)i, vocab);
+  if (*n < min_len)
+    return QAT_FAIL(QAT_EINVAL, "%s: %s has %lld tokens; data.seq_len + 1 = %lld needed", key,
+                    path, (long long)*n, (long long)min_len);
+  return QAT_OK;
+}
+
+/* ---- checkpoints: trainable tensors, optimizer moments and the loop state */
+
+static qat_status host_copy(const qat_backend *be, const qat_tensor *t, float **out) {
+  *out = malloc(qat_nbytes(t) + 1);
+  if (!*out) return QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory for %s", t->name);
+  return be->download(be, *out, t->data, qat_nbytes(t));
+}
+
+static qat_status save_ckpt(job *J) {
+  const qat_config *cfg = J->cfg;
+  qat_ckpt_writer w;
+  qat_ckpt_writer_init(&w);
+  int nbuf = 3 * J->opt.n;
+  float **bufs = calloc((size_t)nbuf + 1, sizeof *bufs);
+  qat_status st = bufs ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
+  char name[160];
+  for (int i = 0; st == QAT_OK && i < J->opt.n; i++) {
+    const qat_param *p = &J->opt.params[i];
+    const qat_tensor *ts[3] = {p->p, &J->opt.m[i], &J->opt.v[i]};
+    const char *pre[3] = {"", "optim.m.", "optim.v."};
+    for (int k = 0; st == QAT_OK && k < 3; k++) {
+      st = host_copy(J->be, ts[k], &bufs[3 * i + k]);
+      snprintf(name, sizeof name, "%s%s", pre[k], p->name);
+      if (st == QAT_OK) st = qat_ckpt_add_f32(&w, name, ts[k]->ndim, ts[k]->shape, bufs[3 * i + k]);
+    }
+  }
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "step", J->step);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "optim_t", J->opt.t);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "sampler_seed", (int64_t)J->sampler.seed);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "sampler_counter", (int64_t)J->sampler.counter);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "bad_steps", J->bad_steps);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
+  if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
+  char path[4096];
+  if (st == QAT_OK)
+    st = qat_ckpt_save(cfg->checkpoint.dir, J->step, &w, cfg->checkpoint.keep, path, sizeof path);
+  if (st == QAT_OK) qat_log("checkpoint: %s", path);
+  for (int i = 0; i < nbuf && bufs; i++) free(bufs[i]);
+  free(bufs);
+  qat_ckpt_writer_free(&w);
+  return st;
+}
+
+static qat_status load_ckpt(job *J, const char *dir) {
+  qat_ckpt ck;
+  QAT_TRY(qat_ckpt_open(dir, &ck));
+  qat_status st = QAT_OK;
+  char name[160];
+  float *buf = NULL;
+  for (int i = 0; st == QAT_OK && i < J->opt.n; i++) {
+    const qat_param *p = &J->opt.params[i];
+    const qat_tensor *ts[3] = {p->p, &J->opt.m[i], &J->opt.v[i]};
+    const char *pre[3] = {"", "optim.m.", "optim.v."};
+    for (int k = 0; st == QAT_OK && k < 3; k++) {
+      free(buf);
+      buf = malloc(qat_nbytes(ts[k]) + 1);
+      snprintf(name, sizeof name, "%s%s", pre[k], p->name);
+      st = buf ? qat_ckpt_read_f32(&ck, name, buf, ts[k]->ndim, ts[k]->shape)
+               : QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
+      if (st == QAT_OK) st = J->be->upload(J->be, ts[k]->data, buf, qat_nbytes(ts[k]));
+    }
+  }
+  free(buf);
+  int64_t v = 0, hash = 0;
+  if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "step", &J->step);
+  if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "optim_t", &J->opt.t);
+  if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "sampler_seed", &v);
+  if (st == QAT_OK) J->sampler.seed = (uint64_t)v;
+  if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "sampler_counter", &v);
+  if (st == QAT_OK) J->sampler.counter = (uint64_t)v;
+  if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "bad_steps", &v);
+  if (st == QAT_OK) J->bad_steps = (int)v;
+  if (st == QAT_OK && qat_ckpt_get_int(&ck, "config_hash", &hash) == QAT_OK &&
+      (uint64_t)hash != qat_config_hash(J->cfg))
+    qat_warn("resuming %s with a different config than the one it was saved with", dir);
+  qat_ckpt_close(&ck);
+  return st;
+}
+
+/* ---- one optimizer step */
+
+static void fill_batch(job *J, int B, int T) {
+  for (int b = 0; b < B; b++) {
+    int64_t start = 0;
+    /* cannot fail: ntrain >= T + 1 was checked at load */
+    qat_window_next(&J->sampler, J->ntrain, T, &start);
+    memcpy(J->tok + (int64_t)b * T, J->train + start, (size_t)T * 4);
+    memcpy(J->tgt + (int64_t)b * T, J->train + start + 1, (size_t)T * 4);
+  }
+}
+
+static qat_status micro_step(job *J, int B, int T, double scale, double *loss) {
+  const qat_config *cfg = J->cfg;
+  qat_llama *m = J->m;
+  int64_t N = (int64_t)B * T, V = m->cfg.vocab, cnt = 0;
+  QAT_TRY(qat_llama_forward(m, J->tok, B, T));
+  if (cfg->distill.enabled) {
+    QAT_TRY(qat_llama_forward(J->teacher, J->tok, B, T));
+    size_t bytes = (size_t)(N * V) * 4;
+    QAT_TRY(J->be->download(J->be, J->hs, m->logits.data, bytes));
+    QAT_TRY(J->be->download(J->be, J->ht, J->teacher->logits.data, bytes));
+    double l = 0;
+    QAT_TRY(qat_distill_loss(J->hs, J->ht, J->tgt, N, V, cfg->distill.temperature,
+                             cfg->distill.alpha, scale, J->hs, &l, NULL, &cnt));
+    QAT_TRY(J->be->upload(J->be, m->dlogits.data, J->hs, bytes));
+    *loss += l;
+  } else {
+    double l = 0;
+    QAT_TRY(qat_llama_xent(m, J->tgt, (float)scale, &l, &cnt));
+    *loss += l;
+  }
+  return qat_llama_backward(m);
+}
+
+static qat_status eval_val(job *J, qat_llama *m, qat_eval_result *r) {
+  const qat_config *cfg = J->cfg;
+  return qat_eval_ppl(m, J->val, J->nval, cfg->data.seq_len, cfg->train.eval_windows,
+                      cfg->train.batch, r);
+}
+
+static void metric(job *J, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void metric(job *J, const char *fmt, ...) {
+  if (!J->metrics) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(J->metrics, fmt, ap);
+  va_end(ap);
+  fputc('\n', J->metrics);
+  fflush(J->metrics);
+}
+
+static qat_status train_loop(job *J) {
+  const qat_config *cfg = J->cfg;
+  int B = cfg->train.batch, T = cfg->data.seq_len, A = cfg->train.grad_accum;
+  int64_t total = cfg->train.steps;
+  double scale = 1.0 / ((double)B * T * A);
+  qat_progress pr;
+  qat_progress_start(&pr, "train", total);
+  pr.done = J->step;
+  double t_last = qat_now();
+  int64_t tok_since = 0;
+  while (J->step < total) {
+    QAT_TRY(qat_llama_zero_grad(J->m));
+    double loss = 0;
+    for (int a = 0; a < A; a++) {
+      fill_batch(J, B, T);
+      QAT_TRY(micro_step(J, B, T, scale, &loss));
+    }
+    QAT_TRY(qat_llama_finish_backward(J->m));
+    double norm = 0;
+    QAT_TRY(qat_optim_grad_norm(&J->opt, &norm));
+    if (!isfinite(loss) || !isfinite(norm)) {
+      J->bad_steps++;
+      qat_warn("step %lld: non-finite %s (%g, grad norm %g): step skipped (%d in a row)",
+               (long long)J->step + 1, isfinite(loss) ? "gradient" : "loss", loss, norm,
+               J->bad_steps);
+      if (J->bad_steps >= cfg->train.max_bad_steps)
+        return QAT_FAIL(QAT_EINVAL,
+                        "%d non-finite steps in a row (train.max_bad_steps): stopping; the last "
+                        "good checkpoint in %s is kept",
+                        J->bad_steps, cfg->checkpoint.dir);
+      J->step++; /* the step is consumed: data and schedule move on */
+      continue;
+    }
+    J->bad_steps = 0;
+    if (cfg->train.clip > 0 && norm > cfg->train.clip)
+      QAT_TRY(qat_optim_scale_grads(&J->opt, (float)(cfg->train.clip / norm)));
+    double lr[3];
+    lr[QAT_PG_WEIGHT] = qat_lr_at(cfg->train.schedule, cfg->train.lr, J->step, total,
+                                  cfg->train.warmup, cfg->train.min_lr_ratio);
+    lr[QAT_PG_QUANT] = qat_lr_at(cfg->train.schedule, cfg->train.lr_quant, J->step, total,
+                                 cfg->train.warmup, cfg->train.min_lr_ratio);
+    lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
+    QAT_TRY(qat_optim_step(&J->opt, lr));
+    J->step++;
+    tok_since += (int64_t)B * T * A;
+    double now = qat_now(), rate = tok_since / fmax(now - t_last, 1e-9);
+    metric(J, "{\"step\": %lld, \"loss\": %.6f, \"grad_norm\": %.6g, \"lr\": %.6g, "
+              "\"lr_quant\": %.6g, \"tokens_per_s\": %.1f}",
+           (long long)J->step, loss, norm, lr[0], lr[1], rate);
+    char extra[160];
+    snprintf(extra, sizeof extra, "loss %.4f  lr %.2e  %.0f tok/s", loss, lr[0], rate);
+    qat_progress_update(&pr, J->step, extra);
+    if (cfg->train.eval_every > 0 && J->step % cfg->train.eval_every == 0 && J->step < total) {
+      qat_eval_result r;
+      qat_log_level_push_quiet();
+      qat_status st = eval_val(J, J->m, &r);
+      qat_log_level_pop();
+      QAT_TRY(st);
+      QAT_TRY(qat_llama_plan(J->m, B, T, 1)); /* eval re-planned the activations */
+      qat_log("step %lld: val nll %.4f ppl %.3f", (long long)J->step, r.nll, r.ppl);
+      metric(J, "{\"step\": %lld, \"val_nll\": %.6f, \"val_ppl\": %.6f}", (long long)J->step,
+             r.nll, r.ppl);
+    }
+    int last = J->step == total;
+    if (last || g_stop || (cfg->checkpoint.every > 0 && J->step % cfg->checkpoint.every == 0))
+      QAT_TRY(save_ckpt(J));
+    if (g_stop && !last) {
+      qat_progress_end(&pr, "interrupted");
+      return QAT_FAIL(QAT_EINTERRUPT, "interrupted at step %lld: checkpoint saved in %s",
+                      (long long)J->step, cfg->checkpoint.dir);
+    }
+    t_last = now;
+    tok_since = 0;
+  }
+  qat_progress_end(&pr, NULL);
+  return QAT_OK;
+}
+
+/* ---- the final table */
+
+static qat_status final_table(job *J) {
+  const qat_config *cfg = J->cfg;
+  qat_eval_result fp = {0}, rtn = {0}, tr = {0};
+  qat_log("evaluating on %s (fp, RTN, trained)...", cfg->data.val);
+  qat_log_level_push_quiet();
+  qat_status st = eval_val(J, J->teacher, &fp);
+  if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, &J->q);
+  if (st == QAT_OK) st = eval_val(J, J->teacher, &rtn);
+  if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, NULL);
+  if (st == QAT_OK) st = eval_val(J, J->m, &tr);
+  qat_log_level_pop();
+  QAT_TRY(st);
+  double gap = rtn.nll - fp.nll, rec = gap > 0 ? (rtn.nll - tr.nll) / gap : 0;
+  printf("\n%-10s %10s %10s   (W%d g%d %s, %lld val tokens)\n", "model", "val nll", "val ppl",
+         J->q.bits, J->q.group, J->q.sym ? "sym" : "asym", (long long)tr.tokens);
+  printf("%-10s %10.4f %10.3f\n", "fp", fp.nll, fp.ppl);
+  printf("%-10s %10.4f %10.3f\n", "rtn", rtn.nll, rtn.ppl);
+  printf("%-10s %10.4f %10.3f\n", "qat", tr.nll, tr.ppl);
+  printf("recovered %.1f%% of RTN's gap in log-perplexity\n", 100 * rec);
+  char buf[1024], path[4096];
+  snprintf(buf, sizeof buf,
+           "{\"fp\": {\"nll\": %.6f, \"ppl\": %.6f}, \"rtn\": {\"nll\": %.6f, \"ppl\": %.6f}, "
+           "\"qat\": {\"nll\": %.6f, \"ppl\": %.6f}, \"recovered\": %.4f, \"bits\": %d, "
+           "\"group\": %d, \"sym\": %s, \"val_tokens\": %lld, \"steps\": %lld}\n",
+           fp.nll, fp.ppl, rtn.nll, rtn.ppl, tr.nll, tr.ppl, rec, J->q.bits, J->q.group,
+           J->q.sym ? "true" : "false", (long long)tr.tokens, (long long)J->step);
+  QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "results.json"));
+  QAT_TRY(qat_write_file_atomic(path, buf, strlen(buf)));
+  metric(J, "{\"final\": %s", buf); /* buf ends with "}\n": one JSON object per line */
+  return QAT_OK;
+}
+
+/* ---- setup */
+
+static qat_status setup(job *J) {
+  const qat_config *cfg = J->cfg;
+  if (cfg->method != QAT_METHOD_QAT)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "method %s: not available yet (only qat)",
+                    qat_cfg_method_name(cfg->method));
+  QAT_TRY(qat_config_check_files(cfg));
+  QAT_TRY(qat_backend_by_name(cfg->device == QAT_DEV_CUDA ? "cuda" : "cpu", &J->be));
+  J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
+                     .grad = grad_mode(cfg->quant.grad)};
+  QAT_TRY(qat_qspec_check(&J->q));
+  QAT_TRY(qat_llama_load(cfg->model, J->be, &J->m));
+  QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
+  int T = cfg->data.seq_len, B = cfg->train.batch;
+  if (T > J->m->cfg.max_seq)
+    return QAT_FAIL(QAT_EUSAGE, "data.seq_len = %d exceeds the model's max_position_embeddings %d",
+                    T, J->m->cfg.max_seq);
+  QAT_TRY(load_tokens(cfg->data.train, "data.train", J->m->cfg.vocab, T + 1, &J->train, &J->ntrain));
+  QAT_TRY(load_tokens(cfg->data.val, "data.val", J->m->cfg.vocab, T, &J->val, &J->nval));
+  J->m->train_embeddings = 0;
+  QAT_TRY(qat_llama_set_quant(J->m, &J->q));
+  int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
+  for (int l = 0; l < J->m->cfg.n_layers; l++) {
+    qat_llama_layer *L = &J->m->layers[l];
+    qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    for (int i = 0; i < 7; i++) lins[i]->frozen = scales_only;
+  }
+  QAT_TRY(qat_llama_plan(J->m, B, T, 1));
+  if (cfg->distill.enabled) QAT_TRY(qat_llama_plan(J->teacher, B, T, 0));
+  qat_optim_group groups[3] = {
+      [QAT_PG_WEIGHT] = {cfg->train.lr, cfg->train.weight_decay, !scales_only},
+      [QAT_PG_QUANT] = {cfg->train.lr_quant, 0.0, cfg->quant.grad != QAT_CFG_GRAD_STE},
+      [QAT_PG_OTHER] = {cfg->train.lr, cfg->train.weight_decay, 0},
+  };
+  if (!groups[0].enabled && !groups[1].enabled)
+    return QAT_FAIL(QAT_EUSAGE, "quant.train = scales with quant.grad = ste leaves nothing to train");
+  QAT_TRY(qat_optim_init(&J->opt, J->be, J->m->params, J->m->nparams, groups));
+  size_t N = (size_t)B * T;
+  J->tok = malloc(N * 4);
+  J->tgt = malloc(N * 4);
+  if (!J->tok || !J->tgt) return QAT_FAIL(QAT_ENOMEM, "train: out of memory");
+  if (cfg->distill.enabled) {
+    J->hs = malloc(N * (size_t)J->m->cfg.vocab * 4);
+    J->ht = malloc(N * (size_t)J->m->cfg.vocab * 4);
+    if (!J->hs || !J->ht) return QAT_FAIL(QAT_ENOMEM, "train: out of memory (distillation logits)");
+  }
+  qat_window_sampler_init(&J->sampler, (uint64_t)cfg->train.seed);
+  return QAT_OK;
+}
+
+static qat_status start_run_dir(job *J) {
+  const qat_config *cfg = J->cfg;
+  char ck[4096] = "", path[4096];
+  int64_t ckstep = -1;
+  if (cfg->checkpoint.resume != QAT_RESUME_NEVER)
+    QAT_TRY(qat_ckpt_latest(cfg->checkpoint.dir, ck, sizeof ck, &ckstep));
+  if (cfg->checkpoint.resume == QAT_RESUME_MUST && ckstep < 0)
+    return QAT_FAIL(QAT_EUSAGE, "checkpoint.resume = must but %s holds no checkpoint",
+                    cfg->checkpoint.dir);
+  if (ckstep >= 0) {
+    QAT_TRY(load_ckpt(J, ck));
+    qat_log("resumed from %s (step %lld)", ck, (long long)J->step);
+  }
+  QAT_TRY(qat_mkdir_p(cfg->checkpoint.dir));
+  QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "config.yaml"));
+  QAT_TRY(qat_config_save(cfg, path));
+  QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "metrics.jsonl"));
+  J->metrics = fopen(path, "a");
+  if (!J->metrics) return QAT_FAIL(QAT_EIO, "%s: cannot open for appending", path);
+  return QAT_OK;
+}
+
+qat_status qat_train_run(const qat_config *cfg) {
+  job J = {.cfg = cfg};
+  qat_status st = setup(&J);
+  if (st == QAT_OK) {
+    qat_log("model %s: %d layers, dim %d, vocab %d; W%d g%d %s; %lld train / %lld val tokens",
+            cfg->model, J.m->cfg.n_layers, J.m->cfg.dim, J.m->cfg.vocab, J.q.bits, J.q.group,
+            J.q.sym ? "sym" : "asym", (long long)J.ntrain, (long long)J.nval);
+    st = start_run_dir(&J);
+  }
+  if (st == QAT_OK) st = train_loop(&J);
+  if (st == QAT_OK) st = final_table(&J);
+  if (J.metrics) fclose(J.metrics);
+  qat_optim_free(&J.opt);
+  if (J.m) qat_llama_free(J.m);
+  if (J.teacher) qat_llama_free(J.teacher);
+  free(J.train);
+  free(J.val);
+  free(J.tok);
+  free(J.tgt);
+  free(J.hs);
+  free(J.ht);
+  return st;
+}

@@ -1,0 +1,254 @@
+/* CUDA fake-quant (cuda/fakequant.cu) against the CPU reference ops on odd shapes: scalar and
+ * vector paths, sub-warp / block / split-block reductions, partial groups, per-channel,
+ * per-tensor, and a 4096 x 4096 case. Skips without a GPU.
+ *
+ * Tolerances (why):
+ * - init s, z: exact. Both sides take the same min / max and do the same IEEE float operations.
+ * - forward F32: both do the same float operations (IEEE division, rintf): allow 1 ulp
+ *   (2^-23 relative) as "exact-ish"; BF16 output: one bf16 rounding, 2^-8 relative.
+ * - backward dw: exact (a mask times G). ds, dz: normalized error (max |a - b| / max |b|)
+ *   < 1e-5: the GPU sums in float in a different order than the CPU's double sums; the
+ *   expected error is ~1e-7 (float epsilon times log of the group length). */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+static qat_backend *g_cuda;
+
+static qat_tensor dev_new(qat_dtype dt, int64_t r, int64_t c, const char *name) {
+  void *p = NULL;
+  size_t bytes = (size_t)(r * c) * qat_dtype_size(dt);
+  TU_REQUIRE_OK(g_cuda->alloc(g_cuda, &p, bytes));
+  qat_tensor t = qat_view2(p, dt, QAT_DEV_CUDA, r, c);
+  t.name = name;
+  return t;
+}
+static void dev_up(qat_tensor *t, const void *host) {
+  TU_REQUIRE_OK(g_cuda->upload(g_cuda, t->data, host, qat_nbytes(t)));
+}
+static void dev_down(void *host, const qat_tensor *t) {
+  TU_REQUIRE_OK(g_cuda->sync(g_cuda));
+  TU_REQUIRE_OK(g_cuda->download(g_cuda, host, t->data, qat_nbytes(t)));
+}
+static void dev_free(qat_tensor *t) { g_cuda->free(g_cuda, t->data); }
+
+static int need_gpu(void) {
+  if (!qat_cuda_available()) {
+    tu_skip("no CUDA GPU");
+    return 0;
+  }
+  TU_REQUIRE_OK(qat_backend_cuda(&g_cuda));
+  return 1;
+}
+
+typedef struct pcase {
+  int64_t R, C;
+  int group;
+} pcase;
+static const pcase k_cases[] = {
+    {7, 45, 16},     /* scalar, partial group, sub-warp lanes 16 */
+    {5, 33, -1},     /* per-channel scalar, small */
+    {3, 10, 0},      /* per-tensor, tiny (split into one piece) */
+    {6, 50, 7},      /* odd group */
+    {8, 96, 32},     /* vector, lanes 8 */
+    {33, 1000, 128}, /* vector, partial trailing group (104) */
+    {64, 256, 128},  /* vector, full warps */
+    {4, 3000, 2048}, /* long groups: block path, partial */
+    {17, 4100, -1},  /* per-channel, vector, block path */
+    {9, 2051, -1},   /* per-channel, scalar, block path */
+    {300, 301, 0},   /* per-tensor, scalar, split blocks + finish */
+    {512, 512, 0},   /* per-tensor, vector, split blocks + finish */
+};
+#define NCASES (int)(sizeof k_cases / sizeof k_cases[0])
+
+static double max_rel_diff(const float *a, const float *b, int64_t n, int64_t *where) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    double r = d == 0 ? 0 : d / fmax(fabs((double)b[i]), 1e-30);
+    if (r > m || isnan(d)) {
+      m = isnan(d) ? INFINITY : r;
+      *where = i;
+    }
+  }
+  return m;
+}
+
+/* One parity case: init, forward (F32 and BF16), backward (F32 and BF16 g, all modes). */
+static void parity_case(qat_qspec q, int64_t R, int64_t C, uint64_t seed) {
+  qat_backend *cpu = qat_backend_cpu();
+  int64_t n = R * C, ss[2];
+  qat_qspec_sshape(&q, R, C, ss);
+  int64_t ns = ss[0] * ss[1];
+  float *w = malloc(sizeof(float) * n), *g = malloc(sizeof(float) * n);
+  float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+  uint16_t *g16 = malloc(2 * n), *o16a = malloc(2 * n), *o16b = malloc(2 * n);
+  float *s = malloc(sizeof(float) * ns), *z = malloc(sizeof(float) * ns);
+  float *s2 = malloc(sizeof(float) * ns), *z2 = malloc(sizeof(float) * ns);
+  float *dsa = malloc(sizeof(float) * ns), *dsb = malloc(sizeof(float) * ns);
+  float *dza = malloc(sizeof(float) * ns), *dzb = malloc(sizeof(float) * ns);
+  ck_assert(w && g && a && b && g16 && o16a && o16b && s && z && s2 && z2 && dsa && dsb && dza && dzb);
+  tu_rng rng = {seed};
+  tu_fill_normal(&rng, w, n, 0.05f);
+  tu_fill_normal(&rng, g, n, 1.0f);
+  /* G as the GPU sees it in BF16, and as the CPU gets it (exactly representable in F32) */
+  qat_convert_from_f32(g, g16, QAT_BF16, n);
+  memset(z, 0, sizeof(float) * ns);
+  memset(z2, 0, sizeof(float) * ns);
+
+  qat_tensor hw = qat_view2(w, QAT_F32, QAT_DEV_CPU, R, C), hs = qat_view2(s, QAT_F32, QAT_DEV_CPU, ss[0], ss[1]);
+  qat_tensor hz = hs, ha = hw, hg = hw, hds = hs, hdz = hs, ho16 = qat_view2(o16a, QAT_BF16, QAT_DEV_CPU, R, C);
+  hz.data = z;
+  ha.data = a;
+  hg.data = g;
+  hds.data = dsa;
+  hdz.data = dza;
+  qat_tensor dw_ = dev_new(QAT_F32, R, C, "blk.w"), ds_ = dev_new(QAT_F32, ss[0], ss[1], "blk.s");
+  qat_tensor dz_ = dev_new(QAT_F32, ss[0], ss[1], "blk.z"), dout = dev_new(QAT_F32, R, C, "w_hat");
+  qat_tensor dout16 = dev_new(QAT_BF16, R, C, "w_hat16"), dg = dev_new(QAT_F32, R, C, "g");
+  qat_tensor dg16 = dev_new(QAT_BF16, R, C, "g16"), ddw = dev_new(QAT_F32, R, C, "dw");
+  qat_tensor dds = dev_new(QAT_F32, ss[0], ss[1], "ds"), ddz = dev_new(QAT_F32, ss[0], ss[1], "dz");
+  dev_up(&dw_, w);
+  dev_up(&dg, g);
+  dev_up(&dg16, g16);
+  dev_up(&dz_, z2);
+
+  /* init */
+  TU_REQUIRE_OK(QAT_OP(cpu, fq_init, &q, &hw, &hs, &hz));
+  TU_REQUIRE_OK(QAT_OP(g_cuda, fq_init, &q, &dw_, &ds_, &dz_));
+  dev_down(s2, &ds_);
+  dev_down(z2, &dz_);
+  for (int64_t k = 0; k < ns; k++) {
+    ck_assert_msg(s[k] == s2[k], "init s[%lld] cpu %.9g cuda %.9g (bits %d group %d sym %d [%lld, %lld])",
+                  (long long)k, s[k], s2[k], q.bits, q.group, q.sym, (long long)R, (long long)C);
+    if (!q.sym) ck_assert_msg(z[k] == z2[k], "init z[%lld] cpu %g cuda %g", (long long)k, z[k], z2[k]);
+  }
+
+  /* training-like state: scaled s (some groups clip), fractional and out-of-range z */
+  for (int64_t k = 0; k < ns; k++) {
+    s[k] *= k % 3 == 0 ? 0.5f : tu_uniform(&rng, 0.6f, 1.4f);
+    if (!q.sym) z[k] += k % 5 == 4 ? 300.0f : tu_uniform(&rng, -1.45f, 1.45f);
+  }
+  dev_up(&ds_, s);
+  dev_up(&dz_, z);
+
+  /* forward */
+  int64_t at = 0;
+  TU_REQUIRE_OK(QAT_OP(cpu, fq_forward, &q, &hw, &hs, &hz, &ha));
+  TU_REQUIRE_OK(QAT_OP(g_cuda, fq_forward, &q, &dw_, &ds_, &dz_, &dout));
+  dev_down(b, &dout);
+  double e = max_rel_diff(b, a, n, &at);
+  ck_assert_msg(e <= 0x1p-23, "forward F32: rel diff %g at %lld (cpu %.9g cuda %.9g)", e,
+                (long long)at, a[at], b[at]);
+  TU_REQUIRE_OK(QAT_OP(cpu, fq_forward, &q, &hw, &hs, &hz, &ho16));
+  TU_REQUIRE_OK(QAT_OP(g_cuda, fq_forward, &q, &dw_, &ds_, &dz_, &dout16));
+  dev_down(o16b, &dout16);
+  for (int64_t i = 0; i < n; i++) {
+    double x = qat_bf16_to_f32(o16a[i]), y = qat_bf16_to_f32(o16b[i]);
+    ck_assert_msg(fabs(x - y) <= 0x1p-8 * fabs(x), "forward BF16 [%lld]: cpu %g cuda %g",
+                  (long long)i, x, y);
+  }
+
+  /* backward: F32 g and BF16 g, every gradient mode */
+  float *gq = malloc(sizeof(float) * n); /* the BF16 g in F32 for the CPU */
+  qat_convert_to_f32(g16, QAT_BF16, gq, n);
+  for (int gt = 0; gt < 2; gt++)
+    for (int mode = 0; mode < 3; mode++) {
+      qat_qspec qm = q;
+      qm.grad = (qat_qgrad)mode;
+      hg.data = gt ? gq : g;
+      for (int64_t k = 0; k < ns; k++) dsa[k] = dza[k] = dsb[k] = dzb[k] = 12345.0f;
+      dev_up(&dds, dsb);
+      dev_up(&ddz, dzb);
+      TU_REQUIRE_OK(QAT_OP(cpu, fq_backward, &qm, &hw, &hs, &hz, &hg, &ha, &hds, &hdz));
+      TU_REQUIRE_OK(QAT_OP(g_cuda, fq_backward, &qm, &dw_, &ds_, &dz_, gt ? &dg16 : &dg, &ddw,
+                           &dds, &ddz));
+      dev_down(b, &ddw);
+      dev_down(dsb, &dds);
+      dev_down(dzb, &ddz);
+      for (int64_t i = 0; i < n; i++)
+        ck_assert_msg(a[i] == b[i], "dw[%lld] cpu %g cuda %g (g %s mode %d)", (long long)i, a[i],
+                      b[i], gt ? "BF16" : "F32", mode);
+      if (mode == QAT_QGRAD_STE) {
+        for (int64_t k = 0; k < ns; k++) ck_assert(dsb[k] == 12345.0f && dzb[k] == 12345.0f);
+        continue;
+      }
+      double eds = tu_nerr(dsb, dsa, ns);
+      ck_assert_msg(eds < 1e-5, "ds nerr %g (g %s mode %d bits %d group %d sym %d [%lld, %lld])",
+                    eds, gt ? "BF16" : "F32", mode, q.bits, q.group, q.sym, (long long)R,
+                    (long long)C);
+      if (!q.sym) {
+        double edz = tu_nerr(dzb, dza, ns);
+        ck_assert_msg(edz < 1e-5, "dz nerr %g (mode %d)", edz, mode);
+      } else {
+        for (int64_t k = 0; k < ns; k++) ck_assert(dzb[k] == 12345.0f);
+      }
+    }
+  free(gq);
+
+  qat_tensor *ts[] = {&dw_, &ds_, &dz_, &dout, &dout16, &dg, &dg16, &ddw, &dds, &ddz};
+  for (int i = 0; i < 10; i++) dev_free(ts[i]);
+  free(w), free(g), free(a), free(b), free(g16), free(o16a), free(o16b);
+  free(s), free(z), free(s2), free(z2), free(dsa), free(dsb), free(dza), free(dzb);
+}
+
+START_TEST(test_parity_odd_shapes) {
+  if (!need_gpu()) return;
+  static const int bits[] = {2, 3, 4, 8};
+  for (int ci = 0; ci < NCASES; ci++)
+    for (int bi = 0; bi < 4; bi++)
+      for (int sym = 0; sym < 2; sym++) {
+        qat_qspec q = {bits[bi], k_cases[ci].group, sym, QAT_QGRAD_EFFICIENTQAT};
+        parity_case(q, k_cases[ci].R, k_cases[ci].C, 1000 + 31 * ci + 7 * bi + sym);
+      }
+}
+END_TEST
+
+START_TEST(test_parity_large) {
+  if (!need_gpu()) return;
+  qat_qspec q4 = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT}, qt = {2, 0, 0, QAT_QGRAD_LSQ};
+  parity_case(q4, 4096, 4096, 7);
+  parity_case(qt, 4096, 4096, 8); /* per-tensor: 16M weights in one group */
+}
+END_TEST
+
+START_TEST(test_cuda_validation) {
+  if (!need_gpu()) return;
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT};
+  float w[3 * 40];
+  tu_rng rng = {5};
+  tu_fill_normal(&rng, w, 120, 1.0f);
+  w[77] = NAN;
+  qat_tensor dw_ = dev_new(QAT_F32, 3, 40, "blk3.wo"), ds_ = dev_new(QAT_F32, 3, 3, "s");
+  qat_tensor dz_ = dev_new(QAT_F32, 3, 3, "z"), bad = dev_new(QAT_F32, 3, 4, "s_bad");
+  dev_up(&dw_, w);
+  qat_status st = QAT_OP(g_cuda, fq_init, &q, &dw_, &ds_, &dz_);
+  ck_assert_int_eq(st, QAT_EINVAL);
+  ck_assert_ptr_nonnull(strstr(qat_last_error(), "blk3.wo"));
+  w[77] = 0.5f;
+  dev_up(&dw_, w);
+  TU_REQUIRE_OK(QAT_OP(g_cuda, fq_init, &q, &dw_, &ds_, &dz_)); /* the flag was reset */
+  ck_assert_int_eq(QAT_OP(g_cuda, fq_forward, &q, &dw_, &bad, &dz_, &dw_), QAT_EINVAL);
+  qat_qspec qb = q;
+  qb.bits = 9;
+  ck_assert_int_eq(QAT_OP(g_cuda, fq_init, &qb, &dw_, &ds_, &dz_), QAT_EINVAL);
+  /* a host tensor passed to the CUDA backend */
+  qat_tensor host = qat_view2(w, QAT_F32, QAT_DEV_CPU, 3, 40);
+  ck_assert_int_eq(QAT_OP(g_cuda, fq_forward, &q, &host, &ds_, &dz_, &dw_), QAT_EINVAL);
+  dev_free(&dw_), dev_free(&ds_), dev_free(&dz_), dev_free(&bad);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("cuda_fakequant");
+  TCase *tc = tcase_create("cuda_fakequant");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, test_parity_odd_shapes);
+  tcase_add_test(tc, test_parity_large);
+  tcase_add_test(tc, test_cuda_validation);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}
