@@ -14,7 +14,10 @@
  * token losses (about 3), so each evaluation carries ~1e-6 of rounding; divided by 2 eps that is
  * ~5e-5 of noise, hence the absolute term 2e-4. The O(eps^2) truncation of central differences
  * on these smooth functions is ~1e-4 relative, far inside the relative term 1e-2, which still
- * catches any wrong factor, transposition or missing path (they show up as O(1) errors). */
+ * catches any wrong factor, transposition or missing path (they show up as O(1) errors).
+ * Differences in s take a smaller step (1e-2 * s, so codes rarely move), and their noise term is
+ * scaled up by the same ratio. Mutation check done while writing: un-inverting the RoPE of dk
+ * or overwriting instead of accumulating the tied lm_head gradient fails these cases. */
 #include "testutil.h"
 
 #include "model/llama.h"

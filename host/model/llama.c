@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "model/llama_priv.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -481,6 +482,7 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
 qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape) {
   qat_tensor v = qat_view(buf->data, buf->dtype, buf->device, ndim, shape);
   v.name = buf->name;
+  assert(qat_numel(&v) <= qat_numel(buf)); /* forward checks B, T against the plan */
   return v;
 }
 
@@ -539,6 +541,7 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
         BUF(P->h_fin, QAT_F32, N * C);
         BUF(P->logits_buf, QAT_F32, N * V);
         BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0);
+        BUF(P->hn, QAT_F32, a == QAT_F32 ? 0 : N * C);
         BUF(P->tokens, QAT_I32, N);
         BUF(P->targets, QAT_I32, N);
         BUF(P->losses, QAT_F32, N);
@@ -546,7 +549,7 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
           BUF(P->dx, QAT_F32, N * C);
           BUF(P->dh_fin, QAT_F32, N * C);
           BUF(P->dxa, a, a == QAT_F32 ? 0 : N * C);
-          BUF(P->dh, a, N * C);
+          BUF(P->dh, QAT_F32, N * C);
           BUF(P->dq, a, N * QD);
           BUF(P->datt, a, N * QD);
           BUF(P->dk, a, N * KVD);

@@ -15,6 +15,19 @@
  *                        qat_llama_backward(m);
  *   qat_llama_finish_backward(m);   // fake-quant backward once on the accumulated dL/dw_hat
  *   optimizer over qat_llama_params(m)
+ *
+ * Layout rules (implementation notes, added by the model work):
+ * - Gradients are laid out by qat_llama_plan(..., training = 1) for the current quantization and
+ *   train_embeddings; set train_embeddings before planning (qat_llama_zero_grad re-lays them out
+ *   if it changed since). Without train_embeddings, embeddings / lm_head / norms / biases have no
+ *   gradient tensors (data NULL) but the activation gradient still flows through them.
+ * - m->params is reallocated only by qat_llama_set_quant and when train_embeddings changes; its
+ *   qat_tensor pointers stay valid otherwise. Gradient data move when the gradients are laid
+ *   out again (set_quant after a training plan), so optimizers should read p->g->data each step.
+ * - Frozen Linears stay in m->params (group WEIGHT) with a zero gradient.
+ * - Activations: everything the backward needs is kept per layer (no recomputation). Residual
+ *   stream, logits and the lm_head GEMM are F32; Linear inputs/outputs, RoPE, attention and
+ *   SwiGLU run in act_dtype (F32 or, on CUDA, BF16; set it before qat_llama_plan).
  */
 #ifndef QAT_MODEL_LLAMA_H
 #define QAT_MODEL_LLAMA_H

@@ -22,6 +22,15 @@ static qat_status linear_fwd(qat_llama *m, qat_linear *li, const qat_tensor *x, 
   return QAT_OK;
 }
 
+/* out[N, C] (act dtype) = rmsnorm(x[N, C] F32); through the F32 scratch when act is BF16. */
+static qat_status norm_fwd(qat_llama *m, const qat_tensor *x, const qat_tensor *w, qat_tensor *out,
+                           qat_tensor *rstd) {
+  if (out->dtype == QAT_F32) return QAT_OP(m->be, rmsnorm_fwd, x, w, m->cfg.norm_eps, out, rstd);
+  qat_tensor hn = qat_llama_view(&m->priv->hn, x->ndim, x->shape);
+  QAT_TRY(QAT_OP(m->be, rmsnorm_fwd, x, w, m->cfg.norm_eps, &hn, rstd));
+  return QAT_OP(m->be, convert, out, &hn);
+}
+
 static qat_status refresh_w_hat(qat_llama *m) {
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
@@ -82,7 +91,7 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
     qat_tensor x_out = V2(*next, N, C);
 
     /* attention block */
-    QAT_TRY(QAT_OP(be, rmsnorm_fwd, &x_in, &ly->attn_norm, c->norm_eps, &h1, &rstd1));
+    QAT_TRY(norm_fwd(m, &x_in, &ly->attn_norm, &h1, &rstd1));
     QAT_TRY(linear_fwd(m, &ly->q, &h1, &q, 0.0f));
     QAT_TRY(linear_fwd(m, &ly->k, &h1, &k, 0.0f));
     QAT_TRY(linear_fwd(m, &ly->v, &h1, &v, 0.0f));
@@ -93,7 +102,7 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
     QAT_TRY(linear_fwd(m, &ly->o, &att, &x_mid, 1.0f)); /* residual add inside the GEMM */
 
     /* MLP block */
-    QAT_TRY(QAT_OP(be, rmsnorm_fwd, &x_mid, &ly->ffn_norm, c->norm_eps, &h2, &rstd2));
+    QAT_TRY(norm_fwd(m, &x_mid, &ly->ffn_norm, &h2, &rstd2));
     QAT_TRY(linear_fwd(m, &ly->gate, &h2, &gate, 0.0f));
     QAT_TRY(linear_fwd(m, &ly->up, &h2, &up, 0.0f));
     QAT_TRY(QAT_OP(be, swiglu_fwd, &gate, &up, &act));

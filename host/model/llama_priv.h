@@ -4,7 +4,10 @@
  * Dtypes of activations: the residual stream (x_in, x_mid, x_fin, dx), the final-norm output
  * (h_fin, dh_fin), logits and statistics are F32 always; the inputs and outputs of the decoder
  * Linears, RoPE, attention and SwiGLU (h1, q, k, v, att, h2, gate, up, act and their gradients)
- * are in m->act_dtype (F32, or BF16 on CUDA). The lm_head GEMM runs on F32 masters. */
+ * are in m->act_dtype (F32, or BF16 on CUDA). The lm_head GEMM runs on F32 masters.
+ * With BF16 this matches the CUDA ops' dtype rules: GEMM A, B one dtype, C F32 or that dtype
+ * (the residual adds and dh accumulate in F32); RMSNorm x, out, dout, dx one dtype (F32 here,
+ * its output converted to BF16 through the hn scratch). */
 #ifndef QAT_MODEL_LLAMA_PRIV_H
 #define QAT_MODEL_LLAMA_PRIV_H
 
@@ -67,7 +70,9 @@ struct qat_llama_priv {
   qat_tensor tokens, targets, losses; /* [N] I32, I32, F32 */
   /* backward scratch */
   qat_tensor dx, dh_fin;             /* [N, C] F32 */
-  qat_tensor dxa, dh;                /* [N, C] act (dxa: dx cast, unused when act is F32) */
+  qat_tensor hn;                     /* [N, C] F32 norm output before its cast (BF16 only) */
+  qat_tensor dh;                     /* [N, C] F32: gradient of a norm's output */
+  qat_tensor dxa;                    /* [N, C] act: dx cast for the GEMMs (BF16 only) */
   qat_tensor dq, datt;               /* [N, Hq*D] act */
   qat_tensor dk, dv;                 /* [N, Hkv*D] act */
   qat_tensor dgate, dup, dact;       /* [N, F] act */

@@ -298,7 +298,8 @@ static qat_status final_table(job *J) {
            J->q.sym ? "true" : "false", (long long)tr.tokens, (long long)J->step);
   QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "results.json"));
   QAT_TRY(qat_write_file_atomic(path, buf, strlen(buf)));
-  metric(J, "{\"final\": %s", buf); /* buf ends with "}\n": one JSON object per line */
+  buf[strcspn(buf, "\n")] = 0;
+  metric(J, "{\"final\": %s}", buf);
   return QAT_OK;
 }
 

@@ -3,19 +3,33 @@
  * (Hq % Hkv == 0; query head h reads kv head h / (Hq / Hkv)), D head dim.
  *   q[B, T, Hq, D], k, v[B, T, Hkv, D], out[B, T, Hq, D], lse[B, Hq, T]
  * Forward, per query row i: s_j = scale * q_i . k_j for j <= i; lse_i = logsumexp_j s_j (max
- * subtracted first); out_i = sum_j exp(s_j - lse_i) v_j. Scores, sums and outputs in double.
- * Backward (exact), with P_ij = exp(s_ij - lse_i), dP_ij = dO_i . v_j, Dl_i = dO_i . O_i,
+ * subtracted first); out_i = sum_j exp(s_j - lse_i) v_j.
+ * Backward (exact), with P_ij = exp(s_ij - lse_i), dP_ij = dO_i . v_j, Dl_i = sum_j P_ij dP_ij
+ * (= dO_i . O_i, but taken from the recomputed P so that one key gives dS = 0 exactly),
  * dS_ij = P_ij (dP_ij - Dl_i):
  *   dq_i = scale sum_j dS_ij k_j,  dk_j = scale sum_{h in group, i >= j} dS_ij q_i,
  *   dv_j = sum_{h in group, i >= j} P_ij dO_i.
- * Two passes recompute P: one over query rows (dq), one over key rows (dk, dv). Every output
- * element is owned by one loop iteration that sums in a fixed order: no atomics, and the result
- * does not depend on the thread count. */
+ *
+ * Speed: work is cut into blocks of BR query rows of one head; the score block S[BR, Tk] (Tk = keys
+ * up to the block's last row) and the products with V / dO / Q / K are single-threaded
+ * cblas_sgemm calls reading q, k, v in place (row strides Hq*D, Hkv*D); softmax is F32 with a
+ * vectorizable exp (fast_expf) and row sums in double. Forward items are (b, h, block); backward
+ * items are (b, kv head), each owning dk, dv of its kv head and dq of its group's query heads, so
+ * every output element is written by one thread and summed in an order fixed by the shapes (the
+ * group's heads, then the blocks, in order): no atomics, results independent of the thread count.
+ * Debian's OpenBLAS is the pthread build, which does not notice it runs inside an OpenMP region,
+ * so its thread count is set to 1 around our parallel region (and restored) to avoid 2x
+ * oversubscription. */
 #include "backend/cpu/cpu_ops.h"
 
+#include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
+
+#define BR 64 /* query rows per block: S[BR, T] F32 stays in L2 for T <= 4096 */
 
 typedef struct dims {
   int64_t B, T, Hq, Hkv, D, G; /* G = Hq / Hkv query heads per kv head */
@@ -44,21 +58,59 @@ static qat_status check_qkv(const char *op, const qat_tensor *q, const qat_tenso
                     (long long)d->Hq, (long long)d->Hkv);
   d->G = d->Hq / d->Hkv;
   if (!isfinite(scale)) return QAT_FAIL(QAT_EINVAL, "%s: scale is not finite", op);
+  if (d->T > INT_MAX || d->Hq * d->D > INT_MAX)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: T = %lld or Hq*D = %lld exceeds the BLAS int range", op,
+                    (long long)d->T, (long long)(d->Hq * d->D));
   return QAT_OK;
 }
 
-static inline double dotd(const float *a, const float *b, int64_t n) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-  return s;
+/* exp(x) for x <= 0 (softmax arguments), within 2 ulp of expf; 0 below -87.3 (where expf is
+ * denormal, < 1.2e-38). Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-5 minimax for
+ * (e^r - 1 - r) / r^2, 2^n put into the exponent bits. Branch-free so `omp simd` loops
+ * vectorize it (glibc's expf is a scalar call). NaN in, NaN out. */
+static inline float fast_expf(float x) {
+  const float big = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
+  float xc = x > 88.0f ? 88.0f : x;
+  float t = xc * 1.44269504088896341f + big;
+  float n = t - big;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * r * r + r + 1.0f;
+  int32_t ni = (int32_t)n;
+  ni = ni < -126 ? -126 : ni;
+  union {
+    int32_t i;
+    float f;
+  } e = {.i = (ni + 127) << 23};
+  y = y * e.f;
+  return x < -87.33f ? 0.0f : y;
 }
 
-/* Per-thread scratch of `per` doubles for each of nth threads. */
-static qat_status scratch(const char *op, int nth, size_t per, double **out) {
-  *out = (double *)malloc((size_t)nth * per * sizeof(double) + 1);
+/* OpenBLAS (pthread build) runs single-threaded while `on`: our OpenMP threads call it. */
+typedef struct blas_guard {
+  int saved;
+} blas_guard;
+static blas_guard blas_single(void) {
+  blas_guard g = {openblas_get_num_threads()};
+  if (g.saved != 1) openblas_set_num_threads(1);
+  return g;
+}
+static void blas_restore(blas_guard g) {
+  if (g.saved != 1) openblas_set_num_threads(g.saved);
+}
+
+/* Per-thread scratch of `per` floats for each of nth threads. */
+static qat_status scratch(const char *op, int nth, size_t per, float **out) {
+  *out = (float *)malloc((size_t)nth * per * sizeof(float) + 64);
   if (!*out)
     return QAT_FAIL(QAT_ENOMEM, "%s: cannot allocate %zu bytes of scratch", op,
-                    (size_t)nth * per * sizeof(double));
+                    (size_t)nth * per * sizeof(float));
   return QAT_OK;
 }
 
@@ -73,38 +125,53 @@ qat_status qat_cpu_attention_fwd(const qat_backend *be, const qat_tensor *q, con
   CPU_SAME(op, q, out);
   CPU_NUMEL(op, lse, d.B * d.Hq * d.T);
   const int64_t B = d.B, T = d.T, Hq = d.Hq, Hkv = d.Hkv, D = d.D, G = d.G;
+  if (B * Hq * T * D == 0) return QAT_OK;
   const float *qp = (const float *)q->data, *kp = (const float *)k->data;
   const float *vp = (const float *)v->data;
   float *op_ = (float *)out->data, *lp = (float *)lse->data;
+  const int ldq = (int)(Hq * D), ldk = (int)(Hkv * D);
+  const int64_t nblk = (T + BR - 1) / BR, nitem = B * Hq * nblk;
   int nth = omp_get_max_threads();
-  size_t per = (size_t)(T + D);
-  double *scr;
+  size_t per = (size_t)BR * (size_t)T;
+  float *scr;
   QAT_TRY(scratch(op, nth, per, &scr));
   int par = B * Hq * T * T * D > QAT_CPU_PAR_MIN;
+  blas_guard bg = blas_single();
 #pragma omp parallel num_threads(nth) if (par)
   {
-    double *s = scr + (size_t)omp_get_thread_num() * per, *acc = s + T;
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t row = 0; row < B * Hq * T; row++) { /* row = (b, h, i) as in lse */
-      int64_t i = row % T, h = (row / T) % Hq, b = row / (T * Hq), kh = h / G;
-      const float *qi = qp + ((b * T + i) * Hq + h) * D;
-      double m = -INFINITY;
-      for (int64_t j = 0; j <= i; j++) {
-        s[j] = scale * dotd(qi, kp + ((b * T + j) * Hkv + kh) * D, D);
-        if (s[j] > m) m = s[j];
+    float *S = scr + (size_t)omp_get_thread_num() * per; /* S[nr, Tk] scores, then P */
+    /* the last blocks see the most keys: hand them out first */
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < nitem; it++) {
+      int64_t blk = nblk - 1 - it / (B * Hq), bh = it % (B * Hq), b = bh / Hq, h = bh % Hq;
+      int64_t kh = h / G, i0 = blk * BR, nr = T - i0 < BR ? T - i0 : BR, Tk = i0 + nr;
+      const float *qb = qp + ((b * T + i0) * Hq + h) * D, *kb = kp + (b * T * Hkv + kh) * D;
+      const float *vb = vp + (b * T * Hkv + kh) * D;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)Tk, (int)D, scale, qb,
+                  ldq, kb, ldk, 0.0f, S, (int)Tk);
+      for (int64_t r = 0; r < nr; r++) {
+        int64_t i = i0 + r, n = i + 1; /* keys j <= i */
+        float *s = S + r * Tk, m = -INFINITY;
+#pragma omp simd reduction(max : m)
+        for (int64_t j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+        double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j < n; j++) {
+          float e = fast_expf(s[j] - m);
+          s[j] = e;
+          sum += e;
+        }
+        float inv = (float)(1.0 / sum);
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) s[j] *= inv;
+        for (int64_t j = n; j < Tk; j++) s[j] = 0.0f; /* causal mask */
+        lp[(b * Hq + h) * T + i] = (float)((double)m + log(sum));
       }
-      double sum = 0.0;
-      for (int64_t j = 0; j <= i; j++) sum += (s[j] = exp(s[j] - m));
-      for (int64_t c = 0; c < D; c++) acc[c] = 0.0;
-      for (int64_t j = 0; j <= i; j++) {
-        const float *vj = vp + ((b * T + j) * Hkv + kh) * D;
-        for (int64_t c = 0; c < D; c++) acc[c] += s[j] * vj[c];
-      }
-      float *oi = op_ + ((b * T + i) * Hq + h) * D;
-      for (int64_t c = 0; c < D; c++) oi[c] = (float)(acc[c] / sum);
-      lp[row] = (float)(m + log(sum));
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)D, (int)Tk, 1.0f, S,
+                  (int)Tk, vb, ldk, 0.0f, op_ + ((b * T + i0) * Hq + h) * D, ldq);
     }
   }
+  blas_restore(bg);
   free(scr);
   return QAT_OK;
 }
@@ -129,68 +196,67 @@ qat_status qat_cpu_attention_bwd(const qat_backend *be, const qat_tensor *dout,
   CPU_SAME(op, k, dv);
   CPU_NUMEL(op, lse, d.B * d.Hq * d.T);
   const int64_t B = d.B, T = d.T, Hq = d.Hq, Hkv = d.Hkv, D = d.D, G = d.G;
+  if (B * Hq * T * D == 0) return QAT_OK;
   const float *qp = (const float *)q->data, *kp = (const float *)k->data;
   const float *vp = (const float *)v->data, *gp = (const float *)dout->data;
-  const float *opp = (const float *)out->data, *lp = (const float *)lse->data;
+  const float *lp = (const float *)lse->data;
   float *dqp = (float *)dq->data, *dkp = (float *)dk->data, *dvp = (float *)dv->data;
+  const int ldq = (int)(Hq * D), ldk = (int)(Hkv * D);
+  const int64_t nblk = (T + BR - 1) / BR;
   int nth = omp_get_max_threads();
-  size_t per = (size_t)(2 * D);
-  /* Dl[B, Hq, T] = rowsum(dO * O), then per-thread accumulators; one allocation. */
-  size_t nrow = (size_t)(B * Hq * T);
-  double *scr;
-  QAT_TRY(scratch(op, nth, per + (nrow + nth - 1) / nth, &scr));
-  double *Dl = scr + (size_t)nth * per;
+  size_t per = 2 * (size_t)BR * (size_t)T;
+  float *scr;
+  QAT_TRY(scratch(op, nth, per, &scr));
   int par = B * Hq * T * T * D > QAT_CPU_PAR_MIN;
+  blas_guard bg = blas_single();
 #pragma omp parallel num_threads(nth) if (par)
   {
-    double *acc = scr + (size_t)omp_get_thread_num() * per, *acc2 = acc + D;
-#pragma omp for schedule(static)
-    for (int64_t row = 0; row < B * Hq * T; row++) {
-      int64_t i = row % T, h = (row / T) % Hq, b = row / (T * Hq);
-      int64_t off = ((b * T + i) * Hq + h) * D;
-      Dl[row] = dotd(gp + off, opp + off, D);
-    }
-    /* dq: one query row (b, h, i) per iteration. */
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t row = 0; row < B * Hq * T; row++) {
-      int64_t i = row % T, h = (row / T) % Hq, b = row / (T * Hq), kh = h / G;
-      int64_t off = ((b * T + i) * Hq + h) * D;
-      const float *qi = qp + off, *gi = gp + off;
-      for (int64_t c = 0; c < D; c++) acc[c] = 0.0;
-      for (int64_t j = 0; j <= i; j++) {
-        const float *kj = kp + ((b * T + j) * Hkv + kh) * D;
-        const float *vj = vp + ((b * T + j) * Hkv + kh) * D;
-        double p = exp(scale * dotd(qi, kj, D) - lp[row]);
-        double ds = p * (dotd(gi, vj, D) - Dl[row]);
-        for (int64_t c = 0; c < D; c++) acc[c] += ds * kj[c];
+    float *P = scr + (size_t)omp_get_thread_num() * per; /* P[nr, Tk] */
+    float *dS = P + (size_t)BR * (size_t)T;               /* dP[nr, Tk], then dS in place */
+    /* one item per (b, kv head): it owns dk, dv rows of that head and dq of its group */
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t it = 0; it < B * Hkv; it++) {
+      int64_t b = it / Hkv, kh = it % Hkv;
+      const float *kb = kp + (b * T * Hkv + kh) * D, *vb = vp + (b * T * Hkv + kh) * D;
+      float *dkb = dkp + (b * T * Hkv + kh) * D, *dvb = dvp + (b * T * Hkv + kh) * D;
+      for (int64_t t = 0; t < T; t++) {
+        memset(dkb + t * Hkv * D, 0, (size_t)D * sizeof(float));
+        memset(dvb + t * Hkv * D, 0, (size_t)D * sizeof(float));
       }
-      for (int64_t c = 0; c < D; c++) dqp[off + c] = (float)(scale * acc[c]);
-    }
-    /* dk, dv: one key row (b, kv head, j) per iteration, summing its group's query heads and
-     * the rows i >= j in order. */
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t krow = 0; krow < B * Hkv * T; krow++) {
-      int64_t j = krow % T, kh = (krow / T) % Hkv, b = krow / (T * Hkv);
-      int64_t koff = ((b * T + j) * Hkv + kh) * D;
-      const float *kj = kp + koff, *vj = vp + koff;
-      for (int64_t c = 0; c < 2 * D; c++) acc[c] = 0.0;
       for (int64_t h = kh * G; h < (kh + 1) * G; h++)
-        for (int64_t i = j; i < T; i++) {
-          int64_t row = (b * Hq + h) * T + i, off = ((b * T + i) * Hq + h) * D;
-          const float *qi = qp + off, *gi = gp + off;
-          double p = exp(scale * dotd(qi, kj, D) - lp[row]);
-          double ds = p * (dotd(gi, vj, D) - Dl[row]);
-          for (int64_t c = 0; c < D; c++) {
-            acc[c] += ds * qi[c];  /* dk */
-            acc2[c] += p * gi[c]; /* dv */
+        for (int64_t blk = 0; blk < nblk; blk++) {
+          int64_t i0 = blk * BR, nr = T - i0 < BR ? T - i0 : BR, Tk = i0 + nr;
+          int64_t qoff = ((b * T + i0) * Hq + h) * D;
+          const float *qb = qp + qoff, *gb = gp + qoff, *lb = lp + (b * Hq + h) * T + i0;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)Tk, (int)D, scale,
+                      qb, ldq, kb, ldk, 0.0f, P, (int)Tk);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, (int)Tk, (int)D, 1.0f,
+                      gb, ldq, vb, ldk, 0.0f, dS, (int)Tk);
+          for (int64_t r = 0; r < nr; r++) {
+            int64_t n = i0 + r + 1; /* keys j <= i */
+            float *p = P + r * Tk, *ds = dS + r * Tk, l = lb[r];
+            double dl = 0.0;
+#pragma omp simd reduction(+ : dl)
+            for (int64_t j = 0; j < n; j++) {
+              float e = fast_expf(p[j] - l);
+              p[j] = e;
+              dl += (double)e * ds[j];
+            }
+#pragma omp simd
+            for (int64_t j = 0; j < n; j++) ds[j] = (float)(p[j] * ((double)ds[j] - dl));
+            for (int64_t j = n; j < Tk; j++) p[j] = ds[j] = 0.0f; /* causal mask */
           }
+          /* dv[0:Tk] += P^T dO, dk[0:Tk] += scale dS^T Q, dq rows = scale dS K[0:Tk] */
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, (int)D, (int)nr, 1.0f, P,
+                      (int)Tk, gb, ldq, 1.0f, dvb, ldk);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Tk, (int)D, (int)nr, scale,
+                      dS, (int)Tk, qb, ldq, 1.0f, dkb, ldk);
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)D, (int)Tk, scale,
+                      dS, (int)Tk, kb, ldk, 0.0f, dqp + qoff, ldq);
         }
-      for (int64_t c = 0; c < D; c++) {
-        dkp[koff + c] = (float)(scale * acc[c]);
-        dvp[koff + c] = (float)acc2[c];
-      }
     }
   }
+  blas_restore(bg);
   free(scr);
   return QAT_OK;
 }
