@@ -7,7 +7,7 @@
  * matrix; forward 2 matmuls, backward 5 with the recomputed scores) and GB/s (bytes read +
  * written once) for the memory-bound ops. Correctness lives in tests/test_cpu_*.c.
  *
- *   bench_cpu_ops [--reps N] [--only demo|llama] [--json]
+ *   bench_cpu_ops [--reps N] [--only demo|llama] [--cpu-time] [--json]
  * OMP_NUM_THREADS picks the thread count as for every CPU op. */
 #include "backend/backend.h"
 
@@ -26,10 +26,16 @@ typedef struct shape {
 
 static int g_json, g_first = 1;
 
-static double now_ms(void) {
+static double clock_ms(clockid_t id) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(id, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+/* Wall time, or with --cpu-time the process CPU time (all threads): on a shared, loaded machine
+ * the CPU time of a 1-thread run (OMP_NUM_THREADS=1) is the fairer before/after comparison. */
+static int g_cpu_time;
+static double now_ms(void) {
+  return clock_ms(g_cpu_time ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC);
 }
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -167,10 +173,11 @@ int main(int argc, char **argv) {
   const char *only = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) g_json = 1;
+    else if (!strcmp(argv[i], "--cpu-time")) g_cpu_time = 1;
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "usage: bench_cpu_ops [--reps N] [--only demo|llama] [--json]\n");
+      fprintf(stderr, "usage: bench_cpu_ops [--reps N] [--only demo|llama] [--cpu-time] [--json]\n");
       return 2;
     }
   }
@@ -178,7 +185,9 @@ int main(int argc, char **argv) {
       {"demo", 8, 256, 8, 4, 8, 64, 172, 512},
       {"llama", 1, 1024, 32, 8, 128, 4096, 11008, 32000},
   };
-  if (!g_json) printf("bench_cpu_ops: %d OpenMP threads\n", omp_get_max_threads());
+  if (!g_json)
+    printf("bench_cpu_ops: %d OpenMP threads, %s time\n", omp_get_max_threads(),
+           g_cpu_time ? "process CPU" : "wall");
   for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
     if (only && strcmp(only, shapes[i].name)) continue;
     /* the llama shape's old reference attention takes seconds per call: fewer reps there */

@@ -98,10 +98,11 @@ static qat_status parse_rope_scaling(const cJSON *root, qat_llama_config *c) {
   snprintf(c->rope_type, sizeof c->rope_type, "llama3");
   float f = 0, lo = 0, hi = 0;
   int orig = 0;
-  QAT_TRY(get_float(rs, "factor", 1, &f));
-  QAT_TRY(get_float(rs, "low_freq_factor", 1, &lo));
-  QAT_TRY(get_float(rs, "high_freq_factor", 1, &hi));
-  QAT_TRY(get_int(rs, "original_max_position_embeddings", 1, &orig));
+  qat_status st = get_float(rs, "factor", 1, &f);
+  if (st == QAT_OK) st = get_float(rs, "low_freq_factor", 1, &lo);
+  if (st == QAT_OK) st = get_float(rs, "high_freq_factor", 1, &hi);
+  if (st == QAT_OK) st = get_int(rs, "original_max_position_embeddings", 1, &orig);
+  if (st != QAT_OK) return qat_context(st, "rope_scaling (llama3)");
   if (!(f > 0) || !(lo > 0) || !(hi > lo) || orig <= 0)
     return QAT_FAIL(QAT_EFORMAT,
                     CFG ": rope_scaling: need factor > 0, 0 < low_freq_factor < high_freq_factor, "
