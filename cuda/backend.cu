@@ -43,6 +43,14 @@ static qat_status cu_copy(const qat_backend *be, void *dst, const void *src, siz
   QAT_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qat_cuda(be)->stream));
   return QAT_OK;
 }
+static qat_status cu_host_alloc(const qat_backend *be, void **p, size_t bytes) {
+  cudaError_t e = cudaMallocHost(p, bytes ? bytes : 1);
+  if (e != cudaSuccess)
+    return QAT_FAIL(QAT_ENOMEM, "cuda: cannot allocate %.1f MiB of pinned host memory (%s)",
+                    bytes / 1048576.0, cudaGetErrorString(e));
+  return QAT_OK;
+}
+static void cu_host_free(const qat_backend *be, void *p) { cudaFreeHost(p); }
 static qat_status cu_sync(const qat_backend *be) {
   QAT_CUDA_TRY(cudaStreamSynchronize(qat_cuda(be)->stream));
   return QAT_OK;
@@ -100,7 +108,10 @@ extern "C" qat_status qat_cuda_create(qat_backend *be) {
   be->copy = cu_copy;
   be->sync = cu_sync;
   be->convert = cu_convert;
+  be->host_alloc = cu_host_alloc;
+  be->host_free = cu_host_free;
   qat_cuda_register_quant(be);
   qat_cuda_register_nn(be);
+  qat_cuda_register_codes(be);
   return QAT_OK;
 }

@@ -52,3 +52,4 @@ static inline int qat_is_float(const qat_tensor *t) {
 // Registration hooks (one per op family file).
 void qat_cuda_register_quant(qat_backend *be);
 void qat_cuda_register_nn(qat_backend *be);
+void qat_cuda_register_codes(qat_backend *be); // codes.cu: dq_forward, dq_backward, fq_codes

@@ -66,6 +66,10 @@ struct qat_backend {
   qat_status (*download)(const qat_backend *be, void *host_dst, const void *src, size_t bytes);
   qat_status (*copy)(const qat_backend *be, void *dst, const void *src, size_t bytes);
   qat_status (*sync)(const qat_backend *be);
+  /* Host memory the device copies from/to fastest (pinned on CUDA, plain on CPU): staging and
+   * the host tier of the Block-AP activation cache. */
+  qat_status (*host_alloc)(const qat_backend *be, void **p, size_t bytes);
+  void (*host_free)(const qat_backend *be, void *p);
   /* dst = src converted between float dtypes (F32, BF16, F16), same numel. */
   qat_status (*convert)(const qat_backend *be, qat_tensor *dst, const qat_tensor *src);
 
@@ -81,6 +85,21 @@ struct qat_backend {
   qat_status (*fq_backward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
                             const qat_tensor *s, const qat_tensor *z, const qat_tensor *g,
                             qat_tensor *dw, qat_tensor *ds, qat_tensor *dz);
+
+  /* Frozen integer codes (EfficientQAT E2E-QP): codes U8 [R, C] in [0, 2^bits) (asym) or the
+   * code + 2^(bits-1) offset (sym), fixed z; w_hat[R, C] (F32 or BF16) = (codes - z~) * s~
+   * (sym: (codes - 2^(bits-1)) * s~), with s~ = clamp(s) and z~ = clamp(round(z)) as in
+   * fq_forward. */
+  qat_status (*dq_forward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *codes,
+                           const qat_tensor *s, const qat_tensor *z, qat_tensor *w_hat);
+  /* ds[R, G] F32 = sum over the group of g * (codes - z~) (dw_hat/ds, no gradient scale);
+   * overwritten. Gradient through the s clamp is straight-through. */
+  qat_status (*dq_backward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *codes,
+                            const qat_tensor *z, const qat_tensor *g, qat_tensor *ds);
+  /* codes U8 [R, C] = the integer codes fq_forward would use for w with s, z (the code q of
+   * REFERENCE.md section 1, sym offset by 2^(bits-1)); fq_forward(w) == dq_forward(codes). */
+  qat_status (*fq_codes)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
+                         const qat_tensor *s, const qat_tensor *z, qat_tensor *codes);
 
   /* ---- dense ---- */
   /* C[M, N] = alpha * op(A) @ op(B) + beta * C; op(A) is [M, K] (A stored [K, M] when ta),
@@ -170,6 +189,7 @@ qat_status qat_tensor_download(const qat_backend *be, qat_tensor *host_dst, cons
 /* Registration hooks: each op family fills its entries of the table. */
 void qat_cpu_register_quant(qat_backend *be);
 void qat_cpu_register_nn(qat_backend *be);
+void qat_cpu_register_codes(qat_backend *be); /* cpu/codes.c: dq_forward, dq_backward, fq_codes */
 #ifdef QAT_HAVE_CUDA
 qat_status qat_cuda_create(qat_backend *be); /* cuda/backend.cu */
 int qat_cuda_device_count(void);

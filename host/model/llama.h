@@ -77,6 +77,9 @@ typedef struct qat_linear {
   qat_tensor s, z, ds, dz; /* quantizer state [out, G] (z unused when sym); data NULL when off */
   qat_tensor w_hat;       /* [out, in] compute dtype: fake-quant(w), or a copy/cast of w */
   qat_tensor dw_hat;      /* [out, in] F32: accumulated dL/dw_hat when quantized */
+  qat_tensor codes;       /* [out, in] U8 frozen integer codes (EfficientQAT, after Block-AP);
+                           * data NULL until qat_llama_freeze_codes */
+  int use_codes;          /* 1: w_hat = dq_forward(codes, s, z); only s trains (E2E-QP) */
   int frozen;             /* 1: w gets no gradient (E2E-QP, scales-only QAT) */
 } qat_linear;
 
@@ -138,6 +141,29 @@ qat_status qat_llama_backward(qat_llama *m);
 qat_status qat_llama_zero_grad(qat_llama *m);
 /* Turns accumulated dL/dw_hat into dL/dw, ds, dz (fake-quant backward, once per step). */
 qat_status qat_llama_finish_backward(qat_llama *m);
+
+/* ---- EfficientQAT support: block-level passes and frozen integer codes ----
+ * Block passes work on the residual stream of one decoder layer: x_in, x_out [B*T, C] F32 on
+ * the model's backend. They use their own activation set (one layer's worth, so Block-AP on a
+ * 7B model holds one block's activations, not 32), planned by qat_llama_plan_block. */
+qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training);
+/* x_out = layer l (x_in); w_hat of layer l refreshed first. */
+qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, qat_tensor *x_out,
+                                   int B, int T);
+/* Backward of the last qat_llama_block_forward of layer l from dx_out [B*T, C] F32: layer l's
+ * gradients accumulate (dw_hat when quantized, else dw; ds/dz come from
+ * qat_llama_block_finish_backward); dx_in (F32, may be NULL) is overwritten. */
+qat_status qat_llama_block_backward(qat_llama *m, int l, const qat_tensor *dx_out,
+                                    qat_tensor *dx_in);
+/* fake-quant (or codes) backward of layer l's Linears, like qat_llama_finish_backward. */
+qat_status qat_llama_block_finish_backward(qat_llama *m, int l);
+/* Layer l's trainable tensors (a subset of m->params, same naming): *out points into m->params
+ * order-preserving copies (malloc'd array, caller frees). */
+qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n);
+/* Layer l (or every layer when l < 0): codes = fq_codes(w, s, z), w <- w_hat (the weights
+ * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
+ * forward is (codes - z) * s and only s receives gradients (E2E-QP). */
+qat_status qat_llama_freeze_codes(qat_llama *m, int l);
 
 /* Writes a HF folder (config.json + model.safetensors in the config's dtype, other files of
  * src_dir copied through) with w_hat (dequantized) Linear weights when quantized; atomic. */

@@ -64,16 +64,16 @@ static qat_status check_qkv(const char *op, const qat_tensor *q, const qat_tenso
   return QAT_OK;
 }
 
-/* exp(x) for x <= 0 (softmax arguments), within 2 ulp of expf; 0 below -87.3 (where expf is
- * denormal, < 1.2e-38). Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-5 minimax for
- * (e^r - 1 - r) / r^2, 2^n put into the exponent bits. Branch-free so `omp simd` loops
- * vectorize it (glibc's expf is a scalar call). NaN in, NaN out. */
+/* exp(x) for softmax arguments x <= 0 (any x < 88 works), within 2 ulp of expf; 0 below -87.3
+ * (where expf is denormal, < 1.2e-38). Cephes expf: x = n ln2 + r, |r| <= ln2/2, a degree-5
+ * minimax for (e^r - 1 - r) / r^2, 2^n put into the exponent bits: measured within 1 ulp of
+ * exp over [-87.3, 1]. Branch-free so `omp simd` loops vectorize it (glibc's expf is a scalar
+ * call). -inf gives 0, NaN gives NaN. */
 static inline float fast_expf(float x) {
   const float big = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
-  float xc = x > 88.0f ? 88.0f : x;
-  float t = xc * 1.44269504088896341f + big;
+  float t = x * 1.44269504088896341f + big;
   float n = t - big;
-  float r = xc - n * 0.693359375f;
+  float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -82,14 +82,47 @@ static inline float fast_expf(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   float y = p * r * r + r + 1.0f;
-  int32_t ni = (int32_t)n;
+  /* float <-> int through memcpy and masks, not unions or float selects: those stop GCC's
+   * vectorizer ("control flow in loop") */
+  int32_t tb, yb, eb;
+  memcpy(&tb, &t, sizeof tb);
+  int32_t ni = tb - 0x4B400000; /* = n */
   ni = ni < -126 ? -126 : ni;
-  union {
-    int32_t i;
-    float f;
-  } e = {.i = (ni + 127) << 23};
-  y = y * e.f;
-  return x < -87.33f ? 0.0f : y;
+  eb = (ni + 127) << 23; /* 2^n */
+  float e;
+  memcpy(&e, &eb, sizeof e);
+  y = y * e;
+  int32_t keep = -(int32_t)!(x < -87.33f); /* all ones, or 0 where x < -87.33 (NaN kept) */
+  memcpy(&yb, &y, sizeof yb);
+  yb &= keep;
+  memcpy(&y, &yb, sizeof y);
+  return y;
+}
+
+/* Row kernels, each one plain loop so that GCC vectorizes it at -O2 (a loop mixing float and
+ * double lanes does not vectorize). */
+static float row_max(const float *s, int64_t n) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+  return m;
+}
+/* s[j] = exp(s[j] - m) */
+static void row_exp(float *s, int64_t n, float m) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; j++) s[j] = fast_expf(s[j] - m);
+}
+static double row_sum(const float *s, int64_t n) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; j++) sum += s[j];
+  return sum;
+}
+static double row_dot(const float *a, const float *b, int64_t n) {
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; j++) sum += (double)a[j] * b[j];
+  return sum;
 }
 
 /* OpenBLAS (pthread build) runs single-threaded while `on`: our OpenMP threads call it. */
@@ -151,16 +184,9 @@ qat_status qat_cpu_attention_fwd(const qat_backend *be, const qat_tensor *q, con
                   ldq, kb, ldk, 0.0f, S, (int)Tk);
       for (int64_t r = 0; r < nr; r++) {
         int64_t i = i0 + r, n = i + 1; /* keys j <= i */
-        float *s = S + r * Tk, m = -INFINITY;
-#pragma omp simd reduction(max : m)
-        for (int64_t j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
-        double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j < n; j++) {
-          float e = fast_expf(s[j] - m);
-          s[j] = e;
-          sum += e;
-        }
+        float *s = S + r * Tk, m = row_max(s, n);
+        row_exp(s, n, m);
+        double sum = row_sum(s, n);
         float inv = (float)(1.0 / sum);
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) s[j] *= inv;
@@ -235,15 +261,10 @@ qat_status qat_cpu_attention_bwd(const qat_backend *be, const qat_tensor *dout,
           for (int64_t r = 0; r < nr; r++) {
             int64_t n = i0 + r + 1; /* keys j <= i */
             float *p = P + r * Tk, *ds = dS + r * Tk, l = lb[r];
-            double dl = 0.0;
-#pragma omp simd reduction(+ : dl)
-            for (int64_t j = 0; j < n; j++) {
-              float e = fast_expf(p[j] - l);
-              p[j] = e;
-              dl += (double)e * ds[j];
-            }
+            row_exp(p, n, l);
+            float dl = (float)row_dot(p, ds, n); /* dS = 0 where dP = Dl exactly (one key) */
 #pragma omp simd
-            for (int64_t j = 0; j < n; j++) ds[j] = (float)(p[j] * ((double)ds[j] - dl));
+            for (int64_t j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - dl);
             for (int64_t j = n; j < Tk; j++) p[j] = ds[j] = 0.0f; /* causal mask */
           }
           /* dv[0:Tk] += P^T dO, dk[0:Tk] += scale dS^T Q, dq rows = scale dS K[0:Tk] */

@@ -20,6 +20,9 @@ static qat_status cpu_copy(const qat_backend *be, void *dst, const void *src, si
   memmove(dst, src, bytes);
   return QAT_OK;
 }
+static qat_status cpu_host_alloc(const qat_backend *be, void **p, size_t bytes) {
+  return cpu_alloc(be, p, bytes);
+}
 static qat_status cpu_sync(const qat_backend *be) { return QAT_OK; }
 
 static qat_status cpu_convert(const qat_backend *be, qat_tensor *dst, const qat_tensor *src) {
@@ -46,8 +49,11 @@ qat_backend *qat_backend_cpu(void) {
     be.copy = cpu_copy;
     be.sync = cpu_sync;
     be.convert = cpu_convert;
+    be.host_alloc = cpu_host_alloc;
+    be.host_free = cpu_free;
     qat_cpu_register_quant(&be);
     qat_cpu_register_nn(&be);
+    qat_cpu_register_codes(&be);
     ready = 1;
   }
   return &be;
