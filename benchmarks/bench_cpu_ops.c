@@ -57,7 +57,9 @@ static float *filled(size_t n, uint64_t seed, float amp) {
   return x;
 }
 
-static qat_tensor T1(float *p, int64_t a) { return qat_view(p, QAT_F32, QAT_DEV_CPU, 1, (int64_t[]){a}); }
+static qat_tensor T1(float *p, int64_t a) {
+  return qat_view(p, QAT_F32, QAT_DEV_CPU, 1, (int64_t[]){a});
+}
 static qat_tensor T2(float *p, int64_t a, int64_t b) {
   return qat_view(p, QAT_F32, QAT_DEV_CPU, 2, (int64_t[]){a, b});
 }
@@ -177,7 +179,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "usage: bench_cpu_ops [--reps N] [--only demo|llama] [--cpu-time] [--json]\n");
+      fprintf(stderr,
+              "usage: bench_cpu_ops [--reps N] [--only demo|llama] [--cpu-time] [--json]\n");
       return 2;
     }
   }

@@ -6,6 +6,12 @@
 # Writes runs/demo/summary.json. Minutes on 2 CPU cores.
 set -euo pipefail
 QAT=${1:-build/qat}
+# Debian's OpenBLAS 0.3.21 can misdetect newer x86 CPUs as Prescott (SSE3 kernels, ~3x slower);
+# name the core type from the CPU flags unless the user did.
+if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
+  if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
+fi
 OUT=runs/demo
 mkdir -p "$OUT"
 
