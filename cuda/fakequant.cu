@@ -21,12 +21,6 @@
 #include <stdint.h>
 
 // Argument checks shared with the CPU ops (defined in host/backend/cpu/fakequant.c).
-extern "C" qat_status qat_fq_check_tensor(const qat_backend *be, const char *op, const char *role,
-                                          const qat_tensor *t, unsigned dtypes, int64_t r,
-                                          int64_t c);
-extern "C" qat_status qat_fq_check_args(const qat_backend *be, const char *op, const qat_qspec *q,
-                                        const qat_tensor *w, const qat_tensor *s,
-                                        const qat_tensor *z);
 
 namespace {
 

@@ -47,6 +47,14 @@ int64_t qat_qspec_groups(const qat_qspec *q, int64_t cols);
 void qat_qspec_sshape(const qat_qspec *q, int64_t rows, int64_t cols, int64_t shape[2]);
 /* Validates bits/group/sym; QAT_EINVAL naming the field. */
 qat_status qat_qspec_check(const qat_qspec *q);
+/* Argument checks shared by every backend's quantizer ops (messages name the op and tensor):
+ * t exists, lives on be's device, has a dtype in `dtypes` (mask of 1u << qat_dtype) and shape
+ * [r, c]; and the spec, w (F32 [R, C]), s and (asym) z shapes. */
+struct qat_backend;
+qat_status qat_fq_check_tensor(const struct qat_backend *be, const char *op, const char *role,
+                               const qat_tensor *t, unsigned dtypes, int64_t r, int64_t c);
+qat_status qat_fq_check_args(const struct qat_backend *be, const char *op, const qat_qspec *q,
+                             const qat_tensor *w, const qat_tensor *s, const qat_tensor *z);
 /* Clamp bounds of REFERENCE.md section 1. */
 #define QAT_S_MIN 1e-4f
 #define QAT_S_MAX 1e4f

@@ -17,48 +17,6 @@
 
 /* ---- argument checks, shared with cuda/fakequant.cu (which declares these two) ---------------- */
 
-static const char *role_name(const qat_tensor *t, const char *role) {
-  return t && t->name ? t->name : role;
-}
-
-/* t must exist, live on be's device, have a dtype in `dtypes` (a mask of 1u << qat_dtype) and
- * shape [r, c]. */
-qat_status qat_fq_check_tensor(const qat_backend *be, const char *op, const char *role,
-                               const qat_tensor *t, unsigned dtypes, int64_t r, int64_t c) {
-  if (!t || !t->data) return QAT_FAIL(QAT_EINVAL, "%s: tensor %s is missing", op, role);
-  const char *nm = role_name(t, role);
-  if (t->device != be->device)
-    return QAT_FAIL(QAT_EINVAL, "%s: tensor %s (%s) is not on the %s device", op, role, nm,
-                    be->name);
-  if (!(dtypes & (1u << (unsigned)t->dtype)))
-    return QAT_FAIL(QAT_EINVAL, "%s: tensor %s (%s) has dtype %s, not accepted here", op, role,
-                    nm, qat_dtype_name(t->dtype));
-  if (t->ndim != 2 || t->shape[0] != r || t->shape[1] != c) {
-    char buf[64];
-    return QAT_FAIL(QAT_EINVAL, "%s: tensor %s (%s) has shape %s, expected [%lld, %lld]", op,
-                    role, nm, qat_shape_str(t, buf, sizeof buf), (long long)r, (long long)c);
-  }
-  return QAT_OK;
-}
-
-/* Spec, w (F32 [R, C] with R, C >= 1), s and (asym) z shapes. z may be NULL when sym. */
-qat_status qat_fq_check_args(const qat_backend *be, const char *op, const qat_qspec *q,
-                             const qat_tensor *w, const qat_tensor *s, const qat_tensor *z) {
-  if (!q) return QAT_FAIL(QAT_EINVAL, "%s: quantizer spec is missing", op);
-  QAT_TRY(qat_qspec_check(q));
-  if (!w || !w->data) return QAT_FAIL(QAT_EINVAL, "%s: tensor w is missing", op);
-  if (w->ndim != 2 || w->shape[0] < 1 || w->shape[1] < 1) {
-    char buf[64];
-    return QAT_FAIL(QAT_EINVAL, "%s: tensor w (%s) has shape %s, expected a non-empty [R, C]", op,
-                    role_name(w, "w"), qat_shape_str(w, buf, sizeof buf));
-  }
-  int64_t R = w->shape[0], C = w->shape[1], ss[2];
-  QAT_TRY(qat_fq_check_tensor(be, op, "w", w, 1u << QAT_F32, R, C));
-  qat_qspec_sshape(q, R, C, ss);
-  QAT_TRY(qat_fq_check_tensor(be, op, "s", s, 1u << QAT_F32, ss[0], ss[1]));
-  if (!q->sym) QAT_TRY(qat_fq_check_tensor(be, op, "z", z, 1u << QAT_F32, ss[0], ss[1]));
-  return QAT_OK;
-}
 
 /* ---- the quantizer, per element ------------------------------------------------------------- */
 
@@ -166,7 +124,7 @@ static qat_status cpu_fq_init(const qat_backend *be, const qat_qspec *q, const q
     int64_t i = 0;
     while (i < R * C && isfinite(W[i])) i++;
     return QAT_FAIL(QAT_EINVAL, "fq_init: tensor %s has a non-finite weight (%g) at [%lld, %lld]",
-                    role_name(w, "w"), (double)W[i], (long long)(i / C), (long long)(i % C));
+                    w->name ? w->name : "w", (double)W[i], (long long)(i / C), (long long)(i % C));
   }
   return QAT_OK;
 }
