@@ -99,6 +99,7 @@ qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama
     qat_llama_free(m);
     return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
   }
+  m->priv->bfwd_layer = -1;
   int64_t C = c->dim, F = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
           kvd = (int64_t)c->n_kv_heads * c->head_dim;
   for (int l = 0; l < c->n_layers; l++) {
@@ -223,6 +224,8 @@ void qat_llama_free(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
   if (P) {
     qat_arena_free(&P->acts);
+    qat_arena_free(&P->bacts);
+    qat_arena_free(&P->codes);
     qat_arena_free(&P->wcomp);
     qat_arena_free(&P->qgrads);
     qat_arena_free(&P->qstate);
@@ -414,7 +417,7 @@ done:
 
 qat_status qat_llama_sync_layout(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
-  if (P->training && (!P->grads_built || P->grads_train_emb != m->train_embeddings ||
+  if ((P->training || P->btraining) && (!P->grads_built || P->grads_train_emb != m->train_embeddings ||
                       P->grads_quant != m->quantized))
     QAT_TRY(build_grads(m));
   QAT_TRY(qat_llama_sync_wcomp(m));
@@ -434,12 +437,17 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
   P->grads_built = 0; /* quantizer grads follow the spec */
   P->wcomp_built = 0;
   P->params_built = 0;
+  /* frozen codes belong to the old spec: back to fake-quant of the masters (which hold the
+   * dequantized weights of the freeze); `frozen` is left as the caller set it */
+  qat_arena_free(&P->codes);
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
     qat_llama_linears(&m->layers[l], lins);
     for (int i = 0; i < 7; i++) {
       memset(&lins[i]->s, 0, sizeof lins[i]->s);
       memset(&lins[i]->z, 0, sizeof lins[i]->z);
+      memset(&lins[i]->codes, 0, sizeof lins[i]->codes);
+      lins[i]->use_codes = 0;
     }
   }
   if (!q) {
@@ -486,23 +494,85 @@ qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape)
   return v;
 }
 
+qat_status qat_llama_plan_check(qat_llama *m, const char *what, int B, int T) {
+  const qat_llama_config *c = &m->cfg;
+  if (B <= 0 || T <= 0)
+    return QAT_FAIL(QAT_EINVAL, "%s: batch %d x %d tokens must be positive", what, B, T);
+  if (c->sliding_window > 0 && T > c->sliding_window)
+    return QAT_FAIL(QAT_EUNSUPPORTED,
+                    "%s: sequence length %d exceeds the model's sliding_window %d "
+                    "(sliding-window attention is not implemented; use sequences <= %d)",
+                    what, T, c->sliding_window, c->sliding_window);
+  if (m->be->device == QAT_DEV_CPU && m->act_dtype != QAT_F32)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: the cpu backend computes in F32 only (act_dtype %s)",
+                    what, qat_dtype_name(m->act_dtype));
+  if (m->act_dtype != QAT_F32 && m->act_dtype != QAT_BF16)
+    return QAT_FAIL(QAT_EINVAL, "%s: act_dtype must be F32 or BF16", what);
+  if (T > c->max_seq)
+    qat_warn("model: sequence length %d exceeds max_position_embeddings %d", T, c->max_seq);
+  return QAT_OK;
+}
+
+#define BUF(field, dtype, numel, nm) list[k++] = (llama_buf_spec){&(field), (dtype), (numel), (nm)}
+
+int qat_llama_act_specs(const qat_llama *m, llama_act *A, int64_t N, llama_buf_spec *list, int k) {
+  const qat_llama_config *c = &m->cfg;
+  int64_t C = c->dim, F = c->hidden;
+  int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
+  qat_dtype a = m->act_dtype;
+  BUF(A->x_in, QAT_F32, N * C, "x_in");
+  BUF(A->rstd1, QAT_F32, N, "rstd1");
+  BUF(A->h1, a, N * C, "h1");
+  BUF(A->q, a, N * QD, "q");
+  BUF(A->k, a, N * KVD, "k");
+  BUF(A->v, a, N * KVD, "v");
+  BUF(A->att, a, N * QD, "att");
+  BUF(A->lse, QAT_F32, N * c->n_heads, "lse");
+  BUF(A->x_mid, QAT_F32, N * C, "x_mid");
+  BUF(A->rstd2, QAT_F32, N, "rstd2");
+  BUF(A->h2, a, N * C, "h2");
+  BUF(A->gate, a, N * F, "gate");
+  BUF(A->up, a, N * F, "up");
+  BUF(A->act, a, N * F, "act");
+  return k;
+}
+
+int qat_llama_scratch_specs(const qat_llama *m, llama_scratch *S, int64_t N, int training,
+                            llama_buf_spec *list, int k) {
+  const qat_llama_config *c = &m->cfg;
+  int64_t C = c->dim, F = c->hidden;
+  int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
+  qat_dtype a = m->act_dtype;
+  BUF(S->hn, QAT_F32, a == QAT_F32 ? 0 : N * C, "hn");
+  if (!training) return k;
+  BUF(S->dx, QAT_F32, N * C, "dx");
+  BUF(S->dxa, a, a == QAT_F32 ? 0 : N * C, "dxa");
+  BUF(S->dh, QAT_F32, N * C, "dh");
+  BUF(S->dq, a, N * QD, "dq");
+  BUF(S->datt, a, N * QD, "datt");
+  BUF(S->dk, a, N * KVD, "dk");
+  BUF(S->dv, a, N * KVD, "dv");
+  BUF(S->dgate, a, N * F, "dgate");
+  BUF(S->dup, a, N * F, "dup");
+  BUF(S->dact, a, N * F, "dact");
+  BUF(S->dnorm_scratch, QAT_F32, C, "dnorm_scratch");
+  return k;
+}
+
+qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int pass, size_t *need) {
+  for (int i = 0; i < k; i++) {
+    if (pass == 0)
+      *need += qat_arena_need(list[i].dt, list[i].n);
+    else
+      QAT_TRY(qat_arena_tensor(a, list[i].t, list[i].dt, 1, &list[i].n, list[i].name));
+  }
+  return QAT_OK;
+}
+
 qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   const qat_llama_config *c = &m->cfg;
   struct qat_llama_priv *P = m->priv;
-  if (B <= 0 || T <= 0)
-    return QAT_FAIL(QAT_EINVAL, "model plan: batch %d x %d tokens must be positive", B, T);
-  if (c->sliding_window > 0 && T > c->sliding_window)
-    return QAT_FAIL(QAT_EUNSUPPORTED,
-                    "model plan: sequence length %d exceeds the model's sliding_window %d "
-                    "(sliding-window attention is not implemented; use sequences <= %d)",
-                    T, c->sliding_window, c->sliding_window);
-  if (m->be->device == QAT_DEV_CPU && m->act_dtype != QAT_F32)
-    return QAT_FAIL(QAT_EUNSUPPORTED, "model plan: the cpu backend computes in F32 only (act_dtype %s)",
-                    qat_dtype_name(m->act_dtype));
-  if (m->act_dtype != QAT_F32 && m->act_dtype != QAT_BF16)
-    return QAT_FAIL(QAT_EINVAL, "model plan: act_dtype must be F32 or BF16");
-  if (T > c->max_seq)
-    qat_warn("model: sequence length %d exceeds max_position_embeddings %d", T, c->max_seq);
+  QAT_TRY(qat_llama_plan_check(m, "model plan", B, T));
 
   qat_arena_free(&P->acts);
   free(P->act);
@@ -511,85 +581,40 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   m->B = m->T = 0;
   memset(&m->logits, 0, sizeof m->logits);
   memset(&m->dlogits, 0, sizeof m->dlogits);
+  memset(&P->scr, 0, sizeof P->scr);
   P->training = training != 0;
   QAT_TRY(qat_llama_sync_layout(m));
 
-  int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden, V = c->vocab;
-  int64_t QD = (int64_t)c->n_heads * c->head_dim, KVD = (int64_t)c->n_kv_heads * c->head_dim;
-  qat_dtype a = m->act_dtype;
+  int64_t N = (int64_t)B * T, C = c->dim, V = c->vocab;
   P->nact = P->training ? c->n_layers : 1;
   P->act = calloc((size_t)P->nact, sizeof *P->act);
   if (!P->act) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
 
-  /* One list drives both sizing and carving. */
-  typedef struct {
-    qat_tensor *t;
-    qat_dtype dt;
-    int64_t n;
-    const char *name;
-  } buf_spec;
-  buf_spec list[32];
+  llama_buf_spec list[48];
   size_t need = 0;
   qat_status st = QAT_OK;
   for (int pass = 0; pass < 2; pass++) {
     for (int li = -1; li < P->nact; li++) {
       int k = 0;
-#define BUF(field, dtype, numel) list[k++] = (buf_spec){&(field), (dtype), (numel), #field}
       if (li < 0) {
-        BUF(P->x_fin, QAT_F32, N * C);
-        BUF(P->rstd_fin, QAT_F32, N);
-        BUF(P->h_fin, QAT_F32, N * C);
-        BUF(P->logits_buf, QAT_F32, N * V);
-        BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0);
-        BUF(P->hn, QAT_F32, a == QAT_F32 ? 0 : N * C);
-        BUF(P->tokens, QAT_I32, N);
-        BUF(P->targets, QAT_I32, N);
-        BUF(P->losses, QAT_F32, N);
-        if (P->training) {
-          BUF(P->dx, QAT_F32, N * C);
-          BUF(P->dh_fin, QAT_F32, N * C);
-          BUF(P->dxa, a, a == QAT_F32 ? 0 : N * C);
-          BUF(P->dh, QAT_F32, N * C);
-          BUF(P->dq, a, N * QD);
-          BUF(P->datt, a, N * QD);
-          BUF(P->dk, a, N * KVD);
-          BUF(P->dv, a, N * KVD);
-          BUF(P->dgate, a, N * F);
-          BUF(P->dup, a, N * F);
-          BUF(P->dact, a, N * F);
-          BUF(P->dnorm_scratch, QAT_F32, C);
-        }
+        BUF(P->x_fin, QAT_F32, N * C, "x_fin");
+        BUF(P->rstd_fin, QAT_F32, N, "rstd_fin");
+        BUF(P->h_fin, QAT_F32, N * C, "h_fin");
+        BUF(P->logits_buf, QAT_F32, N * V, "logits");
+        BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0, "dlogits");
+        BUF(P->tokens, QAT_I32, N, "tokens");
+        BUF(P->targets, QAT_I32, N, "targets");
+        BUF(P->losses, QAT_F32, N, "losses");
+        if (P->training) BUF(P->dh_fin, QAT_F32, N * C, "dh_fin");
+        k = qat_llama_scratch_specs(m, &P->scr, N, P->training, list, k);
       } else {
-        llama_act *A = &P->act[li];
-        BUF(A->x_in, QAT_F32, N * C);
-        BUF(A->rstd1, QAT_F32, N);
-        BUF(A->h1, a, N * C);
-        BUF(A->q, a, N * QD);
-        BUF(A->k, a, N * KVD);
-        BUF(A->v, a, N * KVD);
-        BUF(A->att, a, N * QD);
-        BUF(A->lse, QAT_F32, N * c->n_heads);
-        BUF(A->x_mid, QAT_F32, N * C);
-        BUF(A->rstd2, QAT_F32, N);
-        BUF(A->h2, a, N * C);
-        BUF(A->gate, a, N * F);
-        BUF(A->up, a, N * F);
-        BUF(A->act, a, N * F);
+        k = qat_llama_act_specs(m, &P->act[li], N, list, k);
       }
-#undef BUF
-      for (int i = 0; i < k; i++) {
-        if (pass == 0) {
-          need += qat_arena_need(list[i].dt, list[i].n);
-        } else {
-          /* names without the "P->" / "A->" prefix */
-          const char *nm = strstr(list[i].name, "->");
-          QAT_CHECK(st, qat_arena_tensor(&P->acts, list[i].t, list[i].dt, 1, &list[i].n, nm ? nm + 2 : list[i].name), fail);
-        }
-      }
+      QAT_CHECK(st, qat_llama_carve(&P->acts, list, k, pass, &need), fail);
     }
     if (pass == 0) QAT_CHECK(st, qat_arena_init(&P->acts, m->be, "activations", need), fail);
   }
-  P->plan_dtype = a;
+  P->plan_dtype = m->act_dtype;
   m->B = B;
   m->T = T;
   return QAT_OK;
@@ -599,11 +624,13 @@ fail:
   P->act = NULL;
   return st;
 }
+#undef BUF
 
 qat_status qat_llama_zero_grad(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
-  if (!P->training)
-    return QAT_FAIL(QAT_EINVAL, "model: zero_grad needs qat_llama_plan(..., training = 1)");
+  if (!P->training && !P->btraining)
+    return QAT_FAIL(QAT_EINVAL, "model: zero_grad needs qat_llama_plan(..., training = 1) or "
+                                "qat_llama_plan_block(..., training = 1)");
   QAT_TRY(qat_llama_sync_layout(m));
   if (P->grads.used) QAT_TRY(m->be->memset0(m->be, P->grads.base, P->grads.used));
   if (P->qgrads.used) QAT_TRY(m->be->memset0(m->be, P->qgrads.base, P->qgrads.used));

@@ -4,9 +4,12 @@
  *              x = x + attention(q, k, v) Wo^T; h2 = rmsnorm(x); x = x + (silu(h2 Wg^T) * h2 Wu^T) Wd^T
  *   logits = rmsnorm(x) lm_head^T
  * Every Linear multiplies by w_hat, refreshed from the masters at the start of each forward
- * (fake-quant when quantized, a cast when the compute dtype is not F32, else w itself).
+ * (fake-quant when quantized, (codes - z) * s for Linears frozen to integer codes, a cast when
+ * the compute dtype is not F32, else w itself).
  * When planned for training each layer keeps its activations (llama_priv.h) for the backward;
- * otherwise one set is reused by every layer. Nothing is recomputed in the backward. */
+ * otherwise one set is reused by every layer. Nothing is recomputed in the backward.
+ * The block forward (EfficientQAT Block-AP) runs the same layer_fwd on a caller's residual
+ * stream with its own one-layer activation set (qat_llama_plan_block, llama_block.c). */
 #include "model/llama_priv.h"
 
 #include <math.h>
@@ -23,28 +26,72 @@ static qat_status linear_fwd(qat_llama *m, qat_linear *li, const qat_tensor *x, 
 }
 
 /* out[N, C] (act dtype) = rmsnorm(x[N, C] F32); through the F32 scratch when act is BF16. */
-static qat_status norm_fwd(qat_llama *m, const qat_tensor *x, const qat_tensor *w, qat_tensor *out,
-                           qat_tensor *rstd) {
+static qat_status norm_fwd(qat_llama *m, const llama_scratch *S, const qat_tensor *x,
+                           const qat_tensor *w, qat_tensor *out, qat_tensor *rstd) {
   if (out->dtype == QAT_F32) return QAT_OP(m->be, rmsnorm_fwd, x, w, m->cfg.norm_eps, out, rstd);
-  qat_tensor hn = qat_llama_view(&m->priv->hn, x->ndim, x->shape);
+  qat_tensor hn = qat_llama_view(&S->hn, x->ndim, x->shape);
   QAT_TRY(QAT_OP(m->be, rmsnorm_fwd, x, w, m->cfg.norm_eps, &hn, rstd));
   return QAT_OP(m->be, convert, out, &hn);
 }
 
-static qat_status refresh_w_hat(qat_llama *m) {
-  for (int l = 0; l < m->cfg.n_layers; l++) {
-    qat_linear *lins[7];
-    qat_llama_linears(&m->layers[l], lins);
-    for (int i = 0; i < 7; i++) {
-      qat_linear *li = lins[i];
-      if (m->quantized)
-        QAT_TRY(QAT_OP(m->be, fq_forward, &m->qspec, &li->w, &li->s,
-                       m->qspec.sym ? NULL : &li->z, &li->w_hat));
-      else if (li->w_hat.data != li->w.data)
-        QAT_TRY(QAT_OP(m->be, convert, &li->w_hat, &li->w));
-    }
+/* w_hat of layer l: dequantized frozen codes (E2E-QP), fake-quant of the master, or a cast. */
+qat_status qat_llama_refresh_layer(qat_llama *m, int l) {
+  qat_linear *lins[7];
+  qat_llama_linears(&m->layers[l], lins);
+  const qat_tensor *z = NULL;
+  for (int i = 0; i < 7; i++) {
+    qat_linear *li = lins[i];
+    if (m->quantized) z = m->qspec.sym ? NULL : &li->z;
+    if (m->quantized && li->use_codes)
+      QAT_TRY(QAT_OP(m->be, dq_forward, &m->qspec, &li->codes, &li->s, z, &li->w_hat));
+    else if (m->quantized)
+      QAT_TRY(QAT_OP(m->be, fq_forward, &m->qspec, &li->w, &li->s, z, &li->w_hat));
+    else if (li->w_hat.data != li->w.data)
+      QAT_TRY(QAT_OP(m->be, convert, &li->w_hat, &li->w));
   }
   return QAT_OK;
+}
+
+/* One decoder layer, shared by the whole-model and the block forward:
+ *   x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1))),  h1 = attn_norm(x_in)
+ *   x_out = x_mid + down(silu(gate(h2)) * up(h2)),                  h2 = ffn_norm(x_mid)
+ * x_in is A->x_in [N, C] F32 (filled by the caller); x_out [N, C] F32 may be A->x_in itself (it
+ * is last read when x_mid is formed). A keeps everything the backward needs. */
+static qat_status layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
+                            const llama_scratch *S, qat_tensor *x_out_buf, int B, int T) {
+  const qat_llama_config *c = &m->cfg;
+  qat_backend *be = m->be;
+  int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden;
+  int64_t Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
+  const float scale = 1.0f / sqrtf((float)D);
+  const size_t res_bytes = (size_t)(N * C) * sizeof(float);
+  qat_tensor x_in = V2(A->x_in, N, C), rstd1 = V1(A->rstd1, N), h1 = V2(A->h1, N, C);
+  qat_tensor q = V2(A->q, N, Hq * D), k = V2(A->k, N, Hkv * D), v = V2(A->v, N, Hkv * D);
+  qat_tensor q4 = V4(A->q, B, T, Hq, D), k4 = V4(A->k, B, T, Hkv, D);
+  qat_tensor v4 = V4(A->v, B, T, Hkv, D), att4 = V4(A->att, B, T, Hq, D);
+  qat_tensor att = V2(A->att, N, Hq * D), lse = V3(A->lse, B, Hq, T);
+  qat_tensor x_mid = V2(A->x_mid, N, C), rstd2 = V1(A->rstd2, N), h2 = V2(A->h2, N, C);
+  qat_tensor gate = V2(A->gate, N, F), up = V2(A->up, N, F), act = V2(A->act, N, F);
+  qat_tensor x_out = V2(*x_out_buf, N, C);
+
+  /* attention block */
+  QAT_TRY(norm_fwd(m, S, &x_in, &ly->attn_norm, &h1, &rstd1));
+  QAT_TRY(linear_fwd(m, &ly->q, &h1, &q, 0.0f));
+  QAT_TRY(linear_fwd(m, &ly->k, &h1, &k, 0.0f));
+  QAT_TRY(linear_fwd(m, &ly->v, &h1, &v, 0.0f));
+  QAT_TRY(QAT_OP(be, rope, &q4, &m->inv_freq, 0, 0));
+  QAT_TRY(QAT_OP(be, rope, &k4, &m->inv_freq, 0, 0));
+  QAT_TRY(QAT_OP(be, attention_fwd, &q4, &k4, &v4, scale, &att4, &lse));
+  QAT_TRY(QAT_OP(be, copy, x_mid.data, x_in.data, res_bytes));
+  QAT_TRY(linear_fwd(m, &ly->o, &att, &x_mid, 1.0f)); /* residual add in the GEMM */
+
+  /* MLP block */
+  QAT_TRY(norm_fwd(m, S, &x_mid, &ly->ffn_norm, &h2, &rstd2));
+  QAT_TRY(linear_fwd(m, &ly->gate, &h2, &gate, 0.0f));
+  QAT_TRY(linear_fwd(m, &ly->up, &h2, &up, 0.0f));
+  QAT_TRY(QAT_OP(be, swiglu_fwd, &gate, &up, &act));
+  QAT_TRY(QAT_OP(be, copy, x_out.data, x_mid.data, res_bytes));
+  return linear_fwd(m, &ly->down, &act, &x_out, 1.0f);
 }
 
 qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) {
@@ -59,15 +106,14 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
   if (m->act_dtype != P->plan_dtype)
     return QAT_FAIL(QAT_EINVAL, "model forward: act_dtype changed to %s after qat_llama_plan (%s)",
                     qat_dtype_name(m->act_dtype), qat_dtype_name(P->plan_dtype));
-  int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden, V = c->vocab;
-  int64_t Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
+  int64_t N = (int64_t)B * T, C = c->dim, V = c->vocab;
   for (int64_t i = 0; i < N; i++)
     if (tokens[i] < 0 || tokens[i] >= c->vocab)
       return QAT_FAIL(QAT_EINVAL, "model forward: token %d at position %lld is outside [0, %d)",
                       tokens[i], (long long)i, c->vocab);
   P->fwd_B = P->fwd_T = P->fwd_training = 0;
   QAT_TRY(qat_llama_sync_wcomp(m));
-  QAT_TRY(refresh_w_hat(m));
+  for (int l = 0; l < c->n_layers; l++) QAT_TRY(qat_llama_refresh_layer(m, l));
 
   qat_tensor tok = V1(P->tokens, N);
   qat_tensor htok = qat_view1((void *)tokens, QAT_I32, QAT_DEV_CPU, N);
@@ -75,39 +121,11 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
   qat_tensor x0 = V2(P->act[0].x_in, N, C);
   QAT_TRY(QAT_OP(be, embedding_fwd, &tok, &m->embed, &x0));
 
-  const float scale = 1.0f / sqrtf((float)D);
-  const size_t res_bytes = (size_t)(N * C) * sizeof(float);
   for (int l = 0; l < c->n_layers; l++) {
-    qat_llama_layer *ly = &m->layers[l];
     llama_act *A = &P->act[P->nact > 1 ? l : 0];
+    /* without training one set serves every layer: its x_in receives the layer's output */
     qat_tensor *next = l + 1 < c->n_layers ? &P->act[P->nact > 1 ? l + 1 : 0].x_in : &P->x_fin;
-    qat_tensor x_in = V2(A->x_in, N, C), rstd1 = V1(A->rstd1, N), h1 = V2(A->h1, N, C);
-    qat_tensor q = V2(A->q, N, Hq * D), k = V2(A->k, N, Hkv * D), v = V2(A->v, N, Hkv * D);
-    qat_tensor q4 = V4(A->q, B, T, Hq, D), k4 = V4(A->k, B, T, Hkv, D);
-    qat_tensor v4 = V4(A->v, B, T, Hkv, D), att4 = V4(A->att, B, T, Hq, D);
-    qat_tensor att = V2(A->att, N, Hq * D), lse = V3(A->lse, B, Hq, T);
-    qat_tensor x_mid = V2(A->x_mid, N, C), rstd2 = V1(A->rstd2, N), h2 = V2(A->h2, N, C);
-    qat_tensor gate = V2(A->gate, N, F), up = V2(A->up, N, F), act = V2(A->act, N, F);
-    qat_tensor x_out = V2(*next, N, C);
-
-    /* attention block */
-    QAT_TRY(norm_fwd(m, &x_in, &ly->attn_norm, &h1, &rstd1));
-    QAT_TRY(linear_fwd(m, &ly->q, &h1, &q, 0.0f));
-    QAT_TRY(linear_fwd(m, &ly->k, &h1, &k, 0.0f));
-    QAT_TRY(linear_fwd(m, &ly->v, &h1, &v, 0.0f));
-    QAT_TRY(QAT_OP(be, rope, &q4, &m->inv_freq, 0, 0));
-    QAT_TRY(QAT_OP(be, rope, &k4, &m->inv_freq, 0, 0));
-    QAT_TRY(QAT_OP(be, attention_fwd, &q4, &k4, &v4, scale, &att4, &lse));
-    QAT_TRY(QAT_OP(be, copy, x_mid.data, x_in.data, res_bytes));
-    QAT_TRY(linear_fwd(m, &ly->o, &att, &x_mid, 1.0f)); /* residual add inside the GEMM */
-
-    /* MLP block */
-    QAT_TRY(norm_fwd(m, &x_mid, &ly->ffn_norm, &h2, &rstd2));
-    QAT_TRY(linear_fwd(m, &ly->gate, &h2, &gate, 0.0f));
-    QAT_TRY(linear_fwd(m, &ly->up, &h2, &up, 0.0f));
-    QAT_TRY(QAT_OP(be, swiglu_fwd, &gate, &up, &act));
-    QAT_TRY(QAT_OP(be, copy, x_out.data, x_mid.data, res_bytes));
-    QAT_TRY(linear_fwd(m, &ly->down, &act, &x_out, 1.0f));
+    QAT_TRY(layer_fwd(m, &m->layers[l], A, &P->scr, next, B, T));
   }
 
   qat_tensor x_fin = V2(P->x_fin, N, C), rstd = V1(P->rstd_fin, N), h_fin = V2(P->h_fin, N, C);
@@ -121,6 +139,52 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
   P->fwd_B = B;
   P->fwd_T = T;
   P->fwd_training = P->training;
+  return QAT_OK;
+}
+
+/* ---- block forward (EfficientQAT Block-AP): one layer on a residual stream ------------------ */
+
+qat_status qat_llama_check_stream(const qat_llama *m, const char *what, const char *role,
+                                  const qat_tensor *x, int64_t N) {
+  if (!x || !x->data) return QAT_FAIL(QAT_EINVAL, "%s: tensor %s is missing", what, role);
+  if (x->dtype != QAT_F32 || x->device != m->be->device)
+    return QAT_FAIL(QAT_EINVAL, "%s: tensor %s must be F32 on the %s device (got %s)", what, role,
+                    m->be->name, qat_dtype_name(x->dtype));
+  if (qat_numel(x) != N * m->cfg.dim) {
+    char buf[64];
+    return QAT_FAIL(QAT_EINVAL, "%s: tensor %s has shape %s, expected [%lld, %d]", what, role,
+                    qat_shape_str(x, buf, sizeof buf), (long long)N, m->cfg.dim);
+  }
+  return QAT_OK;
+}
+
+qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, qat_tensor *x_out,
+                                   int B, int T) {
+  struct qat_llama_priv *P = m->priv;
+  const char *what = "model block_forward";
+  if (P->bB <= 0) return QAT_FAIL(QAT_EINVAL, "%s: call qat_llama_plan_block first", what);
+  if (l < 0 || l >= m->cfg.n_layers)
+    return QAT_FAIL(QAT_EINVAL, "%s: layer %d is outside [0, %d)", what, l, m->cfg.n_layers);
+  if (B <= 0 || T <= 0 || B > P->bB || T > P->bT)
+    return QAT_FAIL(QAT_EINVAL, "%s: batch %d x %d exceeds the planned %d x %d", what, B, T, P->bB,
+                    P->bT);
+  if (m->act_dtype != P->bplan_dtype)
+    return QAT_FAIL(QAT_EINVAL, "%s: act_dtype changed to %s after qat_llama_plan_block (%s)", what,
+                    qat_dtype_name(m->act_dtype), qat_dtype_name(P->bplan_dtype));
+  int64_t N = (int64_t)B * T;
+  QAT_TRY(qat_llama_check_stream(m, what, "x_in", x_in, N));
+  QAT_TRY(qat_llama_check_stream(m, what, "x_out", x_out, N));
+  P->bfwd_layer = -1;
+  QAT_TRY(qat_llama_sync_wcomp(m));
+  QAT_TRY(qat_llama_refresh_layer(m, l));
+  /* the layer reads its input from the activation set (the backward needs it there too); the
+   * copy also lets x_out alias x_in */
+  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, (size_t)N * m->cfg.dim * sizeof(float)));
+  QAT_TRY(layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T));
+  P->bfwd_layer = l;
+  P->bfwd_B = B;
+  P->bfwd_T = T;
+  P->bfwd_training = P->btraining;
   return QAT_OK;
 }
 

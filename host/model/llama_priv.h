@@ -45,6 +45,19 @@ typedef struct llama_act {
   qat_tensor gate, up, act; /* [N, F] act; act = silu(gate) * up */
 } llama_act;
 
+/* Scratch of one pass: the BF16 norm staging (forward) and the backward's working gradients.
+ * The whole model and the block passes each have their own (llama_forward.c, llama_backward.c). */
+typedef struct llama_scratch {
+  qat_tensor hn;                     /* [N, C] F32 norm output before its cast (BF16 only) */
+  qat_tensor dx;                     /* [N, C] F32: dL/d(residual), updated in place per layer */
+  qat_tensor dh;                     /* [N, C] F32: gradient of a norm's output */
+  qat_tensor dxa;                    /* [N, C] act: dx cast for the GEMMs (BF16 only) */
+  qat_tensor dq, datt;               /* [N, Hq*D] act */
+  qat_tensor dk, dv;                 /* [N, Hkv*D] act */
+  qat_tensor dgate, dup, dact;       /* [N, F] act */
+  qat_tensor dnorm_scratch;          /* [C] F32: absorbs norm grads when not trained */
+} llama_scratch;
+
 struct qat_llama_priv {
   qat_arena params;  /* masters + inv_freq */
   qat_arena grads;   /* dw, db, norm / embedding grads (plan with training) */
@@ -52,6 +65,8 @@ struct qat_llama_priv {
   qat_arena qgrads;  /* ds, dz, dw_hat (quantized and training) */
   qat_arena wcomp;   /* w_hat of every Linear when quantized or act_dtype != F32 */
   qat_arena acts;    /* activations (plan) */
+  qat_arena bacts;   /* one layer's activations + scratch for the block passes (plan_block) */
+  qat_arena codes;   /* U8 frozen codes of every Linear (first qat_llama_freeze_codes) */
 
   /* layout the arenas were built for (rebuilt when these change) */
   int grads_train_emb, grads_quant, grads_built;
@@ -68,18 +83,20 @@ struct qat_llama_priv {
   qat_tensor x_fin, rstd_fin, h_fin; /* [N, C] F32, [N], [N, C] F32 */
   qat_tensor logits_buf, dlogits_buf; /* [N, V] F32 */
   qat_tensor tokens, targets, losses; /* [N] I32, I32, F32 */
-  /* backward scratch */
-  qat_tensor dx, dh_fin;             /* [N, C] F32 */
-  qat_tensor hn;                     /* [N, C] F32 norm output before its cast (BF16 only) */
-  qat_tensor dh;                     /* [N, C] F32: gradient of a norm's output */
-  qat_tensor dxa;                    /* [N, C] act: dx cast for the GEMMs (BF16 only) */
-  qat_tensor dq, datt;               /* [N, Hq*D] act */
-  qat_tensor dk, dv;                 /* [N, Hkv*D] act */
-  qat_tensor dgate, dup, dact;       /* [N, F] act */
-  qat_tensor dnorm_scratch;          /* [C] F32: absorbs norm grads when not trained */
+  qat_tensor dh_fin;                  /* [N, C] F32 (training) */
+  llama_scratch scr;                  /* whole-model scratch */
 
   int fwd_B, fwd_T;   /* shape of the last forward (0: none) */
   int fwd_training;   /* activations of the last forward are complete for a backward */
+
+  /* block passes (qat_llama_plan_block): independent of the whole-model plan above */
+  int bB, bT;           /* capacity; 0: not planned */
+  int btraining;        /* planned with training != 0 (also keeps the gradients laid out) */
+  qat_dtype bplan_dtype;
+  llama_act bact;       /* the one layer's activations; bact.x_in is a copy of x_in */
+  llama_scratch bscr;
+  int bfwd_layer;       /* layer of the last block forward (-1: none) */
+  int bfwd_B, bfwd_T, bfwd_training;
 };
 
 /* Seeded normal(0, 1) stream (splitmix64 + Box-Muller), reproducible across platforms. */
@@ -96,6 +113,29 @@ qat_status qat_llama_finish_init(qat_llama *m);
  * (training, quantized, train_embeddings, act_dtype). */
 qat_status qat_llama_sync_layout(qat_llama *m);
 qat_status qat_llama_sync_wcomp(qat_llama *m);
+/* Validation shared by qat_llama_plan and qat_llama_plan_block ("what" names the caller). */
+qat_status qat_llama_plan_check(qat_llama *m, const char *what, int B, int T);
+
+/* Activation-buffer specs: one list drives both sizing and carving of an arena. */
+typedef struct llama_buf_spec {
+  qat_tensor *t;
+  qat_dtype dt;
+  int64_t n;
+  const char *name;
+} llama_buf_spec;
+/* Appends the specs of one layer's activation set / of a scratch set for N tokens to list
+ * (at most 16 each); returns the new count. */
+int qat_llama_act_specs(const qat_llama *m, llama_act *A, int64_t N, llama_buf_spec *list, int k);
+int qat_llama_scratch_specs(const qat_llama *m, llama_scratch *S, int64_t N, int training,
+                            llama_buf_spec *list, int k);
+/* Sizes (pass 0) or carves (pass 1) the listed buffers. */
+qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int pass, size_t *need);
+
+/* Refreshes w_hat of layer l from the masters (fake-quant, codes, or a cast). */
+qat_status qat_llama_refresh_layer(qat_llama *m, int l);
+/* Block-pass argument checks: x [B*T, C] F32 on the model's device. */
+qat_status qat_llama_check_stream(const qat_llama *m, const char *what, const char *role,
+                                  const qat_tensor *x, int64_t N);
 
 /* A contiguous view of the first n rows of buffer `buf` shaped as given. */
 qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape);

@@ -1,8 +1,9 @@
 /* Writing a Hugging Face folder from a model: config.json (the source's, copied; generated when
  * there is no source), model.safetensors in cfg.file_dtype, and the source's other files
  * (tokenizer files) copied through, all published at once (qat_dir_begin / commit).
- * Decoder Linear weights are w_hat = fake-quant(w) when quantized, computed by the model's backend
- * in F32 exactly as the forward does, then converted to the file dtype. */
+ * Decoder Linear weights are w_hat = fake-quant(w) when quantized ((codes - z) * s for Linears
+ * frozen to integer codes), computed by the model's backend in F32 exactly as the forward does,
+ * then converted to the file dtype. */
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/llama_priv.h"
@@ -116,9 +117,11 @@ static qat_status write_weights(const qat_llama *mc, const char *tmp) {
       qat_linear *li = e->lin;
       qat_arena_reset(&scratch);
       QAT_CHECK(st, qat_arena_tensor(&scratch, &wq, QAT_F32, 2, e->shape, e->name), done);
-      QAT_CHECK(st, QAT_OP(m->be, fq_forward, &m->qspec, &li->w, &li->s,
-                           m->qspec.sym ? NULL : &li->z, &wq),
-                done);
+      const qat_tensor *z = m->qspec.sym ? NULL : &li->z;
+      if (li->use_codes) /* frozen integer codes (E2E-QP): the trained s applies to them */
+        QAT_CHECK(st, QAT_OP(m->be, dq_forward, &m->qspec, &li->codes, &li->s, z, &wq), done);
+      else
+        QAT_CHECK(st, QAT_OP(m->be, fq_forward, &m->qspec, &li->w, &li->s, z, &wq), done);
       src = &wq;
     }
     qat_tensor h = qat_view(stage, QAT_F32, QAT_DEV_CPU, e->ndim, e->shape);

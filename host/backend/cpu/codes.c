@@ -15,12 +15,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-/* Argument checks shared with the fake-quant ops (host/backend/cpu/fakequant.c). */
-qat_status qat_fq_check_tensor(const qat_backend *be, const char *op, const char *role,
-                               const qat_tensor *t, unsigned dtypes, int64_t r, int64_t c);
-qat_status qat_fq_check_args(const qat_backend *be, const char *op, const qat_qspec *q,
-                             const qat_tensor *w, const qat_tensor *s, const qat_tensor *z);
-
 #define FLOATS ((1u << QAT_F32) | (1u << QAT_BF16))
 
 /* Spec, codes (U8 [R, C], R, C >= 1), s and (asym) z. Used by the CUDA ops too. */

@@ -1,0 +1,129 @@
+/* EfficientQAT support in the model (REFERENCE.md section 3): the block activation set for the
+ * Block-AP passes (qat_llama_block_forward in llama_forward.c, qat_llama_block_backward in
+ * llama_backward.c), a layer's trainable tensors, and freezing Linears to integer codes.
+ *
+ * The block set is one layer's activations plus its backward scratch in an arena of its own
+ * (bacts), so a Block-AP job holds one block's activations whatever the model depth, and
+ * planning it leaves the whole-model plan (acts, m->B, m->T, logits) alone. Planning it with
+ * training also keeps the gradient arenas laid out (built once if nothing built them yet;
+ * never rebuilt when they already match).
+ *
+ * Frozen codes: one U8 arena for every decoder Linear, carved at the first freeze. After
+ * qat_llama_freeze_codes a Linear computes w_hat = dq_forward(codes, s, z); its backward turns
+ * dL/dw_hat into ds alone (dq_backward); dw and dz are never written again, so they keep what
+ * the last zero_grad left (zeros). The master w holds the dequantized weights at the freeze. */
+#include "core/log.h"
+#include "model/llama_priv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training) {
+  struct qat_llama_priv *P = m->priv;
+  QAT_TRY(qat_llama_plan_check(m, "model plan_block", B, T));
+  qat_arena_free(&P->bacts);
+  memset(&P->bact, 0, sizeof P->bact);
+  memset(&P->bscr, 0, sizeof P->bscr);
+  P->bB = P->bT = 0;
+  P->bfwd_layer = -1;
+  P->bfwd_B = P->bfwd_T = P->bfwd_training = 0;
+  P->btraining = training != 0;
+  QAT_TRY(qat_llama_sync_layout(m)); /* gradients when training, compute weights, params */
+
+  int64_t N = (int64_t)B * T;
+  llama_buf_spec list[32];
+  int k = qat_llama_act_specs(m, &P->bact, N, list, 0);
+  k = qat_llama_scratch_specs(m, &P->bscr, N, P->btraining, list, k);
+  size_t need = 0;
+  qat_status st;
+  QAT_CHECK(st, qat_llama_carve(&P->bacts, list, k, 0, &need), fail);
+  QAT_CHECK(st, qat_arena_init(&P->bacts, m->be, "block activations", need), fail);
+  QAT_CHECK(st, qat_llama_carve(&P->bacts, list, k, 1, &need), fail);
+  P->bplan_dtype = m->act_dtype;
+  P->bB = B;
+  P->bT = T;
+  return QAT_OK;
+fail:
+  qat_arena_free(&P->bacts);
+  memset(&P->bact, 0, sizeof P->bact);
+  memset(&P->bscr, 0, sizeof P->bscr);
+  return st;
+}
+
+qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  if (l < 0 || l >= m->cfg.n_layers)
+    return QAT_FAIL(QAT_EINVAL, "model block_params: layer %d is outside [0, %d)", l,
+                    m->cfg.n_layers);
+  QAT_TRY(qat_llama_sync_layout(m));
+  char prefix[32];
+  int plen = snprintf(prefix, sizeof prefix, "model.layers.%d.", l); /* the dot: 1 is not 10 */
+  qat_param *ps = malloc(sizeof *ps * (size_t)(m->nparams > 0 ? m->nparams : 1));
+  if (!ps) return QAT_FAIL(QAT_ENOMEM, "model block_params: out of host memory");
+  int k = 0;
+  for (int i = 0; i < m->nparams; i++)
+    if (strncmp(m->params[i].name, prefix, (size_t)plen) == 0) ps[k++] = m->params[i];
+  *out = ps;
+  *n = k;
+  return QAT_OK;
+}
+
+/* The codes arena: every Linear's [out, in] U8, carved once. */
+static qat_status ensure_codes(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
+  if (P->codes.base) return QAT_OK;
+  size_t need = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        qat_linear *li = lins[i];
+        if (pass == 0) {
+          need += qat_arena_need(QAT_U8, li->out * li->in);
+          continue;
+        }
+        qat_status st = qat_arena_tensor(&P->codes, &li->codes, QAT_U8, 2,
+                                         (int64_t[]){li->out, li->in}, li->w.name);
+        if (st != QAT_OK) {
+          qat_arena_free(&P->codes);
+          return st;
+        }
+      }
+    }
+    if (pass == 0) QAT_TRY(qat_arena_init(&P->codes, m->be, "frozen codes", need));
+  }
+  return QAT_OK;
+}
+
+/* Layer l: codes from the current w, s, z (unless already frozen), then w <- the dequantized
+ * weights with the current s (for a frozen layer that is its current w_hat). */
+static qat_status freeze_layer(qat_llama *m, int l) {
+  qat_linear *lins[7];
+  qat_llama_linears(&m->layers[l], lins);
+  const qat_qspec *q = &m->qspec;
+  for (int i = 0; i < 7; i++) {
+    qat_linear *li = lins[i];
+    const qat_tensor *z = q->sym ? NULL : &li->z;
+    if (!li->use_codes)
+      QAT_TRY(qat_context(QAT_OP(m->be, fq_codes, q, &li->w, &li->s, z, &li->codes),
+                          "freezing %s", li->name));
+    QAT_TRY(QAT_OP(m->be, dq_forward, q, &li->codes, &li->s, z, &li->w));
+    li->use_codes = 1;
+    li->frozen = 1;
+  }
+  return QAT_OK;
+}
+
+qat_status qat_llama_freeze_codes(qat_llama *m, int l) {
+  if (!m->quantized)
+    return QAT_FAIL(QAT_EINVAL, "model freeze_codes: fake-quant is off (qat_llama_set_quant first)");
+  if (l >= m->cfg.n_layers)
+    return QAT_FAIL(QAT_EINVAL, "model freeze_codes: layer %d is outside [0, %d)", l,
+                    m->cfg.n_layers);
+  QAT_TRY(ensure_codes(m));
+  for (int k = l < 0 ? 0 : l; k < (l < 0 ? m->cfg.n_layers : l + 1); k++) QAT_TRY(freeze_layer(m, k));
+  return QAT_OK;
+}
