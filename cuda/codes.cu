@@ -13,10 +13,6 @@
 
 #include <stdint.h>
 
-// Argument checks: qat_fq_check_* (backend.h) and the codes variant (host/backend/cpu/codes.c).
-extern "C" qat_status qat_codes_check_args(const qat_backend *be, const char *op,
-                                           const qat_qspec *q, const qat_tensor *codes,
-                                           const qat_tensor *s, const qat_tensor *z);
 
 namespace {
 

@@ -20,9 +20,6 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Defined in actcache.c, not (yet) in actcache.h. */
-void qat_actcache_stats(const qat_actcache *c, int64_t *hits, int64_t *sync_reads,
-                        int64_t *dropped);
 
 #define NSETS 3
 #define NSAMP 7

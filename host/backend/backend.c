@@ -127,3 +127,24 @@ qat_status qat_fq_check_args(const qat_backend *be, const char *op, const qat_qs
   if (!q->sym) QAT_TRY(qat_fq_check_tensor(be, op, "z", z, 1u << QAT_F32, ss[0], ss[1]));
   return QAT_OK;
 }
+
+/* Spec, codes (U8 [R, C], R, C >= 1), s and (asym) z (s may be NULL: dq_backward). */
+qat_status qat_codes_check_args(const qat_backend *be, const char *op, const qat_qspec *q,
+                                const qat_tensor *codes, const qat_tensor *s,
+                                const qat_tensor *z) {
+  if (!q) return QAT_FAIL(QAT_EINVAL, "%s: quantizer spec is missing", op);
+  QAT_TRY(qat_qspec_check(q));
+  if (!codes || !codes->data) return QAT_FAIL(QAT_EINVAL, "%s: tensor codes is missing", op);
+  if (codes->ndim != 2 || codes->shape[0] < 1 || codes->shape[1] < 1) {
+    char buf[64];
+    return QAT_FAIL(QAT_EINVAL, "%s: tensor codes (%s) has shape %s, expected a non-empty [R, C]",
+                    op, codes->name ? codes->name : "codes",
+                    qat_shape_str(codes, buf, sizeof buf));
+  }
+  int64_t R = codes->shape[0], C = codes->shape[1], ss[2];
+  QAT_TRY(qat_fq_check_tensor(be, op, "codes", codes, 1u << QAT_U8, R, C));
+  qat_qspec_sshape(q, R, C, ss);
+  if (s) QAT_TRY(qat_fq_check_tensor(be, op, "s", s, 1u << QAT_F32, ss[0], ss[1]));
+  if (!q->sym) QAT_TRY(qat_fq_check_tensor(be, op, "z", z, 1u << QAT_F32, ss[0], ss[1]));
+  return QAT_OK;
+}

@@ -55,6 +55,8 @@ qat_status qat_fq_check_tensor(const struct qat_backend *be, const char *op, con
                                const qat_tensor *t, unsigned dtypes, int64_t r, int64_t c);
 qat_status qat_fq_check_args(const struct qat_backend *be, const char *op, const qat_qspec *q,
                              const qat_tensor *w, const qat_tensor *s, const qat_tensor *z);
+qat_status qat_codes_check_args(const struct qat_backend *be, const char *op, const qat_qspec *q,
+                                const qat_tensor *codes, const qat_tensor *s, const qat_tensor *z);
 /* Clamp bounds of REFERENCE.md section 1. */
 #define QAT_S_MIN 1e-4f
 #define QAT_S_MAX 1e4f

@@ -79,7 +79,8 @@ typedef struct qat_linear {
   qat_tensor dw_hat;      /* [out, in] F32: accumulated dL/dw_hat when quantized */
   qat_tensor codes;       /* [out, in] U8 frozen integer codes (EfficientQAT, after Block-AP);
                            * data NULL until qat_llama_freeze_codes */
-  int use_codes;          /* 1: w_hat = dq_forward(codes, s, z); only s trains (E2E-QP) */
+  int use_codes;          /* 1: w_hat = dq_forward(codes, s, z); only s trains (E2E-QP): dw and
+                           * dz are never written in this mode (they keep zero_grad's zeros) */
   int frozen;             /* 1: w gets no gradient (E2E-QP, scales-only QAT) */
 } qat_linear;
 

@@ -433,8 +433,7 @@ qat_status qat_actcache_prefetch(qat_actcache *c, int set, int64_t i) {
   return QAT_OK;
 }
 
-/* Counters for tests and logs (not in actcache.h yet): disk gets served by a prefetch, disk gets
- * read synchronously, prefetch hints dropped because the ring was full. Caller thread only. */
+/* Caller thread only. */
 void qat_actcache_stats(const qat_actcache *c, int64_t *hits, int64_t *sync_reads,
                         int64_t *dropped) {
   *hits = c->hits;

@@ -40,6 +40,10 @@ void qat_actcache_get_plan(const qat_actcache *c, qat_actcache_plan *p);
 qat_status qat_actcache_put(qat_actcache *c, int set, int64_t i, const qat_tensor *src);
 /* Copies slot i of set into dst (on the backend's device). Waits for a pending prefetch. */
 qat_status qat_actcache_get(qat_actcache *c, int set, int64_t i, qat_tensor *dst);
+/* Counters for tests and logs: disk gets served by a prefetch, disk gets read synchronously,
+ * prefetch hints dropped because the staging ring was full. */
+void qat_actcache_stats(const qat_actcache *c, int64_t *hits, int64_t *sync_reads,
+                        int64_t *dropped);
 /* Hint: slot i of set will be read soon (starts the disk read in the background). */
 qat_status qat_actcache_prefetch(qat_actcache *c, int set, int64_t i);
 
