@@ -89,8 +89,17 @@ static const key_def k_keys[] = {
     {"block_ap.epochs", K_INT, OFF(block_ap.epochs), "2", NULL, 0},
     {"block_ap.lr_w", K_FLOAT, OFF(block_ap.lr_w), "1e-5", NULL, 0},
     {"block_ap.lr_quant", K_FLOAT, OFF(block_ap.lr_quant), "1e-4", NULL, 0},
+    {"block_ap.batch", K_INT, OFF(block_ap.batch), "2", NULL, 0},
+    {"block_ap.val_samples", K_INT, OFF(block_ap.val_samples), "64", NULL, 0},
+    {"block_ap.cache_device_mb", K_I64, OFF(block_ap.cache_device_mb), "4096", NULL, 0},
+    {"block_ap.cache_host_mb", K_I64, OFF(block_ap.cache_host_mb), "16384", NULL, 0},
+    {"block_ap.cache_dir", K_STR, OFF(block_ap.cache_dir), NULL, NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
+    {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},
+    {"e2e_qp.grad_accum", K_INT, OFF(e2e_qp.grad_accum), "8", NULL, 0},
+    {"e2e_qp.clip", K_FLOAT, OFF(e2e_qp.clip), "0.3", NULL, 0},
+    {"e2e_qp.warmup_ratio", K_FLOAT, OFF(e2e_qp.warmup_ratio), "0.03", NULL, 0},
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
@@ -592,6 +601,19 @@ qat_status qat_config_validate(const qat_config *c) {
          c->block_ap.lr_quant, "must be >= 0");
   NEED_I(c->e2e_qp.steps >= 1, "e2e_qp.steps", c->e2e_qp.steps, "must be >= 1");
   NEED_F(c->e2e_qp.lr >= 0 && isfinite(c->e2e_qp.lr), "e2e_qp.lr", c->e2e_qp.lr, "must be >= 0");
+  NEED_I(c->block_ap.batch >= 1, "block_ap.batch", c->block_ap.batch, "must be >= 1");
+  NEED_I(c->block_ap.val_samples >= 0, "block_ap.val_samples", c->block_ap.val_samples,
+         "must be >= 0 (0 = no validation MSE)");
+  NEED_I(c->block_ap.cache_device_mb >= 0, "block_ap.cache_device_mb", c->block_ap.cache_device_mb,
+         "must be >= 0");
+  NEED_I(c->block_ap.cache_host_mb >= 0, "block_ap.cache_host_mb", c->block_ap.cache_host_mb,
+         "must be >= 0");
+  NEED_I(c->e2e_qp.batch >= 1, "e2e_qp.batch", c->e2e_qp.batch, "must be >= 1");
+  NEED_I(c->e2e_qp.grad_accum >= 1, "e2e_qp.grad_accum", c->e2e_qp.grad_accum, "must be >= 1");
+  NEED_F(c->e2e_qp.clip >= 0 && isfinite(c->e2e_qp.clip), "e2e_qp.clip", c->e2e_qp.clip,
+         "must be >= 0 (0 = off)");
+  NEED_F(c->e2e_qp.warmup_ratio >= 0 && c->e2e_qp.warmup_ratio < 1, "e2e_qp.warmup_ratio",
+         c->e2e_qp.warmup_ratio, "must be in [0, 1)");
   return QAT_OK;
 }
 

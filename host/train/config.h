@@ -82,10 +82,17 @@ typedef struct qat_config {
   struct {
     int samples, epochs;
     double lr_w, lr_quant;
+    int batch;       /* calibration samples per Block-AP step */
+    int val_samples; /* held-out windows (data.val) for the per-block MSE; 0 = none */
+    int64_t cache_device_mb, cache_host_mb; /* activation cache budget per tier */
+    char *cache_dir; /* disk tier of the activation cache (NULL: none) */
   } block_ap;
   struct {
     int64_t steps;
     double lr;
+    int batch, grad_accum;
+    double clip;         /* global grad-norm clip (0 = off) */
+    double warmup_ratio; /* warmup steps = round(warmup_ratio * steps) */
   } e2e_qp;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;

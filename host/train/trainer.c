@@ -1,4 +1,6 @@
-/* The QAT training loop (method qat). See trainer.h.
+/* The QAT training loop (method qat), also run by EfficientQAT's E2E-QP with its own
+ * hyperparameters and parameter list, and the orchestration of method block_ap / e2e_qp /
+ * pipeline (train/eqat.h). See trainer.h.
  * Dimension letters: B batch (windows per micro-batch), T = data.seq_len, V vocab. */
 #include "train/trainer.h"
 
@@ -9,6 +11,7 @@
 #include "model/llama.h"
 #include "train/checkpoint.h"
 #include "train/distill.h"
+#include "train/eqat.h"
 #include "train/optim.h"
 #include "train/sampler.h"
 
@@ -21,23 +24,9 @@
 
 static volatile sig_atomic_t g_stop = 0;
 void qat_train_request_stop(void) { g_stop = 1; }
+int qat_train_stop_requested(void) { return g_stop != 0; }
 
-typedef struct job {
-  const qat_config *cfg;
-  qat_backend *be;
-  qat_llama *m;       /* student: fake-quant on */
-  qat_llama *teacher; /* full precision (distillation and the fp / RTN rows); may be NULL */
-  qat_qspec q;
-  int32_t *train, *val;
-  int64_t ntrain, nval;
-  qat_optim opt;
-  qat_window_sampler sampler;
-  int64_t step; /* optimizer steps done */
-  int bad_steps;
-  int32_t *tok, *tgt;      /* [B*T] host */
-  float *hs, *ht;          /* [B*T, V] host logits (distillation) */
-  FILE *metrics;
-} job;
+typedef qat_train_job job; /* train/eqat.h: shared with the EfficientQAT phases */
 
 static qat_qgrad grad_mode(qat_cfg_grad g) {
   return g == QAT_CFG_GRAD_STE ? QAT_QGRAD_STE
@@ -92,12 +81,19 @@ static qat_status save_ckpt(job *J) {
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "bad_steps", J->bad_steps);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
+  qat_eqat_bufs lbufs = {0};
+  if (J->codes_frozen) { /* E2E-QP: the frozen codes, zero points and weights of every layer */
+    if (st == QAT_OK) st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 0, &w, &lbufs);
+    if (st == QAT_OK) st = qat_ckpt_set_str(&w, "phase", "e2e_qp");
+  }
   char path[4096];
   if (st == QAT_OK)
-    st = qat_ckpt_save(cfg->checkpoint.dir, J->step, &w, cfg->checkpoint.keep, path, sizeof path);
+    st = qat_ckpt_save(cfg->checkpoint.dir, J->step_base + J->step, &w, cfg->checkpoint.keep,
+                       path, sizeof path);
   if (st == QAT_OK) qat_log("checkpoint: %s", path);
   for (int i = 0; i < nbuf && bufs; i++) free(bufs[i]);
   free(bufs);
+  qat_eqat_bufs_free(&lbufs);
   qat_ckpt_writer_free(&w);
   return st;
 }
@@ -192,8 +188,8 @@ static void metric(job *J, const char *fmt, ...) {
 
 static qat_status train_loop(job *J) {
   const qat_config *cfg = J->cfg;
-  int B = cfg->train.batch, T = cfg->data.seq_len, A = cfg->train.grad_accum;
-  int64_t total = cfg->train.steps;
+  int B = J->hp.batch, T = cfg->data.seq_len, A = J->hp.accum;
+  int64_t total = J->hp.steps;
   double scale = 1.0 / ((double)B * T * A);
   qat_progress pr;
   qat_progress_start(&pr, "train", total);
@@ -224,13 +220,13 @@ static qat_status train_loop(job *J) {
       continue;
     }
     J->bad_steps = 0;
-    if (cfg->train.clip > 0 && norm > cfg->train.clip)
-      QAT_TRY(qat_optim_scale_grads(&J->opt, (float)(cfg->train.clip / norm)));
+    if (J->hp.clip > 0 && norm > J->hp.clip)
+      QAT_TRY(qat_optim_scale_grads(&J->opt, (float)(J->hp.clip / norm)));
     double lr[3];
-    lr[QAT_PG_WEIGHT] = qat_lr_at(cfg->train.schedule, cfg->train.lr, J->step, total,
-                                  cfg->train.warmup, cfg->train.min_lr_ratio);
-    lr[QAT_PG_QUANT] = qat_lr_at(cfg->train.schedule, cfg->train.lr_quant, J->step, total,
-                                 cfg->train.warmup, cfg->train.min_lr_ratio);
+    lr[QAT_PG_WEIGHT] = qat_lr_at(cfg->train.schedule, J->hp.lr, J->step, total, J->hp.warmup,
+                                  cfg->train.min_lr_ratio);
+    lr[QAT_PG_QUANT] = qat_lr_at(cfg->train.schedule, J->hp.lr_quant, J->step, total,
+                                 J->hp.warmup, cfg->train.min_lr_ratio);
     lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
     QAT_TRY(qat_optim_step(&J->opt, lr));
     J->step++;
@@ -240,7 +236,8 @@ static qat_status train_loop(job *J) {
               "\"lr_quant\": %.6g, \"tokens_per_s\": %.1f}",
            (long long)J->step, loss, norm, lr[0], lr[1], rate);
     char extra[160];
-    snprintf(extra, sizeof extra, "loss %.4f  lr %.2e  %.0f tok/s", loss, lr[0], rate);
+    snprintf(extra, sizeof extra, "loss %.4f  lr %.2e  %.0f tok/s", loss,
+             J->codes_frozen ? lr[QAT_PG_QUANT] : lr[QAT_PG_WEIGHT], rate);
     qat_progress_update(&pr, J->step, extra);
     if (cfg->train.eval_every > 0 && J->step % cfg->train.eval_every == 0 && J->step < total) {
       qat_eval_result r;
@@ -287,7 +284,7 @@ static qat_status final_table(job *J) {
          J->q.bits, J->q.group, J->q.sym ? "sym" : "asym", (long long)tr.tokens);
   printf("%-10s %10.4f %10.3f\n", "fp", fp.nll, fp.ppl);
   printf("%-10s %10.4f %10.3f\n", "rtn", rtn.nll, rtn.ppl);
-  printf("%-10s %10.4f %10.3f\n", "qat", tr.nll, tr.ppl);
+  printf("%-10s %10.4f %10.3f\n", cfg->method == QAT_METHOD_QAT ? "qat" : "eqat", tr.nll, tr.ppl);
   printf("recovered %.1f%% of RTN's gap in log-perplexity\n", 100 * rec);
   char buf[1024], path[4096];
   snprintf(buf, sizeof buf,
@@ -295,7 +292,7 @@ static qat_status final_table(job *J) {
            "\"qat\": {\"nll\": %.6f, \"ppl\": %.6f}, \"recovered\": %.4f, \"bits\": %d, "
            "\"group\": %d, \"sym\": %s, \"val_tokens\": %lld, \"steps\": %lld}\n",
            fp.nll, fp.ppl, rtn.nll, rtn.ppl, tr.nll, tr.ppl, rec, J->q.bits, J->q.group,
-           J->q.sym ? "true" : "false", (long long)tr.tokens, (long long)J->step);
+           J->q.sym ? "true" : "false", (long long)tr.tokens, (long long)(J->step_base + J->step));
   QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "results.json"));
   QAT_TRY(qat_write_file_atomic(path, buf, strlen(buf)));
   buf[strcspn(buf, "\n")] = 0;
@@ -305,11 +302,10 @@ static qat_status final_table(job *J) {
 
 /* ---- setup */
 
-static qat_status setup(job *J) {
+/* Everything every method needs: files, backend, both models, tokens, the student quantized
+ * (RTN init). Nothing is written before this succeeds. */
+static qat_status setup_common(job *J) {
   const qat_config *cfg = J->cfg;
-  if (cfg->method != QAT_METHOD_QAT)
-    return QAT_FAIL(QAT_EUNSUPPORTED, "method %s: not available yet (only qat)",
-                    qat_cfg_method_name(cfg->method));
   QAT_TRY(qat_config_check_files(cfg));
   QAT_TRY(qat_backend_by_name(cfg->device == QAT_DEV_CUDA ? "cuda" : "cpu", &J->be));
   J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
@@ -317,7 +313,7 @@ static qat_status setup(job *J) {
   QAT_TRY(qat_qspec_check(&J->q));
   QAT_TRY(qat_llama_load(cfg->model, J->be, &J->m));
   QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
-  int T = cfg->data.seq_len, B = cfg->train.batch;
+  int T = cfg->data.seq_len;
   if (T > J->m->cfg.max_seq)
     return QAT_FAIL(QAT_EUSAGE, "data.seq_len = %d exceeds the model's max_position_embeddings %d",
                     T, J->m->cfg.max_seq);
@@ -325,22 +321,17 @@ static qat_status setup(job *J) {
   QAT_TRY(load_tokens(cfg->data.val, "data.val", J->m->cfg.vocab, T, &J->val, &J->nval));
   J->m->train_embeddings = 0;
   QAT_TRY(qat_llama_set_quant(J->m, &J->q));
-  int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
-  for (int l = 0; l < J->m->cfg.n_layers; l++) {
-    qat_llama_layer *L = &J->m->layers[l];
-    qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-    for (int i = 0; i < 7; i++) lins[i]->frozen = scales_only;
-  }
+  return QAT_OK;
+}
+
+/* The loop's activations, optimizer over params with groups, host buffers and the sampler. */
+static qat_status setup_loop(job *J, qat_param *params, int nparams,
+                             const qat_optim_group groups[3]) {
+  const qat_config *cfg = J->cfg;
+  int T = cfg->data.seq_len, B = J->hp.batch;
   QAT_TRY(qat_llama_plan(J->m, B, T, 1));
   if (cfg->distill.enabled) QAT_TRY(qat_llama_plan(J->teacher, B, T, 0));
-  qat_optim_group groups[3] = {
-      [QAT_PG_WEIGHT] = {cfg->train.lr, cfg->train.weight_decay, !scales_only},
-      [QAT_PG_QUANT] = {cfg->train.lr_quant, 0.0, cfg->quant.grad != QAT_CFG_GRAD_STE},
-      [QAT_PG_OTHER] = {cfg->train.lr, cfg->train.weight_decay, 0},
-  };
-  if (!groups[0].enabled && !groups[1].enabled)
-    return QAT_FAIL(QAT_EUSAGE, "quant.train = scales with quant.grad = ste leaves nothing to train");
-  QAT_TRY(qat_optim_init(&J->opt, J->be, J->m->params, J->m->nparams, groups));
+  QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
   size_t N = (size_t)B * T;
   J->tok = malloc(N * 4);
   J->tgt = malloc(N * 4);
@@ -354,19 +345,47 @@ static qat_status setup(job *J) {
   return QAT_OK;
 }
 
-static qat_status start_run_dir(job *J) {
+static qat_status setup(job *J) {
   const qat_config *cfg = J->cfg;
-  char ck[4096] = "", path[4096];
-  int64_t ckstep = -1;
+  QAT_TRY(setup_common(J));
+  if (cfg->method != QAT_METHOD_QAT) return QAT_OK; /* eqat_run continues */
+  J->hp = (qat_train_hyper){.steps = cfg->train.steps, .batch = cfg->train.batch,
+                            .accum = cfg->train.grad_accum, .lr = cfg->train.lr,
+                            .lr_quant = cfg->train.lr_quant, .warmup = cfg->train.warmup,
+                            .clip = cfg->train.clip};
+  int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
+  for (int l = 0; l < J->m->cfg.n_layers; l++) {
+    qat_llama_layer *L = &J->m->layers[l];
+    qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+    for (int i = 0; i < 7; i++) lins[i]->frozen = scales_only;
+  }
+  qat_optim_group groups[3] = {
+      [QAT_PG_WEIGHT] = {cfg->train.lr, cfg->train.weight_decay, !scales_only},
+      [QAT_PG_QUANT] = {cfg->train.lr_quant, 0.0, cfg->quant.grad != QAT_CFG_GRAD_STE},
+      [QAT_PG_OTHER] = {cfg->train.lr, cfg->train.weight_decay, 0},
+  };
+  if (!groups[0].enabled && !groups[1].enabled)
+    return QAT_FAIL(QAT_EUSAGE, "quant.train = scales with quant.grad = ste leaves nothing to train");
+  return setup_loop(J, J->m->params, J->m->nparams, groups);
+}
+
+/* The newest checkpoint to resume from (path "" and -1 when none), per checkpoint.resume. */
+static qat_status find_ckpt(job *J, char *ck, size_t n, int64_t *ckstep) {
+  const qat_config *cfg = J->cfg;
+  ck[0] = 0;
+  *ckstep = -1;
   if (cfg->checkpoint.resume != QAT_RESUME_NEVER)
-    QAT_TRY(qat_ckpt_latest(cfg->checkpoint.dir, ck, sizeof ck, &ckstep));
-  if (cfg->checkpoint.resume == QAT_RESUME_MUST && ckstep < 0)
+    QAT_TRY(qat_ckpt_latest(cfg->checkpoint.dir, ck, n, ckstep));
+  if (cfg->checkpoint.resume == QAT_RESUME_MUST && *ckstep < 0)
     return QAT_FAIL(QAT_EUSAGE, "checkpoint.resume = must but %s holds no checkpoint",
                     cfg->checkpoint.dir);
-  if (ckstep >= 0) {
-    QAT_TRY(load_ckpt(J, ck));
-    qat_log("resumed from %s (step %lld)", ck, (long long)J->step);
-  }
+  return QAT_OK;
+}
+
+/* Creates the run directory, saves the effective config, opens metrics.jsonl. */
+static qat_status open_run_dir(job *J) {
+  const qat_config *cfg = J->cfg;
+  char path[4096];
   QAT_TRY(qat_mkdir_p(cfg->checkpoint.dir));
   QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "config.yaml"));
   QAT_TRY(qat_config_save(cfg, path));
@@ -376,17 +395,108 @@ static qat_status start_run_dir(job *J) {
   return QAT_OK;
 }
 
+static qat_status start_run_dir(job *J) {
+  char ck[4096];
+  int64_t ckstep = -1;
+  QAT_TRY(find_ckpt(J, ck, sizeof ck, &ckstep));
+  if (ckstep >= 0) {
+    QAT_TRY(load_ckpt(J, ck));
+    qat_log("resumed from %s (step %lld)", ck, (long long)J->step);
+  }
+  return open_run_dir(J);
+}
+
+/* ---- EfficientQAT: block_ap, e2e_qp, pipeline (train/eqat.h) */
+
+static qat_status eqat_run(job *J) {
+  const qat_config *cfg = J->cfg;
+  int L = J->m->cfg.n_layers;
+  int do_bap = cfg->method == QAT_METHOD_BLOCK_AP || cfg->method == QAT_METHOD_PIPELINE;
+  int do_e2e = cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE;
+  int64_t spb = do_bap ? qat_block_ap_steps_per_block(cfg->block_ap.samples, cfg->block_ap.batch,
+                                                      cfg->block_ap.epochs)
+                       : 0;
+  J->step_base = spb * L;
+  /* where a previous run stopped: inside Block-AP (blocks done) or inside E2E-QP (steps) */
+  char ck[4096];
+  int64_t ckstep = -1, blocks_done = 0;
+  int e2e_resume = 0;
+  QAT_TRY(find_ckpt(J, ck, sizeof ck, &ckstep));
+  if (ckstep >= 0) {
+    qat_ckpt c;
+    QAT_TRY(qat_ckpt_open(ck, &c));
+    const char *phase = "";
+    int64_t hash = 0;
+    qat_status st = qat_ckpt_get_str(&c, "phase", &phase);
+    if (st == QAT_OK && strcmp(phase, "block_ap") == 0 && do_bap) {
+      st = qat_ckpt_get_int(&c, "blocks_done", &blocks_done);
+      if (st == QAT_OK && (blocks_done < 1 || blocks_done > L))
+        st = QAT_FAIL(QAT_EFORMAT, "%s: blocks_done = %lld for a %d-layer model", ck,
+                      (long long)blocks_done, L);
+      if (st == QAT_OK) st = qat_eqat_ckpt_load_layers(J->m, 0, (int)blocks_done, &c);
+      if (st == QAT_OK)
+        qat_log("resumed from %s (Block-AP, %lld of %d blocks done)", ck, (long long)blocks_done, L);
+    } else if (st == QAT_OK && strcmp(phase, "e2e_qp") == 0 && do_e2e) {
+      st = qat_eqat_ckpt_load_layers(J->m, 0, L, &c);
+      e2e_resume = 1;
+      blocks_done = L;
+    } else if (st == QAT_OK) {
+      st = QAT_FAIL(QAT_EFORMAT, "%s: a checkpoint of phase '%s' cannot resume method %s", ck,
+                    phase, qat_cfg_method_name(cfg->method));
+    }
+    if (st == QAT_OK && qat_ckpt_get_int(&c, "config_hash", &hash) == QAT_OK &&
+        (uint64_t)hash != qat_config_hash(cfg))
+      qat_warn("resuming %s with a different config than the one it was saved with", ck);
+    qat_ckpt_close(&c);
+    QAT_TRY(st);
+  }
+  QAT_TRY(open_run_dir(J));
+  if (do_bap && blocks_done < L) QAT_TRY(qat_block_ap_phase(J, (int)blocks_done));
+  if (do_e2e) {
+    J->hp = (qat_train_hyper){.steps = cfg->e2e_qp.steps, .batch = cfg->e2e_qp.batch,
+                              .accum = cfg->e2e_qp.grad_accum, .lr = 0,
+                              .lr_quant = cfg->e2e_qp.lr,
+                              .warmup = llround(cfg->e2e_qp.warmup_ratio * cfg->e2e_qp.steps),
+                              .clip = cfg->e2e_qp.clip};
+    QAT_TRY(qat_e2e_qp_prepare(J->m, &J->e2e_params, &J->e2e_nparams));
+    J->codes_frozen = 1;
+    qat_optim_group groups[3] = {
+        [QAT_PG_WEIGHT] = {0, 0, 0},
+        [QAT_PG_QUANT] = {cfg->e2e_qp.lr, 0.0, 1},
+        [QAT_PG_OTHER] = {0, 0, 0},
+    };
+    QAT_TRY(setup_loop(J, J->e2e_params, J->e2e_nparams, groups));
+    if (e2e_resume) {
+      QAT_TRY(load_ckpt(J, ck));
+      qat_log("resumed from %s (E2E-QP step %lld)", ck, (long long)J->step);
+    }
+    qat_log("e2e_qp: %lld steps of %d x %d windows of %d tokens, lr %g, warmup %lld, clip %g; "
+            "training %d step-size tensors%s",
+            (long long)J->hp.steps, J->hp.batch, J->hp.accum, cfg->data.seq_len, J->hp.lr_quant,
+            (long long)J->hp.warmup, J->hp.clip, J->e2e_nparams,
+            cfg->distill.enabled ? " (distillation)" : "");
+    QAT_TRY(train_loop(J));
+  }
+  return final_table(J);
+}
+
 qat_status qat_train_run(const qat_config *cfg) {
   job J = {.cfg = cfg};
   qat_status st = setup(&J);
   if (st == QAT_OK) {
-    qat_log("model %s: %d layers, dim %d, vocab %d; W%d g%d %s; %lld train / %lld val tokens",
+    qat_log("model %s: %d layers, dim %d, vocab %d; W%d g%d %s; %lld train / %lld val tokens; "
+            "method %s",
             cfg->model, J.m->cfg.n_layers, J.m->cfg.dim, J.m->cfg.vocab, J.q.bits, J.q.group,
-            J.q.sym ? "sym" : "asym", (long long)J.ntrain, (long long)J.nval);
-    st = start_run_dir(&J);
+            J.q.sym ? "sym" : "asym", (long long)J.ntrain, (long long)J.nval,
+            qat_cfg_method_name(cfg->method));
+    if (cfg->method == QAT_METHOD_QAT) {
+      st = start_run_dir(&J);
+      if (st == QAT_OK) st = train_loop(&J);
+      if (st == QAT_OK) st = final_table(&J);
+    } else {
+      st = eqat_run(&J);
+    }
   }
-  if (st == QAT_OK) st = train_loop(&J);
-  if (st == QAT_OK) st = final_table(&J);
   if (J.metrics) fclose(J.metrics);
   qat_optim_free(&J.opt);
   if (J.m) qat_llama_free(J.m);
@@ -397,5 +507,6 @@ qat_status qat_train_run(const qat_config *cfg) {
   free(J.tgt);
   free(J.hs);
   free(J.ht);
+  free(J.e2e_params);
   return st;
 }

@@ -1,0 +1,136 @@
+/* EfficientQAT (REFERENCE.md section 3) inside the trainer: Block-AP (block_ap.c), E2E-QP
+ * (e2e_qp.c) and the job state they share with the QAT loop (trainer.c), which orchestrates
+ * method block_ap / e2e_qp / pipeline in one run directory.
+ *
+ * Checkpoints of EfficientQAT runs (host/train/checkpoint.h) carry a field "phase":
+ *   "block_ap": after block b; fields "blocks_done" = b + 1; tensors of the finished layers
+ *               (".weight" = the dequantized weight, ".scales", ".zeros", ".codes" U8);
+ *               directory step = blocks_done * Block-AP steps per block.
+ *   "e2e_qp":   every Linear's ".weight" (dequantized with the current s, so `qat export`
+ *               reproduces the model), ".zeros", ".codes", plus the trainer's usual state (s and
+ *               its AdamW moments, step, sampler); directory step = L * Block-AP steps per block
+ *               (0 for method e2e_qp) + E2E-QP step.
+ * Dimension letters: T = data.seq_len, C = dim, Bb = block_ap.batch, L layers. */
+#ifndef QAT_TRAIN_EQAT_H
+#define QAT_TRAIN_EQAT_H
+
+#include "model/eval.h"
+#include "model/llama.h"
+#include "train/actcache.h"
+#include "train/checkpoint.h"
+#include "train/config.h"
+#include "train/optim.h"
+#include "train/sampler.h"
+
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the trainer's job (trainer.c owns it; the EfficientQAT phases borrow it) */
+typedef struct qat_train_hyper {
+  int64_t steps; /* optimizer steps of the loop */
+  int batch, accum;
+  double lr, lr_quant; /* base rates of the WEIGHT and QUANT groups */
+  int64_t warmup;
+  double clip; /* 0 = off */
+} qat_train_hyper;
+
+typedef struct qat_train_job {
+  const qat_config *cfg;
+  qat_backend *be;
+  qat_llama *m;       /* student: fake-quant on */
+  qat_llama *teacher; /* full precision (distillation, the fp / RTN rows, Block-AP targets) */
+  qat_qspec q;
+  int32_t *train, *val;
+  int64_t ntrain, nval;
+  qat_optim opt;
+  qat_window_sampler sampler;
+  int64_t step; /* optimizer steps done in the current loop */
+  int bad_steps;
+  int32_t *tok, *tgt; /* [B*T] host */
+  float *hs, *ht;     /* [B*T, V] host logits (distillation) */
+  FILE *metrics;
+  qat_train_hyper hp;
+  /* EfficientQAT */
+  int64_t step_base;     /* checkpoint directory step = step_base + step */
+  int codes_frozen;      /* E2E-QP: checkpoints carry every Linear's codes and zeros */
+  qat_param *e2e_params; /* the scales-only list the optimizer borrows (malloc'd) */
+  int e2e_nparams;
+} qat_train_job;
+
+/* Set by qat_train_request_stop (a signal handler). */
+int qat_train_stop_requested(void);
+
+/* ---- Block-AP as a library call (the trainer, tests, benchmarks) */
+typedef struct qat_block_ap_stats {
+  int block;
+  double mse_rtn, mse; /* validation MSE before (RTN init) and after training; NaN: no val */
+  double train_first, train_last; /* mean training MSE of the first and the last epoch */
+  int64_t steps;
+  double seconds;
+} qat_block_ap_stats;
+
+typedef struct qat_block_ap_opts {
+  int T;      /* tokens per sample */
+  int batch;  /* samples per step */
+  int epochs; /* passes over the training samples per block */
+  double lr_w, lr_quant, min_lr_ratio;
+  qat_actcache_budget budget;
+  int first_block; /* blocks < first_block are finished (their codes frozen): resume */
+  /* Called after block b is trained, frozen and its outputs propagated (checkpoint, metrics);
+   * a non-OK status stops the run and is returned. May be NULL. */
+  qat_status (*on_block)(void *ctx, const qat_block_ap_stats *st);
+  void *ctx;
+} qat_block_ap_opts;
+
+/* Steps per block: epochs * ceil(samples / batch). */
+int64_t qat_block_ap_steps_per_block(int64_t samples, int batch, int epochs);
+
+/* One Block-AP optimizer step of layer l on n samples: x, y [n*T, C] F32 (quantized-model input,
+ * full-precision target), out, d [n*T, C] F32 scratch; *loss = MSE(block_l(x), y). Zeroes the
+ * layer's gradients, forward, dL/dout = 2 (out - y) / numel, backward, AdamW with lr[group]. */
+qat_status qat_block_ap_step(qat_llama *m, int l, qat_optim *opt, const double lr[3],
+                             const qat_tensor *x, const qat_tensor *y, qat_tensor *out,
+                             qat_tensor *d, int n, int T, double *loss);
+
+/* Block-AP on m (quantized: s, z RTN-initialized; layers < first_block frozen) against fp (the
+ * same model unquantized). calib: host tokens [ncalib * T] (training samples), val: [nval * T]
+ * (validation samples, nval may be 0). Uses the activation cache with o->budget (F32 slots: no
+ * rounding, so results are bit-identical whichever tier a slot lives on). On return every layer
+ * of m is frozen (qat_llama_freeze_codes). */
+qat_status qat_block_ap_run(qat_llama *m, qat_llama *fp, const int32_t *calib, int64_t ncalib,
+                            const int32_t *val, int64_t nval, const qat_block_ap_opts *o);
+
+/* The trainer's Block-AP phase: calibration windows from J->train (train.seed), validation
+ * windows from J->val, budgets and hyperparameters from cfg->block_ap, a checkpoint and a
+ * metrics.jsonl line after every block, stop on request after a block's checkpoint. */
+qat_status qat_block_ap_phase(qat_train_job *J, int first_block);
+
+/* ---- E2E-QP */
+/* Freezes the integer codes of every layer not frozen yet and returns the step sizes only
+ * (m->params entries named "*.scales", group QUANT) as a malloc'd list for qat_optim_init:
+ * zero points, codes and weights never change. */
+qat_status qat_e2e_qp_prepare(qat_llama *m, qat_param **params, int *n);
+
+/* ---- checkpoint tensors of frozen layers */
+typedef struct qat_eqat_bufs {
+  void **p;
+  int n, cap;
+} qat_eqat_bufs;
+void qat_eqat_bufs_free(qat_eqat_bufs *b);
+
+/* Adds layers [l0, l1) to w: "<linear>.weight" (F32: dequantized codes with the current s for
+ * frozen layers, else the master), ".scales" when with_scales, ".zeros" (asym), ".codes" (U8,
+ * frozen layers). Host copies are kept in bufs until the save. */
+qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scales,
+                                    qat_ckpt_writer *w, qat_eqat_bufs *bufs);
+/* Inverse: loads weight, scales, zeros of layers [l0, l1), freezes each layer not frozen yet and
+ * restores the stored codes. */
+qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckpt *ck);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

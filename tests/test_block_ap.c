@@ -1,0 +1,328 @@
+/* EfficientQAT on a tiny random model (W2 g8, CPU):
+ * - Block-AP: every block's validation MSE ends well below RTN's; block 0's reported RTN MSE
+ *   equals a direct computation (host embedding lookup + the block ops on an RTN twin);
+ * - results do not depend on the activation cache's tier: device-only, host-only, disk-only and
+ *   mixed budgets, and a run stopped after block 0 then resumed, give bit-identical weights,
+ *   step sizes, zero points and codes;
+ * - E2E-QP trains only the step sizes: weights, zero points and codes bit-identical after a few
+ *   optimizer steps, step sizes changed, loss going down. */
+#include "testutil.h"
+#include "model/llama.h"
+#include "train/eqat.h"
+
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#define TT 12 /* tokens per sample */
+#define NS 48  /* training samples */
+#define NV 4   /* validation samples */
+#define NLAY 2
+
+static qat_llama_config tiny_config(void) {
+  qat_llama_config c;
+  memset(&c, 0, sizeof c);
+  snprintf(c.arch, sizeof c.arch, "llama");
+  c.dim = 24;
+  c.hidden = 40;
+  c.n_layers = NLAY;
+  c.n_heads = 3;
+  c.n_kv_heads = 1;
+  c.head_dim = 8;
+  c.vocab = 37;
+  c.max_seq = 32;
+  c.norm_eps = 1e-5f;
+  c.rope_theta = 10000.0f;
+  c.bos_id = 1;
+  c.eos_id = 2;
+  c.file_dtype = QAT_F32;
+  return c;
+}
+
+static const qat_qspec k_q = {.bits = 2, .group = 8, .sym = 0, .grad = QAT_QGRAD_EFFICIENTQAT};
+
+static void lins_of(qat_llama *m, int l, qat_linear *out[7]) {
+  qat_llama_layer *L = &m->layers[l];
+  qat_linear *x[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+  memcpy(out, x, sizeof x);
+}
+
+/* Embeddings N(0, 1), Linears N(0, 1/in) (so every block changes the stream visibly), norms
+ * 1 + N(0, 0.1^2). CPU tensors: data is host memory. */
+static void randomize(qat_llama *m, uint64_t seed) {
+  tu_rng r = {seed};
+  tu_fill_normal(&r, m->embed.data, (size_t)qat_numel(&m->embed), 1.0f);
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    lins_of(m, l, lins);
+    for (int i = 0; i < 7; i++)
+      tu_fill_normal(&r, lins[i]->w.data, (size_t)qat_numel(&lins[i]->w),
+                     1.0f / sqrtf((float)lins[i]->in));
+    qat_tensor *norms[2] = {&m->layers[l].attn_norm, &m->layers[l].ffn_norm};
+    for (int k = 0; k < 2; k++) {
+      float *d = norms[k]->data;
+      for (int64_t j = 0; j < qat_numel(norms[k]); j++) d[j] = 1.0f + 0.1f * tu_normal(&r);
+    }
+  }
+}
+
+static qat_llama *make_model(int quantized) {
+  qat_llama_config c = tiny_config();
+  qat_llama *m = NULL;
+  TU_REQUIRE_OK(qat_llama_random(&c, qat_backend_cpu(), 7, &m));
+  randomize(m, 11);
+  if (quantized) TU_REQUIRE_OK(qat_llama_set_quant(m, &k_q));
+  return m;
+}
+
+static void tokens(uint64_t seed, int32_t *t, int n) {
+  tu_rng r = {seed};
+  for (int i = 0; i < n; i++) t[i] = (int32_t)(tu_next(&r) % 37);
+}
+
+typedef struct rec {
+  qat_block_ap_stats st[NLAY];
+  int n;
+  int stop_after; /* return QAT_EINTERRUPT after this block (-1: never) */
+} rec;
+
+static qat_status on_block(void *ctx, const qat_block_ap_stats *s) {
+  rec *r = ctx;
+  r->st[s->block] = *s;
+  r->n++;
+  if (s->block == r->stop_after) return QAT_FAIL(QAT_EINTERRUPT, "stop requested (test)");
+  return QAT_OK;
+}
+
+static qat_block_ap_opts opts(rec *r) {
+  qat_block_ap_opts o = {.T = TT, .batch = 4, .epochs = 8, .lr_w = 1e-3, .lr_quant = 1e-3,
+                         .min_lr_ratio = 0.05,
+                         .budget = {.device_bytes = (size_t)1 << 30, .host_bytes = 0,
+                                    .disk_dir = NULL},
+                         .on_block = on_block, .ctx = r};
+  r->n = 0;
+  r->stop_after = -1;
+  return o;
+}
+
+static int32_t g_calib[NS * TT], g_val[NV * TT];
+
+static void make_data(void) {
+  tokens(101, g_calib, NS * TT);
+  tokens(202, g_val, NV * TT);
+}
+
+/* Mean squared difference of two host arrays in double. */
+static double mse_d(const float *a, const float *b, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+  return s / (double)n;
+}
+
+START_TEST(test_block_ap_beats_rtn) {
+  make_data();
+  qat_llama *m = make_model(1), *fp = make_model(0), *rtn = make_model(1);
+  rec r;
+  qat_block_ap_opts o = opts(&r);
+  TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
+  ck_assert_int_eq(r.n, NLAY);
+  for (int l = 0; l < NLAY; l++) {
+    const qat_block_ap_stats *s = &r.st[l];
+    printf("block %d: val mse RTN %.6g -> %.6g; train %.6g -> %.6g (%lld steps)\n", l, s->mse_rtn,
+           s->mse, s->train_first, s->train_last, (long long)s->steps);
+    ck_assert_int_eq(s->steps, 8 * 12); /* 8 epochs x ceil(48 / 4) batches */
+    ck_assert(isfinite(s->mse_rtn) && s->mse_rtn > 0);
+    /* training must recover a clear share of the quantization error, not just noise */
+    ck_assert_msg(s->mse < 0.8 * s->mse_rtn, "block %d: mse %g vs RTN %g", l, s->mse, s->mse_rtn);
+    ck_assert(s->train_last < s->train_first);
+    /* every Linear of the block is frozen on its codes */
+    qat_linear *lins[7];
+    lins_of(m, l, lins);
+    for (int i = 0; i < 7; i++) ck_assert(lins[i]->use_codes && lins[i]->frozen);
+  }
+  /* block 0's RTN MSE, directly: host embedding lookup, fp block vs the RTN block */
+  int C = m->cfg.dim;
+  size_t n = (size_t)NV * TT * C;
+  float *x = malloc(n * 4), *yf = malloc(n * 4), *yq = malloc(n * 4);
+  for (int i = 0; i < NV * TT; i++)
+    memcpy(x + (size_t)i * C, (float *)fp->embed.data + (size_t)g_val[i] * C, (size_t)C * 4);
+  qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, NV * TT, C);
+  qat_tensor tf = qat_view2(yf, QAT_F32, QAT_DEV_CPU, NV * TT, C);
+  qat_tensor tq = qat_view2(yq, QAT_F32, QAT_DEV_CPU, NV * TT, C);
+  TU_REQUIRE_OK(qat_llama_plan_block(fp, NV, TT, 0));
+  TU_REQUIRE_OK(qat_llama_plan_block(rtn, NV, TT, 0));
+  TU_REQUIRE_OK(qat_llama_block_forward(fp, 0, &tx, &tf, NV, TT));
+  TU_REQUIRE_OK(qat_llama_block_forward(rtn, 0, &tx, &tq, NV, TT));
+  double direct = mse_d(yq, yf, n);
+  /* F32 ops on different batch shapes: agreement to float rounding of a sum of squares */
+  ck_assert_msg(fabs(direct - r.st[0].mse_rtn) <= 1e-5 * direct, "RTN mse %g vs direct %g",
+                r.st[0].mse_rtn, direct);
+  free(x);
+  free(yf);
+  free(yq);
+  qat_llama_free(m);
+  qat_llama_free(fp);
+  qat_llama_free(rtn);
+}
+END_TEST
+
+/* Host copies of every Linear's w, s, z and codes, concatenated. */
+static unsigned char *snapshot(qat_llama *m, size_t *len) {
+  size_t cap = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    lins_of(m, l, lins);
+    for (int i = 0; i < 7; i++)
+      cap += qat_nbytes(&lins[i]->w) + qat_nbytes(&lins[i]->s) + qat_nbytes(&lins[i]->z) +
+             (lins[i]->codes.data ? qat_nbytes(&lins[i]->codes) : 0);
+  }
+  unsigned char *buf = malloc(cap + 1), *p = buf;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    lins_of(m, l, lins);
+    for (int i = 0; i < 7; i++) {
+      const qat_tensor *ts[4] = {&lins[i]->w, &lins[i]->s, &lins[i]->z, &lins[i]->codes};
+      for (int k = 0; k < 4; k++) {
+        if (!ts[k]->data) continue;
+        memcpy(p, ts[k]->data, qat_nbytes(ts[k]));
+        p += qat_nbytes(ts[k]);
+      }
+    }
+  }
+  *len = (size_t)(p - buf);
+  return buf;
+}
+
+START_TEST(test_cache_tiers_and_resume_identical) {
+  make_data();
+  size_t slot = (size_t)TT * 24 * 4;
+  char *dir = tu_tmpdir();
+  qat_actcache_budget budgets[4] = {
+      {.device_bytes = (size_t)1 << 30, .host_bytes = 0, .disk_dir = NULL},
+      {.device_bytes = 0, .host_bytes = (size_t)1 << 30, .disk_dir = NULL},
+      {.device_bytes = 0, .host_bytes = 0, .disk_dir = dir},
+      {.device_bytes = 7 * slot, .host_bytes = 9 * slot, .disk_dir = dir},
+  };
+  unsigned char *ref = NULL;
+  size_t ref_len = 0;
+  for (int v = 0; v < 5; v++) {
+    qat_llama *m = make_model(1), *fp = make_model(0);
+    rec r;
+    qat_block_ap_opts o = opts(&r);
+    o.epochs = 2;
+    if (v < 4) {
+      o.budget = budgets[v];
+      TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
+    } else { /* stopped after block 0, then resumed at block 1 with a recomputed cache */
+      r.stop_after = 0;
+      o.budget = budgets[3];
+      ck_assert_int_eq(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o), QAT_EINTERRUPT);
+      ck_assert_int_eq(r.n, 1);
+      r.stop_after = -1;
+      o.first_block = 1;
+      TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
+      ck_assert_int_eq(r.n, 2);
+    }
+    size_t len = 0;
+    unsigned char *snap = snapshot(m, &len);
+    if (v == 0) {
+      ref = snap;
+      ref_len = len;
+    } else {
+      ck_assert_msg(len == ref_len && memcmp(snap, ref, len) == 0,
+                    "variant %d: final state differs from the device-only run", v);
+      free(snap);
+    }
+    qat_llama_free(m);
+    qat_llama_free(fp);
+  }
+  free(ref);
+  tu_rmrf(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_e2e_qp_only_scales) {
+  qat_llama *m = make_model(1);
+  qat_param *ps = NULL;
+  int np = 0;
+  TU_REQUIRE_OK(qat_e2e_qp_prepare(m, &ps, &np));
+  ck_assert_int_eq(np, 7 * NLAY);
+  for (int i = 0; i < np; i++) {
+    ck_assert_int_eq(ps[i].group, QAT_PG_QUANT);
+    ck_assert_ptr_nonnull(strstr(ps[i].name, ".scales"));
+  }
+  /* w, s, z and codes before */
+  size_t len0 = 0;
+  unsigned char *before = snapshot(m, &len0);
+  qat_optim opt;
+  qat_optim_group groups[3] = {{0, 0, 0}, {1e-2, 0, 1}, {0, 0, 0}};
+  TU_REQUIRE_OK(qat_optim_init(&opt, m->be, ps, np, groups));
+  const int B = 2;
+  int32_t tok[B * TT], tgt[B * TT];
+  tokens(5, tok, B * TT);
+  tokens(6, tgt, B * TT);
+  TU_REQUIRE_OK(qat_llama_plan(m, B, TT, 1));
+  double first = 0, last = 0;
+  for (int step = 0; step < 8; step++) {
+    double loss = 0;
+    int64_t cnt = 0;
+    TU_REQUIRE_OK(qat_llama_zero_grad(m));
+    TU_REQUIRE_OK(qat_llama_forward(m, tok, B, TT));
+    TU_REQUIRE_OK(qat_llama_xent(m, tgt, 1.0f / (B * TT), &loss, &cnt));
+    TU_REQUIRE_OK(qat_llama_backward(m));
+    TU_REQUIRE_OK(qat_llama_finish_backward(m));
+    double lr[3] = {0, 1e-2, 0};
+    TU_REQUIRE_OK(qat_optim_step(&opt, lr));
+    if (step == 0) first = loss;
+    last = loss;
+  }
+  printf("e2e_qp: loss %.5f -> %.5f\n", first, last);
+  ck_assert(last < first); /* the same batch 8 times: s must fit it better */
+  /* codes, z, w: bit-identical (the snapshot covers them and s: compare s separately) */
+  size_t len1 = 0;
+  unsigned char *after = snapshot(m, &len1);
+  ck_assert_uint_eq(len0, len1);
+  size_t off = 0;
+  int s_changed = 0;
+  for (int l = 0; l < NLAY; l++) {
+    qat_linear *lins[7];
+    lins_of(m, l, lins);
+    for (int i = 0; i < 7; i++) {
+      const qat_tensor *ts[4] = {&lins[i]->w, &lins[i]->s, &lins[i]->z, &lins[i]->codes};
+      for (int k = 0; k < 4; k++) {
+        size_t nb = qat_nbytes(ts[k]);
+        if (k == 1)
+          s_changed += memcmp(before + off, after + off, nb) != 0;
+        else
+          ck_assert_msg(memcmp(before + off, after + off, nb) == 0, "%s: tensor %d changed",
+                        lins[i]->name, k);
+        off += nb;
+      }
+    }
+  }
+  ck_assert_int_eq(s_changed, 7 * NLAY);
+  qat_optim_free(&opt);
+  free(before);
+  free(after);
+  free(ps);
+  qat_llama_free(m);
+}
+END_TEST
+
+int main(void) {
+#ifdef _OPENMP
+  omp_set_num_threads(1); /* tensors of a few hundred floats: threads only add contention */
+#endif
+  Suite *s = suite_create("block_ap");
+  TCase *tc = tcase_create("eqat");
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_block_ap_beats_rtn);
+  tcase_add_test(tc, test_cache_tiers_and_resume_identical);
+  tcase_add_test(tc, test_e2e_qp_only_scales);
+  suite_add_tcase(s, tc);
+  return tu_run_suite(s);
+}
