@@ -85,21 +85,22 @@ typedef struct {
   char s[112];
 } llama_name;
 
-qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out) {
+qat_status qat_llama_shell(const qat_llama_config *c, qat_llama **out) {
   *out = NULL;
   QAT_TRY(qat_llama_config_check(c));
   qat_llama *m = calloc(1, sizeof *m);
   if (!m) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
   m->cfg = *c;
-  m->be = be;
-  m->act_dtype = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32;
+  m->act_dtype = QAT_F32;
   m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
   m->priv = calloc(1, sizeof *m->priv);
-  if (!m->layers || !m->priv) {
+  if (m->priv) m->priv->grads_codes = calloc((size_t)c->n_layers, 1);
+  if (!m->layers || !m->priv || !m->priv->grads_codes) {
     qat_llama_free(m);
     return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
   }
   m->priv->bfwd_layer = -1;
+  m->priv->grads_bound = -1;
   int64_t C = c->dim, F = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
           kvd = (int64_t)c->n_kv_heads * c->head_dim;
   for (int l = 0; l < c->n_layers; l++) {
@@ -112,6 +113,28 @@ qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama
     init_linear(&ly->up, l, "mlp.up_proj", F, C);
     init_linear(&ly->down, l, "mlp.down_proj", C, F);
   }
+  *out = m;
+  return QAT_OK;
+}
+
+/* Bytes of the params arena: every table entry and inv_freq. */
+static qat_status params_need(qat_llama *m, size_t *need) {
+  lt_entry *t = NULL;
+  int n = 0;
+  QAT_TRY(qat_llama_table(m, &t, &n));
+  *need = qat_arena_need(QAT_F32, m->cfg.head_dim / 2);
+  for (int i = 0; i < n; i++)
+    *need += qat_arena_need(QAT_F32, t[i].shape[0] * (t[i].ndim > 1 ? t[i].shape[1] : 1));
+  free(t);
+  return QAT_OK;
+}
+
+qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out) {
+  *out = NULL;
+  qat_llama *m = NULL;
+  QAT_TRY(qat_llama_shell(c, &m));
+  m->be = be;
+  m->act_dtype = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32;
 
   lt_entry *t = NULL;
   int n = 0;
@@ -120,8 +143,8 @@ qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama
     qat_llama_free(m);
     return st;
   }
-  size_t need = qat_arena_need(QAT_F32, c->head_dim / 2);
-  for (int i = 0; i < n; i++) need += qat_arena_need(QAT_F32, t[i].shape[0] * (t[i].ndim > 1 ? t[i].shape[1] : 1));
+  size_t need = 0;
+  QAT_CHECK(st, params_need(m, &need), fail);
   /* table entries, inv_freq, then ".scales" / ".zeros" of each Linear */
   llama_name *names = calloc((size_t)n + 1 + 14 * (size_t)c->n_layers, sizeof *names);
   m->priv->names = names;
@@ -233,6 +256,8 @@ void qat_llama_free(qat_llama *m) {
     qat_arena_free(&P->params);
     free(P->act);
     free(P->names);
+    free(P->gtpl);
+    free(P->grads_codes);
     free(P);
   }
   free(m->params);
@@ -242,67 +267,145 @@ void qat_llama_free(qat_llama *m) {
 
 /* ---- arenas that follow the training setup ---------------------------------------------------*/
 
+void qat_llama_layer_grads(qat_llama_layer *ly, qat_tensor *g[LG_FIELDS],
+                           const qat_tensor *of[LG_FIELDS]) {
+  int k = 0;
+  g[k] = &ly->d_attn_norm, of[k++] = &ly->attn_norm;
+  g[k] = &ly->d_ffn_norm, of[k++] = &ly->ffn_norm;
+  qat_linear *lins[7];
+  qat_llama_linears(ly, lins);
+  for (int i = 0; i < 7; i++) {
+    qat_linear *li = lins[i];
+    g[k] = &li->dw, of[k++] = &li->w;
+    g[k] = &li->db, of[k++] = &li->b;
+    g[k] = &li->ds, of[k++] = &li->s;
+    g[k] = &li->dz, of[k++] = &li->z;
+    g[k] = &li->dw_hat, of[k++] = &li->w;
+  }
+}
+
 static void clear_grad_fields(qat_llama *m) {
+  struct qat_llama_priv *P = m->priv;
   memset(&m->d_embed, 0, sizeof m->d_embed);
   memset(&m->d_lm_head, 0, sizeof m->d_lm_head);
   memset(&m->d_final_norm, 0, sizeof m->d_final_norm);
   for (int l = 0; l < m->cfg.n_layers; l++) {
-    qat_llama_layer *ly = &m->layers[l];
-    memset(&ly->d_attn_norm, 0, sizeof ly->d_attn_norm);
-    memset(&ly->d_ffn_norm, 0, sizeof ly->d_ffn_norm);
-    qat_linear *lins[7];
-    qat_llama_linears(ly, lins);
-    for (int i = 0; i < 7; i++) {
-      memset(&lins[i]->dw, 0, sizeof lins[i]->dw);
-      memset(&lins[i]->db, 0, sizeof lins[i]->db);
-      memset(&lins[i]->ds, 0, sizeof lins[i]->ds);
-      memset(&lins[i]->dz, 0, sizeof lins[i]->dz);
-      memset(&lins[i]->dw_hat, 0, sizeof lins[i]->dw_hat);
-    }
+    qat_tensor *g[LG_FIELDS];
+    const qat_tensor *of[LG_FIELDS];
+    qat_llama_layer_grads(&m->layers[l], g, of);
+    for (int i = 0; i < LG_FIELDS; i++) memset(g[i], 0, sizeof *g[i]);
   }
+  memset(&P->code_g, 0, sizeof P->code_g);
+  memset(&P->code_ds, 0, sizeof P->code_ds);
+  P->grads_one = 0;
+  P->grads_bound = -1;
+  memset(P->grads_codes, 0, (size_t)m->cfg.n_layers);
+}
+
+/* Layer of a table entry, -1 for embeddings, final norm, lm_head. */
+static int entry_layer(const qat_llama *m, const lt_entry *e) {
+  uintptr_t p = (uintptr_t)e->p, b = (uintptr_t)m->layers;
+  if (p < b || p >= b + sizeof *m->layers * (size_t)m->cfg.n_layers) return -1;
+  return (int)((p - b) / sizeof *m->layers);
+}
+
+/* All 7 Linears of layer l run on frozen codes. */
+static int layer_all_codes(const qat_llama *m, int l) {
+  qat_linear *lins[7];
+  qat_llama_linears(&m->layers[l], lins);
+  for (int i = 0; i < 7; i++)
+    if (!lins[i]->use_codes) return 0;
+  return m->quantized;
+}
+
+int qat_llama_code_layer(const qat_llama *m, int l) {
+  const struct qat_llama_priv *P = m->priv;
+  return P->grads_built && !P->grads_one && P->grads_codes[l];
 }
 
 /* grads: dw of every Linear; biases, norms and embeddings only when trained.
- * qgrads: ds, dz, dw_hat when quantized. Two passes over the same list: size, then carve. */
+ * qgrads: ds, dz, dw_hat when quantized.
+ * one != 0: layer 0's only (bound to other layers later), no embedding / final-norm / lm_head.
+ * codes[l] != 0 (layers in code mode, not with one): ds alone, plus the shared scratch.
+ * pass 0 sizes (works on a shell model: the estimate), pass 1 carves. */
+static qat_status grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
+                             const unsigned char *codes, int pass, size_t *gneed, size_t *qneed) {
+  struct qat_llama_priv *P = m->priv;
+  int64_t max_w = 0, max_s = 0;
+  for (int i = 0; i < n; i++) {
+    const lt_entry *e = &t[i];
+    int l = entry_layer(m, e);
+    if (e->kind != LT_LINEAR_W && !m->train_embeddings) continue;
+    if (one && l != 0) continue;
+    int code = !one && l >= 0 && codes && codes[l];
+    if (!(code && e->kind == LT_LINEAR_W)) {
+      if (pass == 0) /* the entry's shape: e->p is not carved in a shell model */
+        *gneed += qat_arena_need(QAT_F32, e->shape[0] * (e->ndim > 1 ? e->shape[1] : 1));
+      else
+        QAT_TRY(qat_arena_tensor(&P->grads, e->g, QAT_F32, e->ndim, e->shape, e->p->name));
+    }
+    if (e->kind != LT_LINEAR_W || !m->quantized) continue;
+    qat_linear *li = e->lin;
+    int64_t ss[2];
+    qat_qspec_sshape(&m->qspec, li->out, li->in, ss);
+    int dz = !m->qspec.sym && !code;
+    if (code) {
+      if (li->out * li->in > max_w) max_w = li->out * li->in;
+      if (ss[0] * ss[1] > max_s) max_s = ss[0] * ss[1];
+    }
+    if (pass == 0) {
+      *qneed += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (dz ? 2 : 1) +
+                (code ? 0 : qat_arena_need(QAT_F32, li->out * li->in));
+      continue;
+    }
+    QAT_TRY(qat_arena_tensor(&P->qgrads, &li->ds, QAT_F32, 2, ss, li->s.name));
+    if (dz) QAT_TRY(qat_arena_tensor(&P->qgrads, &li->dz, QAT_F32, 2, ss, li->z.name));
+    if (!code)
+      QAT_TRY(qat_arena_tensor(&P->qgrads, &li->dw_hat, QAT_F32, 2, e->shape, e->p->name));
+  }
+  if (max_w > 0) { /* frozen-code scratch: one Linear's dL/dw_hat and its ds */
+    if (pass == 0) {
+      *qneed += qat_arena_need(QAT_F32, max_w) + qat_arena_need(QAT_F32, max_s);
+    } else {
+      QAT_TRY(qat_arena_tensor(&P->qgrads, &P->code_g, QAT_F32, 1, &max_w, "code dw_hat scratch"));
+      QAT_TRY(qat_arena_tensor(&P->qgrads, &P->code_ds, QAT_F32, 1, &max_s, "code ds scratch"));
+    }
+  }
+  return QAT_OK;
+}
+
+/* Lays the gradients out for the current mode: one layer when only block passes train, else
+ * every layer (layers now frozen to codes in code mode). */
 static qat_status build_grads(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
+  int L = m->cfg.n_layers;
   qat_arena_free(&P->grads);
   qat_arena_free(&P->qgrads);
   P->grads_built = 0;
   clear_grad_fields(m);
+  int one = !P->training && P->btraining;
+  for (int l = 0; l < L; l++) P->grads_codes[l] = !one && layer_all_codes(m, l);
   lt_entry *t = NULL;
   int n = 0;
   QAT_TRY(qat_llama_table(m, &t, &n));
   qat_status st = QAT_OK;
-  for (int pass = 0; pass < 2; pass++) {
-    size_t gneed = 0, qneed = 0;
-    for (int i = 0; i < n; i++) {
-      lt_entry *e = &t[i];
-      if (e->kind != LT_LINEAR_W && !m->train_embeddings) continue;
-      if (pass == 0)
-        gneed += qat_arena_need(QAT_F32, qat_numel(e->p));
-      else
-        QAT_CHECK(st, qat_arena_tensor(&P->grads, e->g, QAT_F32, e->ndim, e->shape, e->p->name),
-                  done);
-      if (e->kind != LT_LINEAR_W || !m->quantized) continue;
-      qat_linear *li = e->lin;
-      int64_t ss[2];
-      qat_qspec_sshape(&m->qspec, li->out, li->in, ss);
-      if (pass == 0) {
-        qneed += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (m->qspec.sym ? 1 : 2) +
-                 qat_arena_need(QAT_F32, li->out * li->in);
-      } else {
-        QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->ds, QAT_F32, 2, ss, li->s.name), done);
-        if (!m->qspec.sym)
-          QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->dz, QAT_F32, 2, ss, li->z.name), done);
-        QAT_CHECK(st, qat_arena_tensor(&P->qgrads, &li->dw_hat, QAT_F32, 2, e->shape, e->p->name),
-                  done);
-      }
+  size_t gneed = 0, qneed = 0;
+  QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 0, &gneed, &qneed), done);
+  QAT_CHECK(st, qat_arena_init(&P->grads, m->be, "grads", gneed), done);
+  QAT_CHECK(st, qat_arena_init(&P->qgrads, m->be, "quantizer grads", qneed), done);
+  QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 1, &gneed, &qneed), done);
+  if (one) {
+    if (!P->gtpl) P->gtpl = calloc(LG_FIELDS, sizeof *P->gtpl);
+    if (!P->gtpl) {
+      st = QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
+      goto done;
     }
-    if (pass == 0) {
-      QAT_CHECK(st, qat_arena_init(&P->grads, m->be, "grads", gneed), done);
-      QAT_CHECK(st, qat_arena_init(&P->qgrads, m->be, "quantizer grads", qneed), done);
-    }
+    qat_tensor *g[LG_FIELDS];
+    const qat_tensor *of[LG_FIELDS];
+    qat_llama_layer_grads(&m->layers[0], g, of);
+    for (int i = 0; i < LG_FIELDS; i++) P->gtpl[i] = *g[i];
+    P->grads_one = 1;
+    P->grads_bound = 0;
   }
   if (m->cfg.tie_embeddings) m->d_lm_head = m->d_embed;
   P->grads_built = 1;
@@ -318,6 +421,42 @@ done:
   return st;
 }
 
+qat_status qat_llama_bind_grads(qat_llama *m, int l, const char *what) {
+  struct qat_llama_priv *P = m->priv;
+  if (!P->grads_built || !P->grads_one || P->grads_bound == l) return QAT_OK;
+  qat_tensor *g[LG_FIELDS];
+  const qat_tensor *of[LG_FIELDS];
+  if (P->grads_bound >= 0) {
+    qat_llama_layer_grads(&m->layers[P->grads_bound], g, of);
+    for (int i = 0; i < LG_FIELDS; i++) memset(g[i], 0, sizeof *g[i]);
+  }
+  P->grads_bound = -1;
+  /* the buffers hold the previous layer's sums: a new layer starts from zero */
+  (void)what;
+  if (P->grads.used) QAT_TRY(m->be->memset0(m->be, P->grads.base, P->grads.used));
+  if (P->qgrads.used) QAT_TRY(m->be->memset0(m->be, P->qgrads.base, P->qgrads.used));
+  qat_llama_layer_grads(&m->layers[l], g, of);
+  for (int i = 0; i < LG_FIELDS; i++) {
+    if (!P->gtpl[i].data) continue;
+    *g[i] = P->gtpl[i];
+    g[i]->name = of[i]->name;
+  }
+  P->grads_bound = l;
+  return QAT_OK;
+}
+
+/* Bytes of the compute weights (0 when w_hat is a view of the master). */
+static size_t wcomp_need(const qat_llama *m) {
+  if (!m->quantized && m->act_dtype == QAT_F32) return 0;
+  size_t bytes = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) bytes += qat_arena_need(m->act_dtype, lins[i]->out * lins[i]->in);
+  }
+  return bytes;
+}
+
 /* Compute weights: w_hat is its own buffer when quantized or when the compute dtype is not F32;
  * otherwise a view of the master. */
 qat_status qat_llama_sync_wcomp(qat_llama *m) {
@@ -328,31 +467,26 @@ qat_status qat_llama_sync_wcomp(qat_llama *m) {
     return QAT_OK;
   qat_arena_free(&P->wcomp);
   P->wcomp_built = 0;
-  size_t bytes = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-      qat_linear *lins[7];
-      qat_llama_linears(&m->layers[l], lins);
-      for (int i = 0; i < 7; i++) {
-        qat_linear *li = lins[i];
-        if (!need) {
-          li->w_hat = li->w;
-          li->w_hat.arena = NULL;
-        } else if (pass == 0) {
-          bytes += qat_arena_need(m->act_dtype, li->out * li->in);
-        } else {
-          qat_status st = qat_arena_tensor(&P->wcomp, &li->w_hat, m->act_dtype, 2,
-                                           (int64_t[]){li->out, li->in}, li->w.name);
-          if (st != QAT_OK) {
-            qat_arena_free(&P->wcomp);
-            return st;
-          }
-        }
+  if (need) QAT_TRY(qat_arena_init(&P->wcomp, m->be, "compute weights", wcomp_need(m)));
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      qat_linear *li = lins[i];
+      if (!need) {
+        li->w_hat = li->w;
+        li->w_hat.arena = NULL;
+        continue;
+      }
+      qat_status st = qat_arena_tensor(&P->wcomp, &li->w_hat, m->act_dtype, 2,
+                                       (int64_t[]){li->out, li->in}, li->w.name);
+      if (st != QAT_OK) {
+        qat_arena_free(&P->wcomp);
+        return st;
       }
     }
-    if (!need) return QAT_OK;
-    if (pass == 0) QAT_TRY(qat_arena_init(&P->wcomp, m->be, "compute weights", bytes));
   }
+  if (!need) return QAT_OK;
   P->wcomp_built = 1;
   P->wcomp_dtype = m->act_dtype;
   return QAT_OK;
@@ -417,8 +551,10 @@ done:
 
 qat_status qat_llama_sync_layout(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
-  if ((P->training || P->btraining) && (!P->grads_built || P->grads_train_emb != m->train_embeddings ||
-                      P->grads_quant != m->quantized))
+  /* a one-layer layout serves block passes only; an all-layer one serves both */
+  if ((P->training || P->btraining) &&
+      (!P->grads_built || P->grads_train_emb != m->train_embeddings ||
+       P->grads_quant != m->quantized || (P->training && P->grads_one)))
     QAT_TRY(build_grads(m));
   QAT_TRY(qat_llama_sync_wcomp(m));
   if (!P->params_built || P->params_quant != m->quantized ||
@@ -428,6 +564,21 @@ qat_status qat_llama_sync_layout(qat_llama *m) {
 }
 
 /* ---- fake-quant on / off ---------------------------------------------------------------------*/
+
+/* Bytes of s (and z when asym) of every Linear. */
+static size_t qstate_need(const qat_llama *m, const qat_qspec *q) {
+  size_t need = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      int64_t ss[2];
+      qat_qspec_sshape(q, lins[i]->out, lins[i]->in, ss);
+      need += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (q->sym ? 1 : 2);
+    }
+  }
+  return need;
+}
 
 qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
   struct qat_llama_priv *P = m->priv;
@@ -455,31 +606,25 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
     return qat_llama_sync_layout(m);
   }
   m->qspec = *q;
-  size_t need = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-      qat_linear *lins[7];
-      qat_llama_linears(&m->layers[l], lins);
-      for (int i = 0; i < 7; i++) {
-        qat_linear *li = lins[i];
-        int64_t ss[2];
-        qat_qspec_sshape(q, li->out, li->in, ss);
-        if (pass == 0) {
-          need += qat_arena_need(QAT_F32, ss[0] * ss[1]) * (q->sym ? 1 : 2);
-          continue;
-        }
-        const llama_name *nm = (const llama_name *)P->names + P->qnames_base + 2 * (7 * l + i);
-        qat_status st = qat_arena_tensor(&P->qstate, &li->s, QAT_F32, 2, ss, nm[0].s);
-        if (st == QAT_OK && !q->sym)
-          st = qat_arena_tensor(&P->qstate, &li->z, QAT_F32, 2, ss, nm[1].s);
-        if (st == QAT_OK) st = QAT_OP(m->be, fq_init, q, &li->w, &li->s, q->sym ? NULL : &li->z);
-        if (st != QAT_OK) {
-          qat_arena_free(&P->qstate);
-          return qat_context(st, "quantizer init of %s", li->name);
-        }
+  size_t need = qstate_need(m, q);
+  QAT_TRY(qat_arena_init(&P->qstate, m->be, "quantizer state", need));
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      qat_linear *li = lins[i];
+      int64_t ss[2];
+      qat_qspec_sshape(q, li->out, li->in, ss);
+      const llama_name *nm = (const llama_name *)P->names + P->qnames_base + 2 * (7 * l + i);
+      qat_status st = qat_arena_tensor(&P->qstate, &li->s, QAT_F32, 2, ss, nm[0].s);
+      if (st == QAT_OK && !q->sym)
+        st = qat_arena_tensor(&P->qstate, &li->z, QAT_F32, 2, ss, nm[1].s);
+      if (st == QAT_OK) st = QAT_OP(m->be, fq_init, q, &li->w, &li->s, q->sym ? NULL : &li->z);
+      if (st != QAT_OK) {
+        qat_arena_free(&P->qstate);
+        return qat_context(st, "quantizer init of %s", li->name);
       }
     }
-    if (pass == 0) QAT_TRY(qat_arena_init(&P->qstate, m->be, "quantizer state", need));
   }
   m->quantized = 1;
   return qat_llama_sync_layout(m);
@@ -569,6 +714,43 @@ qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int 
   return QAT_OK;
 }
 
+/* The whole-model activation arena for N tokens as planned in P (training, recompute, nact,
+ * act[]): pass 0 sizes (also on a shell model: the estimate), pass 1 carves. With recompute
+ * act[0] is a full set and act[l > 0] only their x_in (the rest is shared after carving). */
+static qat_status acts_walk(qat_llama *m, int64_t N, int pass, size_t *need) {
+  const qat_llama_config *c = &m->cfg;
+  struct qat_llama_priv *P = m->priv;
+  int64_t C = c->dim, V = c->vocab;
+  llama_buf_spec list[48];
+  for (int li = -1; li < P->nact; li++) {
+    int k = 0;
+    if (li < 0) {
+      BUF(P->x_fin, QAT_F32, N * C, "x_fin");
+      BUF(P->rstd_fin, QAT_F32, N, "rstd_fin");
+      BUF(P->h_fin, QAT_F32, N * C, "h_fin");
+      BUF(P->logits_buf, QAT_F32, N * V, "logits");
+      BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0, "dlogits");
+      BUF(P->tokens, QAT_I32, N, "tokens");
+      BUF(P->targets, QAT_I32, N, "targets");
+      BUF(P->losses, QAT_F32, N, "losses");
+      if (P->training) BUF(P->dh_fin, QAT_F32, N * C, "dh_fin");
+      k = qat_llama_scratch_specs(m, &P->scr, N, P->training, list, k);
+    } else if (P->recompute && li > 0) {
+      BUF(P->act[li].x_in, QAT_F32, N * C, "x_in");
+    } else {
+      k = qat_llama_act_specs(m, &P->act[li], N, list, k);
+    }
+    QAT_TRY(qat_llama_carve(&P->acts, list, k, pass, need));
+  }
+  if (pass == 1 && P->recompute)
+    for (int l = 1; l < P->nact; l++) {
+      qat_tensor x_in = P->act[l].x_in;
+      P->act[l] = P->act[0];
+      P->act[l].x_in = x_in;
+    }
+  return QAT_OK;
+}
+
 qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   const qat_llama_config *c = &m->cfg;
   struct qat_llama_priv *P = m->priv;
@@ -583,37 +765,22 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   memset(&m->dlogits, 0, sizeof m->dlogits);
   memset(&P->scr, 0, sizeof P->scr);
   P->training = training != 0;
+  P->recompute = P->training && m->recompute;
+  /* layers frozen to codes since the gradients were laid out: lay them out again (code mode) */
+  if (P->training && P->grads_built && !P->grads_one)
+    for (int l = 0; l < c->n_layers; l++)
+      if (P->grads_codes[l] != layer_all_codes(m, l)) P->grads_built = 0;
   QAT_TRY(qat_llama_sync_layout(m));
 
-  int64_t N = (int64_t)B * T, C = c->dim, V = c->vocab;
+  int64_t N = (int64_t)B * T;
   P->nact = P->training ? c->n_layers : 1;
   P->act = calloc((size_t)P->nact, sizeof *P->act);
   if (!P->act) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
-
-  llama_buf_spec list[48];
   size_t need = 0;
   qat_status st = QAT_OK;
-  for (int pass = 0; pass < 2; pass++) {
-    for (int li = -1; li < P->nact; li++) {
-      int k = 0;
-      if (li < 0) {
-        BUF(P->x_fin, QAT_F32, N * C, "x_fin");
-        BUF(P->rstd_fin, QAT_F32, N, "rstd_fin");
-        BUF(P->h_fin, QAT_F32, N * C, "h_fin");
-        BUF(P->logits_buf, QAT_F32, N * V, "logits");
-        BUF(P->dlogits_buf, QAT_F32, P->training ? N * V : 0, "dlogits");
-        BUF(P->tokens, QAT_I32, N, "tokens");
-        BUF(P->targets, QAT_I32, N, "targets");
-        BUF(P->losses, QAT_F32, N, "losses");
-        if (P->training) BUF(P->dh_fin, QAT_F32, N * C, "dh_fin");
-        k = qat_llama_scratch_specs(m, &P->scr, N, P->training, list, k);
-      } else {
-        k = qat_llama_act_specs(m, &P->act[li], N, list, k);
-      }
-      QAT_CHECK(st, qat_llama_carve(&P->acts, list, k, pass, &need), fail);
-    }
-    if (pass == 0) QAT_CHECK(st, qat_arena_init(&P->acts, m->be, "activations", need), fail);
-  }
+  QAT_CHECK(st, acts_walk(m, N, 0, &need), fail);
+  QAT_CHECK(st, qat_arena_init(&P->acts, m->be, "activations", need), fail);
+  QAT_CHECK(st, acts_walk(m, N, 1, &need), fail);
   P->plan_dtype = m->act_dtype;
   m->B = B;
   m->T = T;
@@ -635,4 +802,92 @@ qat_status qat_llama_zero_grad(qat_llama *m) {
   if (P->grads.used) QAT_TRY(m->be->memset0(m->be, P->grads.base, P->grads.used));
   if (P->qgrads.used) QAT_TRY(m->be->memset0(m->be, P->qgrads.base, P->qgrads.used));
   return QAT_OK;
+}
+
+/* ---- memory report -------------------------------------------------------------------------- */
+
+static void mem_total(qat_llama_mem *o) {
+  o->total = o->params + o->grads + o->qstate + o->qgrads + o->wcomp + o->acts + o->bacts + o->codes;
+}
+
+qat_status qat_llama_memory(const qat_llama *m, qat_llama_mem *out) {
+  const struct qat_llama_priv *P = m->priv;
+  memset(out, 0, sizeof *out);
+  out->params = P->params.cap;
+  out->grads = P->grads.cap;
+  out->qstate = P->qstate.cap;
+  out->qgrads = P->qgrads.cap;
+  out->wcomp = P->wcomp.cap;
+  out->acts = P->acts.cap;
+  out->bacts = P->bacts.cap;
+  out->codes = P->codes.cap;
+  mem_total(out);
+  return QAT_OK;
+}
+
+/* The estimate runs the sizing passes of the real builders on a shell model (layers, shapes and
+ * the layout state, no arena), so the two cannot disagree. */
+qat_status qat_llama_memory_estimate(const qat_llama_config *cfg, const qat_llama_mem_job *job,
+                                     qat_llama_mem *out) {
+  memset(out, 0, sizeof *out);
+  if (job->act_dtype != QAT_F32 && job->act_dtype != QAT_BF16)
+    return QAT_FAIL(QAT_EINVAL, "memory estimate: act_dtype must be F32 or BF16");
+  if (job->B < 0 || job->T < 0 || job->block_B < 0 || job->block_T < 0)
+    return QAT_FAIL(QAT_EINVAL, "memory estimate: negative batch or sequence length");
+  if (job->qspec) QAT_TRY(qat_qspec_check(job->qspec));
+  qat_llama *m = NULL;
+  QAT_TRY(qat_llama_shell(cfg, &m));
+  struct qat_llama_priv *P = m->priv;
+  m->act_dtype = job->act_dtype;
+  m->train_embeddings = job->train_embeddings != 0;
+  m->quantized = job->qspec != NULL;
+  if (job->qspec) m->qspec = *job->qspec;
+  int plan = job->B > 0 && job->T > 0, bplan = job->block_B > 0 && job->block_T > 0;
+  P->training = plan && job->training;
+  P->btraining = bplan && job->block_training;
+  P->recompute = P->training && job->recompute;
+  int codes = m->quantized && job->frozen_codes;
+  lt_entry *t = NULL;
+  int n = 0;
+  qat_status st;
+  QAT_CHECK(st, params_need(m, &out->params), done);
+  if (m->quantized) out->qstate = qstate_need(m, &m->qspec);
+  out->wcomp = wcomp_need(m);
+  if (codes) out->codes = qat_llama_codes_need(m);
+  if (P->training || P->btraining) {
+    int one = !P->training;
+    for (int l = 0; l < cfg->n_layers; l++) P->grads_codes[l] = !one && codes;
+    QAT_CHECK(st, qat_llama_table(m, &t, &n), done);
+    QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 0, &out->grads, &out->qgrads), done);
+  }
+  if (plan) {
+    P->nact = P->training ? cfg->n_layers : 1;
+    P->act = calloc((size_t)P->nact, sizeof *P->act);
+    if (!P->act) {
+      st = QAT_FAIL(QAT_ENOMEM, "memory estimate: out of host memory");
+      goto done;
+    }
+    QAT_CHECK(st, acts_walk(m, (int64_t)job->B * job->T, 0, &out->acts), done);
+  }
+  if (bplan) {
+    llama_buf_spec list[32];
+    int k = qat_llama_block_specs(m, (int64_t)job->block_B * job->block_T, P->btraining, list);
+    QAT_CHECK(st, qat_llama_carve(&P->bacts, list, k, 0, &out->bacts), done);
+  }
+  mem_total(out);
+done:
+  free(t);
+  qat_llama_free(m);
+  return st;
+}
+
+const char *qat_llama_memory_str(const qat_llama_mem *mm, char *buf, size_t n) {
+  const double G = 1024.0 * 1024.0 * 1024.0;
+  snprintf(buf, n,
+           "params %.2f GiB, grads %.2f GiB, quantizer state %.2f GiB, quantizer grads %.2f GiB, "
+           "compute weights %.2f GiB, activations %.2f GiB, block activations %.2f GiB, "
+           "codes %.2f GiB; total %.2f GiB",
+           mm->params / G, mm->grads / G, mm->qstate / G, mm->qgrads / G, mm->wcomp / G,
+           mm->acts / G, mm->bacts / G, mm->codes / G, mm->total / G);
+  return buf;
 }

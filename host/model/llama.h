@@ -24,10 +24,29 @@
  * - m->params is reallocated only by qat_llama_set_quant and when train_embeddings changes; its
  *   qat_tensor pointers stay valid otherwise. Gradient data move when the gradients are laid
  *   out again (set_quant after a training plan), so optimizers should read p->g->data each step.
- * - Frozen Linears stay in m->params (group WEIGHT) with a zero gradient.
- * - Activations: everything the backward needs is kept per layer (no recomputation). Residual
+ * - Frozen Linears stay in m->params (group WEIGHT) with a zero gradient (no gradient, data
+ *   NULL, in layers laid out in code mode: see "Memory savers").
+ * - Activations: everything the backward needs is kept per layer (unless recompute). Residual
  *   stream, logits and the lm_head GEMM are F32; Linear inputs/outputs, RoPE, attention and
  *   SwiGLU run in act_dtype (F32 or, on CUDA, BF16; set it before qat_llama_plan).
+ *
+ * Memory savers (added by the memory work; same gradients, less memory):
+ * - m->recompute = 1 before a training qat_llama_plan keeps only each layer's input residual
+ *   [N, C] F32 plus ONE layer's activation set; the backward re-runs each layer's forward into
+ *   that set before its backward. Gradients are bit-identical on the CPU.
+ * - Frozen codes: a layer whose 7 Linears are all frozen to codes when the gradients are laid
+ *   out (qat_llama_plan with training re-lays them out when layers were frozen since; zero_grad
+ *   does not) gets no dw, dz, dw_hat (data NULL); its backward turns each micro-batch's
+ *   dL/dw_hat (in one shared scratch) into ds at once (ds += dq_backward(...)), and
+ *   finish_backward skips it. Layers frozen after the layout keep the dw_hat path.
+ * - Block-AP: with only a training block plan (qat_llama_plan_block(..., 1) and no whole-model
+ *   training plan) the gradient arenas hold ONE layer's gradients (norms, dw, db, ds, dz,
+ *   dw_hat), bound to the layer last passed to qat_llama_block_params / block_forward; the
+ *   other layers' gradient tensors have data NULL, and binding another layer zeroes the buffers.
+ *   Embedding / final-norm / lm_head gradients are not laid out in that mode. A later training
+ *   qat_llama_plan lays out every layer's gradients again.
+ * - qat_llama_memory / qat_llama_memory_estimate: the arenas' sizes, so a job that cannot fit
+ *   fails at start with the numbers.
  */
 #ifndef QAT_MODEL_LLAMA_H
 #define QAT_MODEL_LLAMA_H
@@ -113,6 +132,8 @@ typedef struct qat_llama {
   qat_tensor logits, dlogits;    /* [N, V] F32 after forward; dlogits consumed by backward */
   int B, T;                      /* activation capacity (qat_llama_plan) */
   int train_embeddings;          /* 0: embeddings, lm_head and norms get no gradient (default) */
+  int recompute;                 /* 1: training plans keep one layer's activations and the
+                                  * backward recomputes each layer (set before qat_llama_plan) */
   qat_param *params;             /* trainable tensors (rebuilt by qat_llama_set_quant) */
   int nparams;
   struct qat_llama_priv *priv;   /* arenas and activations */
@@ -159,12 +180,49 @@ qat_status qat_llama_block_backward(qat_llama *m, int l, const qat_tensor *dx_ou
 /* fake-quant (or codes) backward of layer l's Linears, like qat_llama_finish_backward. */
 qat_status qat_llama_block_finish_backward(qat_llama *m, int l);
 /* Layer l's trainable tensors (a subset of m->params, same naming): *out points into m->params
- * order-preserving copies (malloc'd array, caller frees). */
+ * order-preserving copies (malloc'd array, caller frees). With one-layer gradients (llama.h
+ * "Memory savers") this binds them to layer l (zeroed when they held another layer's). */
 qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n);
 /* Layer l (or every layer when l < 0): codes = fq_codes(w, s, z), w <- w_hat (the weights
  * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
  * forward is (codes - z) * s and only s receives gradients (E2E-QP). */
 qat_status qat_llama_freeze_codes(qat_llama *m, int l);
+
+/* ---- memory ----
+ * Bytes of each arena (what qat_arena_init asked for). */
+typedef struct qat_llama_mem {
+  size_t params; /* F32 masters + inv_freq */
+  size_t grads;  /* dw, db, norm / embedding gradients */
+  size_t qstate; /* s, z */
+  size_t qgrads; /* ds, dz, dw_hat (+ the frozen-code scratch) */
+  size_t wcomp;  /* w_hat in the compute dtype */
+  size_t acts;   /* whole-model activations and scratch (qat_llama_plan) */
+  size_t bacts;  /* block activations and scratch (qat_llama_plan_block) */
+  size_t codes;  /* U8 frozen codes */
+  size_t total;  /* sum of the above */
+} qat_llama_mem;
+
+/* A job's layout, for estimating without a model. */
+typedef struct qat_llama_mem_job {
+  qat_dtype act_dtype;     /* F32 or BF16 */
+  const qat_qspec *qspec;  /* fake-quant spec; NULL: off */
+  int train_embeddings;
+  int B, T;                /* whole-model plan capacity; 0: no plan */
+  int training, recompute; /* of the whole-model plan */
+  int block_B, block_T;    /* block plan capacity; 0: no block plan */
+  int block_training;
+  int frozen_codes;        /* codes arena allocated (after the first freeze); with a training
+                            * whole-model plan every layer is frozen (E2E-QP) */
+} qat_llama_mem_job;
+
+/* The arenas a model holds now. */
+qat_status qat_llama_memory(const qat_llama *m, qat_llama_mem *out);
+/* The same numbers for a config and job, computed without allocating any arena (equal to what
+ * qat_llama_memory reports once the job is set up). QAT_EINVAL on a bad config or job. */
+qat_status qat_llama_memory_estimate(const qat_llama_config *cfg, const qat_llama_mem_job *job,
+                                     qat_llama_mem *out);
+/* "params 25.10 GiB, grads ..., total 61.2 GiB" into buf. */
+const char *qat_llama_memory_str(const qat_llama_mem *mm, char *buf, size_t n);
 
 /* Writes a HF folder (config.json + model.safetensors in the config's dtype, other files of
  * src_dir copied through) with w_hat (dequantized) Linear weights when quantized; atomic. */

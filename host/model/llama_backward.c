@@ -1,10 +1,13 @@
 /* LLaMA backward from m->dlogits through the last forward, in reverse op order, using the
- * activations the forward kept (nothing is recomputed). Gradients accumulate (+=), so several
- * micro-batches sum into one step:
+ * activations the forward kept; with recompute (llama.h) each layer's forward is re-run into the
+ * one shared activation set first. Gradients accumulate (+=), so several micro-batches sum into
+ * one step:
  * - a quantized Linear accumulates dL/dw_hat into dw_hat; qat_llama_finish_backward turns the
  *   sum into dw, ds, dz with one fake-quant backward per step (linear in dL/dw_hat, so exact);
  *   a Linear frozen to integer codes (use_codes) turns it into ds only (dq_backward: dz and dw
- *   are left untouched, so they stay as zero_grad left them);
+ *   are left untouched, so they stay as zero_grad left them); a layer laid out in code mode
+ *   (qat_llama_code_layer) has no dw_hat: each micro-batch's dL/dw_hat goes through one shared
+ *   scratch into ds += dq_backward(...) at once (exact: dq_backward is linear in dL/dw_hat);
  * - an unquantized Linear accumulates straight into dw (nothing when frozen);
  * - embeddings, lm_head, norms and biases only when m->train_embeddings (the activation
  *   gradient flows through them either way); tied embeddings sum both paths into d_embed.
@@ -17,10 +20,20 @@
 /* From dy[N, out] (input x[N, in] of the forward): dx (= beta_dx * dx) + dy @ w_hat,
  * dW += dy^T @ x, db += colsum(dy). dx NULL: no input gradient. */
 static qat_status linear_bwd(qat_llama *m, qat_linear *li, const qat_tensor *x,
-                             const qat_tensor *dy, qat_tensor *dx, float beta_dx) {
+                             const qat_tensor *dy, qat_tensor *dx, float beta_dx, int codes) {
   qat_backend *be = m->be;
+  struct qat_llama_priv *P = m->priv;
   int64_t N = x->shape[0];
   if (dx) QAT_TRY(QAT_OP(be, gemm, 0, 0, N, li->in, li->out, 1.0f, dy, &li->w_hat, beta_dx, dx));
+  if (codes) { /* code mode: G [out, in] in the scratch, ds [out, G] += dq_backward(G) */
+    qat_tensor g = V2(P->code_g, li->out, li->in);
+    qat_tensor dst = V2(P->code_ds, li->ds.shape[0], li->ds.shape[1]);
+    QAT_TRY(QAT_OP(be, gemm, 1, 0, li->out, li->in, N, 1.0f, dy, x, 0.0f, &g));
+    QAT_TRY(QAT_OP(be, dq_backward, &m->qspec, &li->codes, m->qspec.sym ? NULL : &li->z, &g, &dst));
+    QAT_TRY(QAT_OP(be, axpy, 1.0f, &dst, &li->ds));
+    if (li->b.data && m->train_embeddings) QAT_TRY(QAT_OP(be, bias_bwd, dy, &li->db));
+    return QAT_OK;
+  }
   qat_tensor *dw = m->quantized ? &li->dw_hat : li->frozen ? NULL : &li->dw;
   if (dw) QAT_TRY(QAT_OP(be, gemm, 1, 0, li->out, li->in, N, 1.0f, dy, x, 1.0f, dw));
   if (li->b.data && m->train_embeddings) QAT_TRY(QAT_OP(be, bias_bwd, dy, &li->db));
@@ -44,6 +57,7 @@ static qat_status layer_bwd(qat_llama *m, qat_llama_layer *ly, const llama_act *
                             llama_scratch *S, int B, int T) {
   const qat_llama_config *c = &m->cfg;
   qat_backend *be = m->be;
+  const int cm = qat_llama_code_layer(m, (int)(ly - m->layers));
   int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden;
   int64_t Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
   int temb = m->train_embeddings;
@@ -64,22 +78,22 @@ static qat_status layer_bwd(qat_llama *m, qat_llama_layer *ly, const llama_act *
 
   /* MLP block: x_out = x_mid + down(silu(gate(h2)) * up(h2)), dx = dL/dx_out */
   QAT_TRY(dx_act(m, S, &dx, &dxa));
-  QAT_TRY(linear_bwd(m, &ly->down, &act, &dxa, &dact, 0.0f));
+  QAT_TRY(linear_bwd(m, &ly->down, &act, &dxa, &dact, 0.0f, cm));
   QAT_TRY(QAT_OP(be, swiglu_bwd, &dact, &gate, &up, &dgate, &dup));
-  QAT_TRY(linear_bwd(m, &ly->gate, &h2, &dgate, &dh, 0.0f));
-  QAT_TRY(linear_bwd(m, &ly->up, &h2, &dup, &dh, 1.0f));
+  QAT_TRY(linear_bwd(m, &ly->gate, &h2, &dgate, &dh, 0.0f, cm));
+  QAT_TRY(linear_bwd(m, &ly->up, &h2, &dup, &dh, 1.0f, cm));
   QAT_TRY(QAT_OP(be, rmsnorm_bwd, &dh, &x_mid, &ly->ffn_norm, &rstd2, &dx,
                  temb ? &ly->d_ffn_norm : &S->dnorm_scratch));
 
   /* attention block: x_mid = x_in + o(attention(rope(q(h1)), rope(k(h1)), v(h1))) */
   QAT_TRY(dx_act(m, S, &dx, &dxa));
-  QAT_TRY(linear_bwd(m, &ly->o, &att, &dxa, &datt, 0.0f));
+  QAT_TRY(linear_bwd(m, &ly->o, &att, &dxa, &datt, 0.0f, cm));
   QAT_TRY(QAT_OP(be, attention_bwd, &datt4, &q4, &k4, &v4, &att4, &lse, scale, &dq4, &dk4, &dv4));
   QAT_TRY(QAT_OP(be, rope, &dq4, &m->inv_freq, 0, 1)); /* rotation^T = rotation by -angle */
   QAT_TRY(QAT_OP(be, rope, &dk4, &m->inv_freq, 0, 1));
-  QAT_TRY(linear_bwd(m, &ly->q, &h1, &dq, &dh, 0.0f));
-  QAT_TRY(linear_bwd(m, &ly->k, &h1, &dk, &dh, 1.0f));
-  QAT_TRY(linear_bwd(m, &ly->v, &h1, &dv, &dh, 1.0f));
+  QAT_TRY(linear_bwd(m, &ly->q, &h1, &dq, &dh, 0.0f, cm));
+  QAT_TRY(linear_bwd(m, &ly->k, &h1, &dk, &dh, 1.0f, cm));
+  QAT_TRY(linear_bwd(m, &ly->v, &h1, &dv, &dh, 1.0f, cm));
   return QAT_OP(be, rmsnorm_bwd, &dh, &x_in, &ly->attn_norm, &rstd1, &dx,
                 temb ? &ly->d_attn_norm : &S->dnorm_scratch);
 }
@@ -114,8 +128,13 @@ qat_status qat_llama_backward(qat_llama *m) {
   QAT_TRY(QAT_OP(be, rmsnorm_bwd, &dh_fin, &x_fin, &m->final_norm, &rstd, &dx,
                  temb ? &m->d_final_norm : &P->scr.dnorm_scratch));
 
-  for (int l = c->n_layers - 1; l >= 0; l--)
+  for (int l = c->n_layers - 1; l >= 0; l--) {
+    /* recompute: the shared set still holds the last layer's forward; refill it for the others
+     * (x_out into dh, which layer_bwd overwrites before reading) */
+    if (P->recompute && l < c->n_layers - 1)
+      QAT_TRY(qat_llama_layer_fwd(m, &m->layers[l], &P->act[l], &P->scr, &P->scr.dh, B, T));
     QAT_TRY(layer_bwd(m, &m->layers[l], &P->act[l], &P->scr, B, T));
+  }
 
   if (temb) {
     qat_tensor tok = V1(P->tokens, N);
@@ -134,6 +153,9 @@ qat_status qat_llama_block_backward(qat_llama *m, int l, const qat_tensor *dx_ou
     return QAT_FAIL(QAT_EINVAL, "%s: layer %d, but the last block forward was layer %d", what, l,
                     P->bfwd_layer);
   QAT_TRY(check_grads(m, what));
+  if (P->grads_one && P->grads_bound != l)
+    return QAT_FAIL(QAT_EINVAL, "%s: the one-layer gradients are bound to layer %d since the "
+                                "forward of layer %d", what, P->grads_bound, l);
   int B = P->bfwd_B, T = P->bfwd_T;
   int64_t N = (int64_t)B * T;
   size_t bytes = (size_t)N * m->cfg.dim * sizeof(float);
@@ -153,6 +175,7 @@ static qat_status finish_layer(qat_llama *m, int l) {
   qat_linear *lins[7];
   qat_llama_linears(&m->layers[l], lins);
   int sym = m->qspec.sym;
+  if (qat_llama_code_layer(m, l)) return QAT_OK; /* ds accumulated in the backward */
   for (int i = 0; i < 7; i++) {
     qat_linear *li = lins[i];
     if (li->use_codes)
@@ -176,6 +199,9 @@ static qat_status check_finish(qat_llama *m, const char *what) {
 qat_status qat_llama_finish_backward(qat_llama *m) {
   if (!m->quantized) return QAT_OK;
   QAT_TRY(check_finish(m, "model finish_backward"));
+  struct qat_llama_priv *P = m->priv;
+  if (P->grads_one) /* block passes only: the one layer that has gradients */
+    return P->grads_bound >= 0 ? finish_layer(m, P->grads_bound) : QAT_OK;
   for (int l = 0; l < m->cfg.n_layers; l++) QAT_TRY(finish_layer(m, l));
   return QAT_OK;
 }
@@ -186,5 +212,9 @@ qat_status qat_llama_block_finish_backward(qat_llama *m, int l) {
                     m->cfg.n_layers);
   if (!m->quantized) return QAT_OK;
   QAT_TRY(check_finish(m, "model block_finish_backward"));
+  struct qat_llama_priv *P = m->priv;
+  if (P->grads_one && P->grads_bound != l)
+    return QAT_FAIL(QAT_EINVAL, "model block_finish_backward: layer %d, but the one-layer "
+                                "gradients are bound to layer %d", l, P->grads_bound);
   return finish_layer(m, l);
 }

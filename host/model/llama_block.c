@@ -6,7 +6,10 @@
  * (bacts), so a Block-AP job holds one block's activations whatever the model depth, and
  * planning it leaves the whole-model plan (acts, m->B, m->T, logits) alone. Planning it with
  * training also keeps the gradient arenas laid out (built once if nothing built them yet;
- * never rebuilt when they already match).
+ * never rebuilt when they already match). Built here (no whole-model training plan), they hold
+ * one layer's gradients, carved as layer 0's and bound to a layer by qat_llama_bind_grads
+ * (from qat_llama_block_params and the block forward): all layers have equal shapes, and
+ * Block-AP trains one block at a time, so a 7B job holds 1/32 of the gradients.
  *
  * Frozen codes: one U8 arena for every decoder Linear, carved at the first freeze. After
  * qat_llama_freeze_codes a Linear computes w_hat = dq_forward(codes, s, z); its backward turns
@@ -18,6 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int qat_llama_block_specs(qat_llama *m, int64_t N, int training, llama_buf_spec *list) {
+  struct qat_llama_priv *P = m->priv;
+  int k = qat_llama_act_specs(m, &P->bact, N, list, 0);
+  return qat_llama_scratch_specs(m, &P->bscr, N, training, list, k);
+}
 
 qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training) {
   struct qat_llama_priv *P = m->priv;
@@ -33,8 +42,7 @@ qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training) {
 
   int64_t N = (int64_t)B * T;
   llama_buf_spec list[32];
-  int k = qat_llama_act_specs(m, &P->bact, N, list, 0);
-  k = qat_llama_scratch_specs(m, &P->bscr, N, P->btraining, list, k);
+  int k = qat_llama_block_specs(m, N, P->btraining, list);
   size_t need = 0;
   qat_status st;
   QAT_CHECK(st, qat_llama_carve(&P->bacts, list, k, 0, &need), fail);
@@ -58,6 +66,7 @@ qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n) 
     return QAT_FAIL(QAT_EINVAL, "model block_params: layer %d is outside [0, %d)", l,
                     m->cfg.n_layers);
   QAT_TRY(qat_llama_sync_layout(m));
+  QAT_TRY(qat_llama_bind_grads(m, l, "model block_params"));
   char prefix[32];
   int plen = snprintf(prefix, sizeof prefix, "model.layers.%d.", l); /* the dot: 1 is not 10 */
   qat_param *ps = malloc(sizeof *ps * (size_t)(m->nparams > 0 ? m->nparams : 1));
@@ -70,30 +79,33 @@ qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n) 
   return QAT_OK;
 }
 
+size_t qat_llama_codes_need(const qat_llama *m) {
+  size_t need = 0;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) need += qat_arena_need(QAT_U8, lins[i]->out * lins[i]->in);
+  }
+  return need;
+}
+
 /* The codes arena: every Linear's [out, in] U8, carved once. */
 static qat_status ensure_codes(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
   if (P->codes.base) return QAT_OK;
-  size_t need = 0;
-  for (int pass = 0; pass < 2; pass++) {
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-      qat_linear *lins[7];
-      qat_llama_linears(&m->layers[l], lins);
-      for (int i = 0; i < 7; i++) {
-        qat_linear *li = lins[i];
-        if (pass == 0) {
-          need += qat_arena_need(QAT_U8, li->out * li->in);
-          continue;
-        }
-        qat_status st = qat_arena_tensor(&P->codes, &li->codes, QAT_U8, 2,
-                                         (int64_t[]){li->out, li->in}, li->w.name);
-        if (st != QAT_OK) {
-          qat_arena_free(&P->codes);
-          return st;
-        }
+  QAT_TRY(qat_arena_init(&P->codes, m->be, "frozen codes", qat_llama_codes_need(m)));
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      qat_linear *li = lins[i];
+      qat_status st = qat_arena_tensor(&P->codes, &li->codes, QAT_U8, 2,
+                                       (int64_t[]){li->out, li->in}, li->w.name);
+      if (st != QAT_OK) {
+        qat_arena_free(&P->codes);
+        return st;
       }
     }
-    if (pass == 0) QAT_TRY(qat_arena_init(&P->codes, m->be, "frozen codes", need));
   }
   return QAT_OK;
 }

@@ -7,7 +7,9 @@
  * (fake-quant when quantized, (codes - z) * s for Linears frozen to integer codes, a cast when
  * the compute dtype is not F32, else w itself).
  * When planned for training each layer keeps its activations (llama_priv.h) for the backward;
- * otherwise one set is reused by every layer. Nothing is recomputed in the backward.
+ * otherwise one set is reused by every layer. With m->recompute the training plan keeps only
+ * each layer's input and one shared set, which the backward refills per layer with the same
+ * qat_llama_layer_fwd (llama_backward.c).
  * The block forward (EfficientQAT Block-AP) runs the same layer_fwd on a caller's residual
  * stream with its own one-layer activation set (qat_llama_plan_block, llama_block.c). */
 #include "model/llama_priv.h"
@@ -57,8 +59,8 @@ qat_status qat_llama_refresh_layer(qat_llama *m, int l) {
  *   x_out = x_mid + down(silu(gate(h2)) * up(h2)),                  h2 = ffn_norm(x_mid)
  * x_in is A->x_in [N, C] F32 (filled by the caller); x_out [N, C] F32 may be A->x_in itself (it
  * is last read when x_mid is formed). A keeps everything the backward needs. */
-static qat_status layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
-                            const llama_scratch *S, qat_tensor *x_out_buf, int B, int T) {
+qat_status qat_llama_layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
+                               const llama_scratch *S, qat_tensor *x_out_buf, int B, int T) {
   const qat_llama_config *c = &m->cfg;
   qat_backend *be = m->be;
   int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden;
@@ -106,6 +108,9 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
   if (m->act_dtype != P->plan_dtype)
     return QAT_FAIL(QAT_EINVAL, "model forward: act_dtype changed to %s after qat_llama_plan (%s)",
                     qat_dtype_name(m->act_dtype), qat_dtype_name(P->plan_dtype));
+  if (P->training && (m->recompute != 0) != P->recompute)
+    return QAT_FAIL(QAT_EINVAL, "model forward: recompute changed to %d after qat_llama_plan (%d)",
+                    m->recompute, P->recompute);
   int64_t N = (int64_t)B * T, C = c->dim, V = c->vocab;
   for (int64_t i = 0; i < N; i++)
     if (tokens[i] < 0 || tokens[i] >= c->vocab)
@@ -125,7 +130,7 @@ qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) 
     llama_act *A = &P->act[P->nact > 1 ? l : 0];
     /* without training one set serves every layer: its x_in receives the layer's output */
     qat_tensor *next = l + 1 < c->n_layers ? &P->act[P->nact > 1 ? l + 1 : 0].x_in : &P->x_fin;
-    QAT_TRY(layer_fwd(m, &m->layers[l], A, &P->scr, next, B, T));
+    QAT_TRY(qat_llama_layer_fwd(m, &m->layers[l], A, &P->scr, next, B, T));
   }
 
   qat_tensor x_fin = V2(P->x_fin, N, C), rstd = V1(P->rstd_fin, N), h_fin = V2(P->h_fin, N, C);
@@ -176,11 +181,12 @@ qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, 
   QAT_TRY(qat_llama_check_stream(m, what, "x_out", x_out, N));
   P->bfwd_layer = -1;
   QAT_TRY(qat_llama_sync_wcomp(m));
+  if (P->btraining) QAT_TRY(qat_llama_bind_grads(m, l, what)); /* one-layer gradients */
   QAT_TRY(qat_llama_refresh_layer(m, l));
   /* the layer reads its input from the activation set (the backward needs it there too); the
    * copy also lets x_out alias x_in */
   QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, (size_t)N * m->cfg.dim * sizeof(float)));
-  QAT_TRY(layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T));
+  QAT_TRY(qat_llama_layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T));
   P->bfwd_layer = l;
   P->bfwd_B = B;
   P->bfwd_T = T;

@@ -70,6 +70,15 @@ struct qat_llama_priv {
 
   /* layout the arenas were built for (rebuilt when these change) */
   int grads_train_emb, grads_quant, grads_built;
+  /* gradient layout modes (llama.h "Memory savers"):
+   * grads_one: one layer's gradients, carved as layer 0's and bound to layer grads_bound; gtpl
+   * keeps the carved tensors (LG_FIELDS per layer, qat_llama_layer_grads order).
+   * grads_codes[l]: layer l was laid out in code mode (no dw, dz, dw_hat; ds accumulated in the
+   * backward through code_g [max out*in] and code_ds [max out*G] F32 scratch in qgrads). */
+  int grads_one, grads_bound;
+  qat_tensor *gtpl;
+  unsigned char *grads_codes; /* [L] */
+  qat_tensor code_g, code_ds;
   qat_dtype wcomp_dtype;
   int wcomp_built;
   int params_built, params_quant, params_train_emb; /* m->params reallocated only on change */
@@ -78,6 +87,8 @@ struct qat_llama_priv {
 
   int training;         /* planned with training != 0 */
   qat_dtype plan_dtype; /* act_dtype the activations were planned for */
+  int recompute;        /* planned with m->recompute (training only): act[l].x_in are each
+                         * layer's own, every other field of act[l] is the one shared set */
   int nact;             /* L when training, else 1 (one set reused by every layer) */
   llama_act *act;
   qat_tensor x_fin, rstd_fin, h_fin; /* [N, C] F32, [N], [N, C] F32 */
@@ -99,12 +110,29 @@ struct qat_llama_priv {
   int bfwd_B, bfwd_T, bfwd_training;
 };
 
+/* The gradient fields of one layer (LG_FIELDS: its 2 norms, then per Linear dw, db, ds, dz,
+ * dw_hat) and the tensors each is the gradient of (for names). */
+#define LG_FIELDS (2 + 7 * 5)
+void qat_llama_layer_grads(qat_llama_layer *ly, qat_tensor *g[LG_FIELDS],
+                           const qat_tensor *of[LG_FIELDS]);
+/* Binds the one-layer gradient buffers to layer l (no-op unless laid out that way). */
+qat_status qat_llama_bind_grads(qat_llama *m, int l, const char *what);
+/* Layer l's backward turns dL/dw_hat into ds at once (laid out in code mode). */
+int qat_llama_code_layer(const qat_llama *m, int l);
+
+/* One decoder layer forward (llama_forward.c), shared by the whole model, the block pass and the
+ * recomputation in the backward. */
+qat_status qat_llama_layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
+                               const llama_scratch *S, qat_tensor *x_out_buf, int B, int T);
+
 /* Seeded normal(0, 1) stream (splitmix64 + Box-Muller), reproducible across platforms. */
 typedef struct { uint64_t s; } llama_rng;
 float qat_llama_rng_normal(llama_rng *r);
 
 /* Validates dims and derived fields of a config (message names config.json and the key). */
 qat_status qat_llama_config_check(const qat_llama_config *c);
+/* The model struct with its layers and Linears' shapes, no arena (for sizing). */
+qat_status qat_llama_shell(const qat_llama_config *c, qat_llama **out);
 /* Allocates the model struct, the params arena and carves the masters (zeroed). */
 qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out);
 /* After masters are filled: uploads inv_freq, builds compute weights and the params list. */
@@ -130,6 +158,11 @@ int qat_llama_scratch_specs(const qat_llama *m, llama_scratch *S, int64_t N, int
                             llama_buf_spec *list, int k);
 /* Sizes (pass 0) or carves (pass 1) the listed buffers. */
 qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int pass, size_t *need);
+
+/* The block activation set + scratch for N tokens (plan_block and the estimate). */
+int qat_llama_block_specs(qat_llama *m, int64_t N, int training, llama_buf_spec *list);
+/* Bytes of the frozen-codes arena. */
+size_t qat_llama_codes_need(const qat_llama *m);
 
 /* Refreshes w_hat of layer l from the masters (fake-quant, codes, or a cast). */
 qat_status qat_llama_refresh_layer(qat_llama *m, int l);
