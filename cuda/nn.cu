@@ -3,6 +3,8 @@
 // with its kernels, launchers and registration hook; this file fills the op table from them.
 #include "cuda/nn_common.cuh"
 
+void qat_cuda_register_kd(qat_backend *be); // kd.cu: kd_xent
+
 void qat_cuda_register_nn(qat_backend *be) {
   qat_cuda_register_gemm(be);
   qat_cuda_register_elementwise(be);
@@ -12,5 +14,6 @@ void qat_cuda_register_nn(qat_backend *be) {
   qat_cuda_register_attention(be);
   qat_cuda_register_swiglu(be);
   qat_cuda_register_xent(be);
+  qat_cuda_register_kd(be);
   qat_cuda_register_adamw(be);
 }

@@ -80,6 +80,10 @@ struct qat_backend {
    * the host tier of the Block-AP activation cache. */
   qat_status (*host_alloc)(const qat_backend *be, void **p, size_t bytes);
   void (*host_free)(const qat_backend *be, void *p);
+  /* Memory the backend's device can still allocate and its size, in bytes (CPU: MemAvailable
+   * of /proc/meminfo, else sysinfo; CUDA: cudaMemGetInfo): jobs check their estimate against
+   * it at start. */
+  qat_status (*mem_info)(const qat_backend *be, size_t *free_bytes, size_t *total_bytes);
   /* dst = src converted between float dtypes (F32, BF16, F16), same numel. */
   qat_status (*convert)(const qat_backend *be, qat_tensor *dst, const qat_tensor *src);
 
@@ -168,6 +172,18 @@ struct qat_backend {
    * dscale * (softmax - onehot) (zero rows for ignored targets); dlogits may alias logits. */
   qat_status (*xent)(const qat_backend *be, const qat_tensor *logits, const qat_tensor *targets,
                      qat_tensor *losses, qat_tensor *dlogits, float dscale);
+  /* Knowledge distillation (train/distill.h is the host double reference) over student and
+   * teacher logits [N, V] (same dtype) with targets I32 [N] (-1: ignored), T = temperature > 0,
+   * alpha in [0, 1]. Per row with a target:
+   *   losses[n] F32 = (1 - alpha) * CE(student, target)
+   *                   + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+   *   dlogits = dscale * [(1 - alpha) * (softmax(student) - onehot)
+   *                       + alpha * T * (softmax(student / T) - softmax(teacher / T))]
+   * ignored rows: loss 0, zero dlogits. losses may be NULL; dlogits NULL: loss only; dlogits may
+   * alias student (CUDA: dlogits F32 or BF16, the student's dtype when aliased). */
+  qat_status (*kd_xent)(const qat_backend *be, const qat_tensor *student,
+                        const qat_tensor *teacher, const qat_tensor *targets, float temperature,
+                        float alpha, float dscale, qat_tensor *losses, qat_tensor *dlogits);
 
   /* ---- optimizer ---- */
   /* AdamW on F32 param/grad/m/v (same numel), step t >= 1 (bias correction), decoupled decay. */

@@ -1,4 +1,7 @@
-/* Distillation loss (KL on temperature-softened logits mixed with cross-entropy). */
+/* Distillation loss (KL on temperature-softened logits mixed with cross-entropy) on host rows, in
+ * double precision. The trainer's device path is the backend op kd_xent (backend.h; CPU in
+ * backend/cpu/kd.c, CUDA in cuda/kd.cu); this function stays as the reference its tests compare
+ * with (tests/test_kd.c). */
 #include "train/distill.h"
 
 #include <math.h>
@@ -20,6 +23,10 @@ qat_status qat_distill_loss(const float *student, const float *teacher, const in
                             float *dlogits, double *loss, double *ce, int64_t *count) {
   if (!(temperature > 0)) return QAT_FAIL(QAT_EINVAL, "distill.temperature must be > 0");
   if (alpha < 0 || alpha > 1) return QAT_FAIL(QAT_EINVAL, "distill.alpha must be in [0, 1]");
+  for (int64_t i = 0; i < N; i++) /* all checked before anything is written */
+    if (targets[i] < -1 || targets[i] >= V)
+      return QAT_FAIL(QAT_EINVAL, "distill: target %d at row %lld is outside [0, %lld) and not -1",
+                      targets[i], (long long)i, (long long)V);
   double *ls1 = malloc((size_t)V * sizeof *ls1), *lsT = malloc((size_t)V * sizeof *lsT);
   double *ltT = malloc((size_t)V * sizeof *ltT);
   if (!ls1 || !lsT || !ltT) {
@@ -30,18 +37,14 @@ qat_status qat_distill_loss(const float *student, const float *teacher, const in
   }
   double T = temperature, total = 0, ce_sum = 0;
   int64_t cnt = 0;
-  qat_status st = QAT_OK;
   for (int64_t i = 0; i < N; i++) {
     const float *s = student + i * V, *t = teacher + i * V;
-    float *d = dlogits + i * V;
+    float *d = dlogits ? dlogits + i * V : NULL;
     int32_t y = targets[i];
     if (y < 0) {
-      for (int64_t j = 0; j < V; j++) d[j] = 0;
+      if (d)
+        for (int64_t j = 0; j < V; j++) d[j] = 0;
       continue;
-    }
-    if (y >= V) {
-      st = QAT_FAIL(QAT_EINVAL, "distill: target %d outside the vocabulary (%lld)", y, (long long)V);
-      break;
     }
     log_softmax(s, V, 1.0, ls1);
     log_softmax(s, V, T, lsT);
@@ -49,12 +52,13 @@ qat_status qat_distill_loss(const float *student, const float *teacher, const in
     double kl = 0;
     for (int64_t j = 0; j < V; j++) {
       double pt = exp(ltT[j]);
-      kl += pt * (ltT[j] - lsT[j]);
+      if (pt > 0) kl += pt * (ltT[j] - lsT[j]); /* 0 log 0 = 0: masked (-inf) teacher logits */
     }
     double c = -ls1[y];
     total += (1 - alpha) * c + alpha * T * T * kl;
     ce_sum += c;
     cnt++;
+    if (!d) continue;
     for (int64_t j = 0; j < V; j++) {
       double g = (1 - alpha) * (exp(ls1[j]) - (j == y)) + alpha * T * (exp(lsT[j]) - exp(ltT[j]));
       d[j] = (float)(scale * g);
@@ -63,7 +67,6 @@ qat_status qat_distill_loss(const float *student, const float *teacher, const in
   free(ls1);
   free(lsT);
   free(ltT);
-  if (st != QAT_OK) return st;
   *loss = total * scale;
   if (ce) *ce = ce_sum;
   if (count) *count = cnt;

@@ -70,6 +70,8 @@ qat_status qat_cpu_check_cols(const char *op, const char *what, const qat_tensor
                   qat_shape_str(t, s, sizeof s), (long long)cols);
 }
 
+void qat_cpu_register_kd(qat_backend *be); /* kd.c: kd_xent */
+
 void qat_cpu_register_nn(qat_backend *be) {
   be->gemm = qat_cpu_gemm;
   be->axpy = qat_cpu_axpy;
@@ -87,5 +89,6 @@ void qat_cpu_register_nn(qat_backend *be) {
   be->swiglu_fwd = qat_cpu_swiglu_fwd;
   be->swiglu_bwd = qat_cpu_swiglu_bwd;
   be->xent = qat_cpu_xent;
+  qat_cpu_register_kd(be);
   be->adamw = qat_cpu_adamw;
 }
