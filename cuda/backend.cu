@@ -51,6 +51,10 @@ static qat_status cu_host_alloc(const qat_backend *be, void **p, size_t bytes) {
   return QAT_OK;
 }
 static void cu_host_free(const qat_backend *be, void *p) { cudaFreeHost(p); }
+static qat_status cu_mem_info(const qat_backend *be, size_t *free_bytes, size_t *total_bytes) {
+  QAT_CUDA_TRY(cudaMemGetInfo(free_bytes, total_bytes));
+  return QAT_OK;
+}
 static qat_status cu_sync(const qat_backend *be) {
   QAT_CUDA_TRY(cudaStreamSynchronize(qat_cuda(be)->stream));
   return QAT_OK;
@@ -110,6 +114,7 @@ extern "C" qat_status qat_cuda_create(qat_backend *be) {
   be->convert = cu_convert;
   be->host_alloc = cu_host_alloc;
   be->host_free = cu_host_free;
+  be->mem_info = cu_mem_info;
   qat_cuda_register_quant(be);
   qat_cuda_register_nn(be);
   qat_cuda_register_codes(be);

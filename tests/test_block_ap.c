@@ -87,7 +87,32 @@ typedef struct rec {
   qat_block_ap_stats st[NLAY];
   int n;
   int stop_after; /* return QAT_EINTERRUPT after this block (-1: never) */
+  qat_llama *from, *to; /* restore: finished blocks copied from -> to */
+  int restored;
 } rec;
+
+/* opts.restore: blocks < first copied from r->from (w, s, z, then frozen, then its codes), like
+ * qat_eqat_ckpt_load_layers does from a checkpoint. CPU tensors: data is host memory. */
+static qat_status restore_from(void *ctx, int first) {
+  rec *r = ctx;
+  for (int l = 0; l < first; l++) {
+    qat_linear *a[7], *b[7];
+    lins_of(r->from, l, a);
+    lins_of(r->to, l, b);
+    for (int i = 0; i < 7; i++) {
+      /* the fp stream has passed block l: its masters are still the original ones */
+      ck_assert(memcmp(b[i]->w.data, a[i]->w.data, qat_nbytes(&a[i]->w)) != 0);
+      memcpy(b[i]->w.data, a[i]->w.data, qat_nbytes(&a[i]->w));
+      memcpy(b[i]->s.data, a[i]->s.data, qat_nbytes(&a[i]->s));
+      memcpy(b[i]->z.data, a[i]->z.data, qat_nbytes(&a[i]->z));
+    }
+    QAT_TRY(qat_llama_freeze_codes(r->to, l));
+    for (int i = 0; i < 7; i++)
+      memcpy(b[i]->codes.data, a[i]->codes.data, qat_nbytes(&a[i]->codes));
+  }
+  r->restored++;
+  return QAT_OK;
+}
 
 static qat_status on_block(void *ctx, const qat_block_ap_stats *s) {
   rec *r = ctx;
@@ -105,6 +130,8 @@ static qat_block_ap_opts opts(rec *r) {
                          .on_block = on_block, .ctx = r};
   r->n = 0;
   r->stop_after = -1;
+  r->from = r->to = NULL;
+  r->restored = 0;
   return o;
 }
 
@@ -127,7 +154,7 @@ START_TEST(test_block_ap_beats_rtn) {
   qat_llama *m = make_model(1), *fp = make_model(0), *rtn = make_model(1);
   rec r;
   qat_block_ap_opts o = opts(&r);
-  TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
+  TU_REQUIRE_OK(qat_block_ap_run(m, g_calib, NS, g_val, NV, &o));
   ck_assert_int_eq(r.n, NLAY);
   for (int l = 0; l < NLAY; l++) {
     const qat_block_ap_stats *s = &r.st[l];
@@ -163,6 +190,43 @@ START_TEST(test_block_ap_beats_rtn) {
   free(x);
   free(yf);
   free(yq);
+  qat_llama_free(m);
+  qat_llama_free(fp);
+  qat_llama_free(rtn);
+}
+END_TEST
+
+/* Teacherless targets: qat_llama_block_forward_fp of the quantized model is bit-identical to
+ * the block forward of its unquantized twin (the same ops on the same masters), and leaves the
+ * quantized forward as it was (bit-identical to an RTN twin's); its pass cannot be
+ * back-propagated. */
+START_TEST(test_forward_fp_matches_twin) {
+  make_data();
+  qat_llama *m = make_model(1), *fp = make_model(0), *rtn = make_model(1);
+  int C = m->cfg.dim;
+  size_t n = (size_t)NV * TT * C;
+  float *x = malloc(n * 4), *y[4];
+  for (int k = 0; k < 4; k++) y[k] = malloc(n * 4);
+  for (int i = 0; i < NV * TT; i++)
+    memcpy(x + (size_t)i * C, (float *)fp->embed.data + (size_t)g_val[i] * C, (size_t)C * 4);
+  qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, NV * TT, C), ty[4];
+  for (int k = 0; k < 4; k++) ty[k] = qat_view2(y[k], QAT_F32, QAT_DEV_CPU, NV * TT, C);
+  TU_REQUIRE_OK(qat_llama_plan_block(m, NV, TT, 1));
+  TU_REQUIRE_OK(qat_llama_plan_block(fp, NV, TT, 0));
+  TU_REQUIRE_OK(qat_llama_plan_block(rtn, NV, TT, 0));
+  for (int l = 0; l < NLAY; l++) {
+    TU_REQUIRE_OK(qat_llama_block_forward_fp(m, l, &tx, &ty[0], NV, TT));
+    TU_REQUIRE_OK(qat_llama_block_forward(fp, l, &tx, &ty[1], NV, TT));
+    ck_assert_msg(memcmp(y[0], y[1], n * 4) == 0, "block %d: fp pass differs from the twin", l);
+    ck_assert_int_ne(qat_llama_block_backward(m, l, &ty[0], NULL), QAT_OK);
+    TU_REQUIRE_OK(qat_llama_block_forward(m, l, &tx, &ty[2], NV, TT));
+    TU_REQUIRE_OK(qat_llama_block_forward(rtn, l, &tx, &ty[3], NV, TT));
+    ck_assert_msg(memcmp(y[2], y[3], n * 4) == 0, "block %d: quantized pass changed", l);
+    ck_assert(memcmp(y[0], y[2], n * 4) != 0); /* W2: the two passes must differ */
+    memcpy(x, y[1], n * 4);                    /* the next block's input */
+  }
+  free(x);
+  for (int k = 0; k < 4; k++) free(y[k]);
   qat_llama_free(m);
   qat_llama_free(fp);
   qat_llama_free(rtn);
@@ -209,22 +273,32 @@ START_TEST(test_cache_tiers_and_resume_identical) {
   unsigned char *ref = NULL;
   size_t ref_len = 0;
   for (int v = 0; v < 5; v++) {
-    qat_llama *m = make_model(1), *fp = make_model(0);
+    qat_llama *m = make_model(1);
     rec r;
     qat_block_ap_opts o = opts(&r);
     o.epochs = 2;
     if (v < 4) {
       o.budget = budgets[v];
-      TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
-    } else { /* stopped after block 0, then resumed at block 1 with a recomputed cache */
+      TU_REQUIRE_OK(qat_block_ap_run(m, g_calib, NS, g_val, NV, &o));
+    } else { /* stopped after block 0, then a fresh model resumed at block 1 with a recomputed
+              * cache, block 0 restored from the stopped one (a checkpoint's role) */
       r.stop_after = 0;
       o.budget = budgets[3];
-      ck_assert_int_eq(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o), QAT_EINTERRUPT);
+      qat_llama *stopped = make_model(1);
+      ck_assert_int_eq(qat_block_ap_run(stopped, g_calib, NS, g_val, NV, &o), QAT_EINTERRUPT);
       ck_assert_int_eq(r.n, 1);
-      r.stop_after = -1;
+      /* a frozen block's fp masters are gone: resuming on the same model is refused */
       o.first_block = 1;
-      TU_REQUIRE_OK(qat_block_ap_run(m, fp, g_calib, NS, g_val, NV, &o));
+      o.restore = restore_from;
+      ck_assert_int_eq(qat_block_ap_run(stopped, g_calib, NS, g_val, NV, &o), QAT_EINVAL);
+      r.stop_after = -1;
+      r.from = stopped;
+      r.to = m;
+      r.restored = 0;
+      TU_REQUIRE_OK(qat_block_ap_run(m, g_calib, NS, g_val, NV, &o));
       ck_assert_int_eq(r.n, 2);
+      ck_assert_int_eq(r.restored, 1);
+      qat_llama_free(stopped);
     }
     size_t len = 0;
     unsigned char *snap = snapshot(m, &len);
@@ -237,7 +311,6 @@ START_TEST(test_cache_tiers_and_resume_identical) {
       free(snap);
     }
     qat_llama_free(m);
-    qat_llama_free(fp);
   }
   free(ref);
   tu_rmrf(dir);
@@ -320,6 +393,7 @@ int main(void) {
   Suite *s = suite_create("block_ap");
   TCase *tc = tcase_create("eqat");
   tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_forward_fp_matches_twin);
   tcase_add_test(tc, test_block_ap_beats_rtn);
   tcase_add_test(tc, test_cache_tiers_and_resume_identical);
   tcase_add_test(tc, test_e2e_qp_only_scales);

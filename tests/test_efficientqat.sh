@@ -37,6 +37,8 @@ YAML
 # 1. uninterrupted run
 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/a" > "$T/a.out" 2> "$T/a.err" || { cat "$T/a.err"; exit 1; }
 grep -q "actcache: 3 sets" "$T/a.err" || { echo "no cache placement printed"; exit 1; }
+grep -q "memory: Block-AP [0-9.]* GB (model .*E2E-QP [0-9.]* GB (model .* free of" "$T/a.err" ||
+  { echo "no memory estimate printed"; exit 1; }
 python3 - "$T/a" <<'PY'
 import json, os, sys
 d = sys.argv[1]

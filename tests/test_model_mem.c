@@ -17,6 +17,7 @@
 #include "testutil.h"
 
 #include "model/llama.h"
+#include "model/llama_priv.h" /* qat_llama_sync_wcomp, qat_llama_linears */
 
 #include <math.h>
 #include <stdio.h>
@@ -453,6 +454,7 @@ static void check_estimate(qat_llama_config c, const qat_llama_mem_job *job, con
     TU_REQUIRE_OK(qat_llama_plan_block(m, job->block_B, job->block_T, job->block_training));
   if (job->B > 0) TU_REQUIRE_OK(qat_llama_plan(m, job->B, job->T, job->training));
   if (job->frozen_codes && !e2e) TU_REQUIRE_OK(qat_llama_freeze_codes(m, 0));
+  if (job->drop_masters) TU_REQUIRE_OK(qat_llama_drop_masters(m, NULL));
   qat_llama_mem got, want;
   TU_REQUIRE_OK(qat_llama_memory(m, &got));
   TU_REQUIRE_OK(qat_llama_memory_estimate(&c, job, &want));
@@ -481,8 +483,11 @@ START_TEST(test_estimate_matches) {
       {.act_dtype = QAT_F32, .train_embeddings = 1, .B = 1, .T = 5, .training = 1, .block_B = 2,
        .block_T = 3, .block_training = 1},                                   /* both planned */
       {.act_dtype = QAT_BF16, .qspec = &k_w4g8},                             /* weights only */
+      {.act_dtype = QAT_BF16, .drop_masters = 1},                            /* BF16 teacher */
+      {.act_dtype = QAT_F32, .B = 2, .T = 5, .drop_masters = 1},             /* F32 teacher */
   };
-  const char *names[] = {"inference", "QAT", "QAT recompute", "Block-AP", "E2E-QP", "both", "BF16"};
+  const char *names[] = {"inference", "QAT",          "QAT recompute", "Block-AP", "E2E-QP",
+                         "both",      "BF16",         "BF16 teacher",  "F32 teacher"};
   for (int tied = 0; tied < 2; tied++)
     for (size_t j = 0; j < sizeof jobs / sizeof jobs[0]; j++) {
       char what[96];
@@ -496,6 +501,89 @@ START_TEST(test_estimate_matches) {
   c.n_heads = 0;
   qat_llama_mem_job ok = {.act_dtype = QAT_F32};
   ck_assert_int_ne(qat_llama_memory_estimate(&c, &ok, &mm), QAT_OK);
+}
+END_TEST
+
+/* qat_llama_drop_masters: with BF16 compute weights the Linear masters go (params shrink by
+ * exactly their bytes), w points at w_hat = bf16(original w) (host conversion as reference),
+ * embeddings and norms keep their values, and training / re-quantizing is refused; with F32
+ * compute nothing is dropped and the forward is bit-identical. */
+START_TEST(test_drop_masters) {
+  for (int tied = 0; tied < 2; tied++) {
+    qat_llama_config c = tiny_config(tied ? "qwen2" : "llama", tied, 2);
+    /* F32: nothing to drop, same logits */
+    qat_llama *m = make_model(c, 5, NULL, 0);
+    const int B = 2, T = 5;
+    int32_t tok[B * T];
+    for (int i = 0; i < B * T; i++) tok[i] = (i * 7 + 3) % c.vocab;
+    size_t nl = (size_t)B * T * c.vocab;
+    float *l0 = malloc(nl * 4);
+    TU_REQUIRE_OK(qat_llama_plan(m, B, T, 0));
+    TU_REQUIRE_OK(qat_llama_forward(m, tok, B, T));
+    memcpy(l0, m->logits.data, nl * 4);
+    size_t dropped = 1;
+    TU_REQUIRE_OK(qat_llama_drop_masters(m, &dropped));
+    ck_assert_uint_eq(dropped, 0);
+    TU_REQUIRE_OK(qat_llama_forward(m, tok, B, T));
+    ck_assert(memcmp(l0, m->logits.data, nl * 4) == 0);
+    free(l0);
+    qat_llama_free(m);
+
+    /* BF16 compute weights (no forward on the CPU: the weights are what is checked) */
+    m = make_model(c, 6, NULL, 0);
+    m->act_dtype = QAT_BF16;
+    qat_llama_mem before, after;
+    TU_REQUIRE_OK(qat_llama_sync_wcomp(m));
+    TU_REQUIRE_OK(qat_llama_memory(m, &before));
+    size_t lin_bytes = 0, nw = 0;
+    for (int l = 0; l < c.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        lin_bytes += qat_arena_need(QAT_F32, qat_numel(&lins[i]->w));
+        nw += (size_t)qat_numel(&lins[i]->w);
+      }
+    }
+    float *w0 = malloc(nw * 4), *emb = malloc(qat_nbytes(&m->embed)), *nrm = malloc(c.dim * 4);
+    memcpy(emb, m->embed.data, qat_nbytes(&m->embed));
+    memcpy(nrm, m->layers[1].ffn_norm.data, c.dim * 4);
+    size_t off = 0;
+    for (int l = 0; l < c.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        memcpy(w0 + off, lins[i]->w.data, qat_nbytes(&lins[i]->w));
+        off += (size_t)qat_numel(&lins[i]->w);
+      }
+    }
+    TU_REQUIRE_OK(qat_llama_drop_masters(m, &dropped));
+    TU_REQUIRE_OK(qat_llama_memory(m, &after));
+    ck_assert_uint_eq(dropped, lin_bytes);
+    ck_assert_uint_eq(before.params - after.params, lin_bytes);
+    off = 0;
+    for (int l = 0; l < c.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) {
+        ck_assert_ptr_eq(lins[i]->w.data, lins[i]->w_hat.data);
+        const uint16_t *h = lins[i]->w_hat.data;
+        for (int64_t j = 0; j < qat_numel(&lins[i]->w_hat); j++)
+          ck_assert_uint_eq(h[j], qat_f32_to_bf16(w0[off + (size_t)j]));
+        off += (size_t)qat_numel(&lins[i]->w);
+      }
+    }
+    ck_assert(memcmp(emb, m->embed.data, qat_nbytes(&m->embed)) == 0);
+    ck_assert(memcmp(nrm, m->layers[1].ffn_norm.data, c.dim * 4) == 0);
+    if (tied) ck_assert_ptr_eq(m->lm_head.data, m->embed.data);
+    ck_assert_int_ne(qat_llama_set_quant(m, &k_w4g8), QAT_OK);
+    ck_assert_int_ne(qat_llama_plan_block(m, 1, 4, 1), QAT_OK);
+    m->act_dtype = QAT_F32; /* the compute weights cannot be rebuilt */
+    ck_assert_int_ne(qat_llama_sync_wcomp(m), QAT_OK);
+    free(w0);
+    free(emb);
+    free(nrm);
+    qat_llama_free(m);
+  }
 }
 END_TEST
 
@@ -531,10 +619,18 @@ START_TEST(test_estimate_llama2_7b) {
     printf("Llama-2-7B W%dg%d, BF16:\n", q->bits, q->group);
     printf("  (a) Block-AP B=2 T=2048, quantized model: %s (%.1f GB)\n",
            qat_llama_memory_str(&bap, buf, sizeof buf), bap.total / GB);
-    printf("      + its fp target model: %s (%.1f GB); both %.1f GB\n",
-           qat_llama_memory_str(&fp, buf, sizeof buf), fp.total / GB, (bap.total + fp.total) / GB);
+    printf("      (a separate fp target model, no longer held: Block-AP's targets come from the "
+           "model's own masters, qat_llama_block_forward_fp: %.1f GB; both were %.1f GB)\n",
+           fp.total / GB, (bap.total + fp.total) / GB);
     printf("  (b) E2E-QP B=4 T=4096, recompute: %s (%.1f GB)\n",
            qat_llama_memory_str(&e2e, buf, sizeof buf), e2e.total / GB);
+    qat_llama_mem_job jt = {.act_dtype = QAT_BF16, .B = 4, .T = 4096, .drop_masters = 1};
+    qat_llama_mem teach;
+    TU_REQUIRE_OK(qat_llama_memory_estimate(&c, &jt, &teach));
+    printf("      + distillation teacher without F32 masters (qat_llama_drop_masters): %s (%.1f GB); "
+           "E2E-QP with distillation %.1f GB\n",
+           qat_llama_memory_str(&teach, buf, sizeof buf), teach.total / GB,
+           (e2e.total + teach.total) / GB);
     printf("      without recompute %.1f GB (activations %.1f GB); without the code-mode layout "
            "and recompute %.1f GB\n",
            e2e_keep.total / GB, e2e_keep.acts / GB, e2e_old.total / GB);
@@ -556,6 +652,7 @@ int main(void) {
   tcase_add_test(tc, test_code_mode_one_layer);
   tcase_add_test(tc, test_block_one_layer);
   tcase_add_test(tc, test_estimate_matches);
+  tcase_add_test(tc, test_drop_masters);
   tcase_add_test(tc, test_estimate_llama2_7b);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

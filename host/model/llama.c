@@ -117,17 +117,20 @@ qat_status qat_llama_shell(const qat_llama_config *c, qat_llama **out) {
   return QAT_OK;
 }
 
-/* Bytes of the params arena: every table entry and inv_freq. */
-static qat_status params_need(qat_llama *m, size_t *need) {
+/* Bytes of the params arena: every table entry (but the Linear weights when no_linears: after
+ * qat_llama_drop_masters) and inv_freq. */
+static qat_status params_need_ex(qat_llama *m, int no_linears, size_t *need) {
   lt_entry *t = NULL;
   int n = 0;
   QAT_TRY(qat_llama_table(m, &t, &n));
   *need = qat_arena_need(QAT_F32, m->cfg.head_dim / 2);
   for (int i = 0; i < n; i++)
-    *need += qat_arena_need(QAT_F32, t[i].shape[0] * (t[i].ndim > 1 ? t[i].shape[1] : 1));
+    if (!(no_linears && t[i].kind == LT_LINEAR_W))
+      *need += qat_arena_need(QAT_F32, t[i].shape[0] * (t[i].ndim > 1 ? t[i].shape[1] : 1));
   free(t);
   return QAT_OK;
 }
+static qat_status params_need(qat_llama *m, size_t *need) { return params_need_ex(m, 0, need); }
 
 qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out) {
   *out = NULL;
@@ -461,6 +464,11 @@ static size_t wcomp_need(const qat_llama *m) {
  * otherwise a view of the master. */
 qat_status qat_llama_sync_wcomp(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
+  if (m->masters_dropped) /* w aliases w_hat: the compute weights cannot be rebuilt */
+    return P->wcomp_dtype == m->act_dtype && !m->quantized
+               ? QAT_OK
+               : QAT_FAIL(QAT_EINVAL, "model: the masters were dropped (inference only): "
+                                      "act_dtype and quantization cannot change");
   int need = m->quantized || m->act_dtype != QAT_F32;
   if (P->wcomp_built && need && P->wcomp_dtype == m->act_dtype) return QAT_OK;
   if (!P->wcomp_built && !need && m->layers[0].q.w_hat.data == m->layers[0].q.w.data)
@@ -582,6 +590,8 @@ static size_t qstate_need(const qat_llama *m, const qat_qspec *q) {
 
 qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
   struct qat_llama_priv *P = m->priv;
+  if (m->masters_dropped)
+    return QAT_FAIL(QAT_EINVAL, "model set_quant: the masters were dropped (inference only)");
   if (q) QAT_TRY(qat_qspec_check(q));
   qat_arena_free(&P->qstate);
   m->quantized = 0;
@@ -755,6 +765,8 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   const qat_llama_config *c = &m->cfg;
   struct qat_llama_priv *P = m->priv;
   QAT_TRY(qat_llama_plan_check(m, "model plan", B, T));
+  if (training && m->masters_dropped)
+    return QAT_FAIL(QAT_EINVAL, "model plan: the masters were dropped (inference only)");
 
   qat_arena_free(&P->acts);
   free(P->act);
@@ -804,6 +816,91 @@ qat_status qat_llama_zero_grad(qat_llama *m) {
   return QAT_OK;
 }
 
+void qat_llama_unplan(qat_llama *m, int whole, int block) {
+  struct qat_llama_priv *P = m->priv;
+  if (whole) {
+    qat_arena_free(&P->acts);
+    free(P->act);
+    P->act = NULL;
+    P->nact = 0;
+    P->fwd_B = P->fwd_T = P->fwd_training = 0;
+    P->training = P->recompute = 0;
+    m->B = m->T = 0;
+    memset(&m->logits, 0, sizeof m->logits);
+    memset(&m->dlogits, 0, sizeof m->dlogits);
+    memset(&P->scr, 0, sizeof P->scr);
+  }
+  if (block) {
+    qat_arena_free(&P->bacts);
+    memset(&P->bact, 0, sizeof P->bact);
+    memset(&P->bscr, 0, sizeof P->bscr);
+    P->bB = P->bT = 0;
+    P->btraining = 0;
+    P->bfwd_layer = -1;
+    P->bfwd_B = P->bfwd_T = P->bfwd_training = 0;
+  }
+}
+
+/* ---- inference-only models: drop the Linear masters ------------------------------------------*/
+
+qat_status qat_llama_drop_masters(qat_llama *m, size_t *dropped_bytes) {
+  struct qat_llama_priv *P = m->priv;
+  if (dropped_bytes) *dropped_bytes = 0;
+  if (m->masters_dropped) return QAT_OK;
+  if (m->quantized || P->training || P->btraining)
+    return QAT_FAIL(QAT_EINVAL, "model drop_masters: only for unquantized inference-only models");
+  QAT_TRY(qat_llama_sync_wcomp(m));
+  if (m->layers[0].q.w_hat.data == m->layers[0].q.w.data) return QAT_OK; /* F32: w is w_hat */
+  for (int l = 0; l < m->cfg.n_layers; l++) QAT_TRY(qat_llama_refresh_layer(m, l));
+  lt_entry *t = NULL;
+  int n = 0;
+  size_t need = 0;
+  QAT_TRY(qat_llama_table(m, &t, &n));
+  qat_arena na = {0};
+  qat_tensor *nt = calloc((size_t)n + 1, sizeof *nt); /* [n] table entries, then inv_freq */
+  qat_status st = nt ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "model drop_masters: out of host memory");
+  if (st == QAT_OK) st = params_need_ex(m, 1, &need);
+  if (st == QAT_OK) st = qat_arena_init(&na, m->be, "params", need);
+  /* embeddings, norms, biases, lm_head, inv_freq: copied to the new arena; the model switches
+   * to it only once every copy succeeded */
+  for (int i = 0; st == QAT_OK && i <= n; i++) {
+    if (i < n && t[i].kind == LT_LINEAR_W) continue;
+    const qat_tensor *src = i < n ? t[i].p : &m->inv_freq;
+    st = qat_arena_tensor(&na, &nt[i], QAT_F32, src->ndim, src->shape, src->name);
+    if (st == QAT_OK) st = m->be->copy(m->be, nt[i].data, src->data, qat_nbytes(src));
+  }
+  if (st == QAT_OK) st = m->be->sync(m->be); /* the copies read the old arena */
+  if (st != QAT_OK) {
+    qat_arena_free(&na);
+    free(nt);
+    free(t);
+    return st;
+  }
+  for (int i = 0; i <= n; i++) {
+    if (i < n && t[i].kind == LT_LINEAR_W) continue;
+    nt[i].arena = &P->params;
+    *(i < n ? t[i].p : &m->inv_freq) = nt[i];
+  }
+  if (m->cfg.tie_embeddings) m->lm_head = m->embed;
+  size_t old_cap = P->params.cap;
+  qat_arena_free(&P->params);
+  P->params = na;
+  for (int l = 0; l < m->cfg.n_layers; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) {
+      const char *name = lins[i]->w.name;
+      lins[i]->w = lins[i]->w_hat; /* forward's refresh sees w == w_hat and keeps it */
+      lins[i]->w.name = name;
+    }
+  }
+  m->masters_dropped = 1;
+  if (dropped_bytes) *dropped_bytes = old_cap - na.cap;
+  free(nt);
+  free(t);
+  return QAT_OK;
+}
+
 /* ---- memory report -------------------------------------------------------------------------- */
 
 static void mem_total(qat_llama_mem *o) {
@@ -850,7 +947,10 @@ qat_status qat_llama_memory_estimate(const qat_llama_config *cfg, const qat_llam
   lt_entry *t = NULL;
   int n = 0;
   qat_status st;
-  QAT_CHECK(st, params_need(m, &out->params), done);
+  QAT_CHECK(st, params_need_ex(m, job->drop_masters && !m->quantized &&
+                                     job->act_dtype != QAT_F32 && !P->training && !P->btraining,
+                                 &out->params),
+            done);
   if (m->quantized) out->qstate = qstate_need(m, &m->qspec);
   out->wcomp = wcomp_need(m);
   if (codes) out->codes = qat_llama_codes_need(m);

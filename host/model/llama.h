@@ -137,6 +137,7 @@ typedef struct qat_llama {
   qat_param *params;             /* trainable tensors (rebuilt by qat_llama_set_quant) */
   int nparams;
   struct qat_llama_priv *priv;   /* arenas and activations */
+  int masters_dropped;           /* qat_llama_drop_masters: inference only (w aliases w_hat) */
 } qat_llama;
 
 /* Loads a HF folder (config.json + safetensors, single or sharded, F32/F16/BF16) onto be.
@@ -183,10 +184,32 @@ qat_status qat_llama_block_finish_backward(qat_llama *m, int l);
  * order-preserving copies (malloc'd array, caller frees). With one-layer gradients (llama.h
  * "Memory savers") this binds them to layer l (zeroed when they held another layer's). */
 qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n);
+/* x_out = layer l (x_in) with the layer's unquantized masters: w_hat is refreshed with a plain
+ * convert of w (no fake-quant, no codes), whatever m->quantized says; nothing is kept for a
+ * backward (it runs in the block activation set, so the last block forward can no longer be
+ * back-propagated). Block-AP's teacherless targets: block b's masters are untouched until block
+ * b trains, so Y_b = fp_block_b(X_fp_b) comes from the model being quantized. Same ops as a
+ * qat_llama_block_forward of an unquantized twin (bit-identical on the CPU). Needs a block plan.
+ * The next forward of the layer refreshes its w_hat again. */
+qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_in,
+                                      qat_tensor *x_out, int B, int T);
 /* Layer l (or every layer when l < 0): codes = fq_codes(w, s, z), w <- w_hat (the weights
  * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
  * forward is (codes - z) * s and only s receives gradients (E2E-QP). */
 qat_status qat_llama_freeze_codes(qat_llama *m, int l);
+
+/* Frees the whole-model activations (whole != 0: qat_llama_plan's) and / or the block set
+ * (block != 0: qat_llama_plan_block's); the gradient arenas stay. A job releases what the
+ * previous phase planned (Block-AP's block set before E2E-QP). */
+void qat_llama_unplan(qat_llama *m, int whole, int block);
+/* Inference-only models (a distillation teacher): builds the compute weights w_hat of every
+ * Linear from the masters, then frees the Linear masters (the params arena is rebuilt with the
+ * embeddings, norms, biases, lm_head and inv_freq only) and points each w at its w_hat. Only when
+ * the compute weights are a separate copy (act_dtype BF16, not quantized); with F32 compute the
+ * masters ARE the compute weights and nothing is dropped (*dropped_bytes = 0). Afterwards the
+ * model can run forward passes only: set_quant, training plans and a change of act_dtype fail.
+ * dropped_bytes may be NULL. */
+qat_status qat_llama_drop_masters(qat_llama *m, size_t *dropped_bytes);
 
 /* ---- memory ----
  * Bytes of each arena (what qat_arena_init asked for). */
@@ -213,6 +236,7 @@ typedef struct qat_llama_mem_job {
   int block_training;
   int frozen_codes;        /* codes arena allocated (after the first freeze); with a training
                             * whole-model plan every layer is frozen (E2E-QP) */
+  int drop_masters;        /* after qat_llama_drop_masters (inference-only teacher) */
 } qat_llama_mem_job;
 
 /* The arenas a model holds now. */

@@ -31,6 +31,8 @@ int qat_llama_block_specs(qat_llama *m, int64_t N, int training, llama_buf_spec 
 qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training) {
   struct qat_llama_priv *P = m->priv;
   QAT_TRY(qat_llama_plan_check(m, "model plan_block", B, T));
+  if (training && m->masters_dropped)
+    return QAT_FAIL(QAT_EINVAL, "model plan_block: the masters were dropped (inference only)");
   qat_arena_free(&P->bacts);
   memset(&P->bact, 0, sizeof P->bact);
   memset(&P->bscr, 0, sizeof P->bscr);
@@ -57,6 +59,36 @@ fail:
   memset(&P->bact, 0, sizeof P->bact);
   memset(&P->bscr, 0, sizeof P->bscr);
   return st;
+}
+
+/* Block-AP's teacherless targets: the layer with w_hat = convert(w) (the masters, no fake-quant),
+ * run in the block activation set without binding gradients. */
+qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_in,
+                                      qat_tensor *x_out, int B, int T) {
+  struct qat_llama_priv *P = m->priv;
+  const char *what = "model block_forward_fp";
+  if (P->bB <= 0) return QAT_FAIL(QAT_EINVAL, "%s: call qat_llama_plan_block first", what);
+  if (l < 0 || l >= m->cfg.n_layers)
+    return QAT_FAIL(QAT_EINVAL, "%s: layer %d is outside [0, %d)", what, l, m->cfg.n_layers);
+  if (B <= 0 || T <= 0 || B > P->bB || T > P->bT)
+    return QAT_FAIL(QAT_EINVAL, "%s: batch %d x %d exceeds the planned %d x %d", what, B, T, P->bB,
+                    P->bT);
+  if (m->act_dtype != P->bplan_dtype)
+    return QAT_FAIL(QAT_EINVAL, "%s: act_dtype changed to %s after qat_llama_plan_block (%s)", what,
+                    qat_dtype_name(m->act_dtype), qat_dtype_name(P->bplan_dtype));
+  int64_t N = (int64_t)B * T;
+  QAT_TRY(qat_llama_check_stream(m, what, "x_in", x_in, N));
+  QAT_TRY(qat_llama_check_stream(m, what, "x_out", x_out, N));
+  P->bfwd_layer = -1; /* the block set now holds a pass that cannot be back-propagated */
+  P->fwd_training = 0; /* layer l's w_hat no longer matches the last whole-model forward */
+  QAT_TRY(qat_llama_sync_wcomp(m));
+  qat_linear *lins[7];
+  qat_llama_linears(&m->layers[l], lins);
+  for (int i = 0; i < 7; i++) /* unquantized: w_hat aliases w (F32) or is its cast */
+    if (lins[i]->w_hat.data != lins[i]->w.data)
+      QAT_TRY(QAT_OP(m->be, convert, &lins[i]->w_hat, &lins[i]->w));
+  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, (size_t)N * m->cfg.dim * sizeof(float)));
+  return qat_llama_layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T);
 }
 
 qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n) {

@@ -1,5 +1,7 @@
 /* EfficientQAT Block-AP (REFERENCE.md section 3): decoder blocks are reconstructed one at a time.
- * For block b: Y = fp_block_b(X_fp) (targets from the unquantized model), train block b's Linear
+ * For block b: Y = fp_block_b(X_fp) (targets from the model's own full-precision masters,
+ * qat_llama_block_forward_fp: block b's masters are untouched until block b trains, so no
+ * separate full-precision model is held), train block b's Linear
  * weights and s, z with MSE(q_block_b(X_q), Y), then freeze its integer codes and propagate
  * X_q <- q_block_b(X_q), X_fp <- Y. The three activation sets live in the activation cache
  * (device, then host, then disk), F32 for now so that results never depend on where a slot lives
@@ -20,7 +22,7 @@ int64_t qat_block_ap_steps_per_block(int64_t samples, int batch, int epochs) {
 }
 
 typedef struct bap {
-  qat_llama *m, *fp;
+  qat_llama *m;
   const qat_backend *be;
   const qat_block_ap_opts *o;
   int T, C, Bb;
@@ -71,23 +73,26 @@ static qat_status embed_all(bap *B, const int32_t *calib, const int32_t *val) {
       QAT_TRY(B->be->upload(B->be, tv.data, src, (size_t)B->T * 4));
     }
     qat_tensor tok = rows(&B->tok, 0, N), x = rows(&B->xin, 0, N);
-    QAT_TRY(QAT_OP(B->be, embedding_fwd, &tok, &B->fp->embed, &x));
+    QAT_TRY(QAT_OP(B->be, embedding_fwd, &tok, &B->m->embed, &x));
     QAT_TRY(put_batch(B, B->set_fp, i0, n, &x));
     QAT_TRY(put_batch(B, B->set_q, i0, n, &x));
   }
   return QAT_OK;
 }
 
-/* dst[i] = layer l of model(src[i]) for every slot (src == dst allowed: each batch is read
- * before it is written). */
-static qat_status forward_set(bap *B, qat_llama *model, int l, int src, int dst) {
+/* dst[i] = layer l of the model (fp: with its full-precision masters; else as quantized) of
+ * src[i] for every slot (src == dst allowed: each batch is read before it is written). */
+static qat_status forward_set(bap *B, int fp, int l, int src, int dst) {
   for (int64_t i0 = 0; i0 < B->ntot; i0 += B->Bb) {
     int n = batch_n(B, i0, B->ntot);
     int64_t N = (int64_t)n * B->T;
     qat_tensor x = rows(&B->xin, 0, N), y = rows(&B->xout, 0, N);
     QAT_TRY(get_batch(B, src, i0, n, &x));
     QAT_TRY(prefetch(B, src, i0 + B->Bb, B->Bb, 0, B->ntot));
-    QAT_TRY(qat_llama_block_forward(model, l, &x, &y, n, B->T));
+    if (fp)
+      QAT_TRY(qat_llama_block_forward_fp(B->m, l, &x, &y, n, B->T));
+    else
+      QAT_TRY(qat_llama_block_forward(B->m, l, &x, &y, n, B->T));
     QAT_TRY(put_batch(B, dst, i0, n, &y));
   }
   return QAT_OK;
@@ -216,25 +221,31 @@ static qat_status run_blocks(bap *B, const int32_t *calib, const int32_t *val) {
   const qat_block_ap_opts *o = B->o;
   int L = B->m->cfg.n_layers;
   QAT_TRY(qat_llama_plan_block(B->m, B->Bb, B->T, 1));
-  QAT_TRY(qat_llama_plan_block(B->fp, B->Bb, B->T, 0));
   QAT_TRY(embed_all(B, calib, val));
-  /* resume: bring the cache to block first_block through the finished (frozen) blocks, with the
-   * same ops in the same order as the run that trained them (so bit-identical) */
+  /* resume: bring the cache to block first_block through the finished blocks, with the same
+   * ops as the run that trained them (so bit-identical): first the full-precision stream
+   * through their untouched masters, then o->restore brings them to their finished (frozen)
+   * state, then the quantized stream through them (the two streams are independent) */
   for (int l = 0; l < o->first_block; l++) {
-    QAT_TRY(forward_set(B, B->fp, l, B->set_fp, B->set_y));
+    QAT_TRY(forward_set(B, 1, l, B->set_fp, B->set_y));
     int t = B->set_fp;
     B->set_fp = B->set_y, B->set_y = t;
-    QAT_TRY(forward_set(B, B->m, l, B->set_q, B->set_q));
+  }
+  if (o->first_block > 0) QAT_TRY(o->restore(o->ctx, o->first_block));
+  for (int l = 0; l < o->first_block; l++) {
+    if (!B->m->layers[l].q.use_codes)
+      return QAT_FAIL(QAT_EINVAL, "block_ap: resume: block %d is not frozen after restore", l);
+    QAT_TRY(forward_set(B, 0, l, B->set_q, B->set_q));
   }
   for (int l = o->first_block; l < L; l++) {
     double t0 = qat_now();
     qat_block_ap_stats stats = {.block = l, .train_first = NAN, .train_last = NAN};
-    QAT_TRY(forward_set(B, B->fp, l, B->set_fp, B->set_y)); /* targets */
+    QAT_TRY(forward_set(B, 1, l, B->set_fp, B->set_y)); /* targets */
     QAT_TRY(val_mse(B, l, &stats.mse_rtn));
     QAT_TRY(train_block(B, l, &stats));
     QAT_TRY(val_mse(B, l, &stats.mse));
     QAT_TRY(qat_llama_freeze_codes(B->m, l));
-    QAT_TRY(forward_set(B, B->m, l, B->set_q, B->set_q)); /* X_q <- q_block(X_q) */
+    QAT_TRY(forward_set(B, 0, l, B->set_q, B->set_q)); /* X_q <- q_block(X_q) */
     int t = B->set_fp; /* X_fp <- Y */
     B->set_fp = B->set_y, B->set_y = t;
     stats.seconds = qat_now() - t0;
@@ -246,17 +257,26 @@ static qat_status run_blocks(bap *B, const int32_t *calib, const int32_t *val) {
   return QAT_OK;
 }
 
-qat_status qat_block_ap_run(qat_llama *m, qat_llama *fp, const int32_t *calib, int64_t ncalib,
+qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                             const int32_t *val, int64_t nval, const qat_block_ap_opts *o) {
   if (!m->quantized) return QAT_FAIL(QAT_EINVAL, "block_ap: the model is not quantized");
-  if (fp->quantized) return QAT_FAIL(QAT_EINVAL, "block_ap: the target model is quantized");
   if (ncalib < 1 || o->batch < 1 || o->epochs < 1 || o->T < 1 || nval < 0)
     return QAT_FAIL(QAT_EINVAL, "block_ap: samples %lld, batch %d, epochs %d, T %d",
                     (long long)ncalib, o->batch, o->epochs, o->T);
   if (o->first_block < 0 || o->first_block > m->cfg.n_layers)
     return QAT_FAIL(QAT_EINVAL, "block_ap: first block %d of %d", o->first_block,
                     m->cfg.n_layers);
-  bap B = {.m = m, .fp = fp, .be = m->be, .o = o, .T = o->T, .C = m->cfg.dim, .Bb = o->batch,
+  if (o->first_block > 0 && !o->restore)
+    return QAT_FAIL(QAT_EINVAL, "block_ap: resuming at block %d needs opts.restore",
+                    o->first_block);
+  /* targets come from the masters: a frozen block's full-precision weights are gone */
+  for (int l = 0; l < m->cfg.n_layers; l++)
+    if (m->layers[l].q.use_codes)
+      return QAT_FAIL(QAT_EINVAL,
+                      "block_ap: block %d is already frozen (its full-precision masters are gone; "
+                      "a resume restores finished blocks through opts.restore)",
+                      l);
+  bap B = {.m = m, .be = m->be, .o = o, .T = o->T, .C = m->cfg.dim, .Bb = o->batch,
            .ns = ncalib, .nv = nval, .ntot = ncalib + nval, .set_fp = 0, .set_y = 1, .set_q = 2};
   int64_t N = (int64_t)B.Bb * B.T;
   size_t need = 4 * qat_arena_need(QAT_F32, N * B.C) + qat_arena_need(QAT_I32, N);
@@ -273,6 +293,7 @@ qat_status qat_block_ap_run(qat_llama *m, qat_llama *fp, const int32_t *calib, i
     st = run_blocks(&B, calib, val);
   if (B.cache) qat_actcache_free(B.cache);
   qat_arena_free(&B.arena);
+  qat_llama_unplan(m, 0, 1); /* the block set is Block-AP's only */
   return st;
 }
 
@@ -280,8 +301,19 @@ qat_status qat_block_ap_run(qat_llama *m, qat_llama *fp, const int32_t *calib, i
 
 typedef struct phase_ctx {
   qat_train_job *J;
-  int64_t spb; /* steps per block */
+  int64_t spb;    /* steps per block */
+  const char *ck; /* checkpoint to resume from (first_block > 0) */
 } phase_ctx;
+
+/* opts.restore: the finished blocks from the checkpoint, after the fp stream passed them */
+static qat_status restore_blocks(void *ctx, int first_block) {
+  phase_ctx *P = ctx;
+  qat_ckpt c;
+  QAT_TRY(qat_ckpt_open(P->ck, &c));
+  qat_status st = qat_eqat_ckpt_load_layers(P->J->m, 0, first_block, &c);
+  qat_ckpt_close(&c);
+  return st;
+}
 
 static qat_status save_block_ckpt(phase_ctx *P, int blocks_done) {
   qat_train_job *J = P->J;
@@ -334,7 +366,9 @@ static qat_status on_block(void *ctx, const qat_block_ap_stats *s) {
   return QAT_OK;
 }
 
-qat_status qat_block_ap_phase(qat_train_job *J, int first_block) {
+qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck) {
+  if (first_block > 0 && !ck)
+    return QAT_FAIL(QAT_EINVAL, "block_ap: resuming at block %d needs a checkpoint", first_block);
   const qat_config *cfg = J->cfg;
   int T = cfg->data.seq_len;
   int64_t ns = cfg->block_ap.samples;
@@ -356,7 +390,7 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block) {
   }
   for (int64_t i = 0; st == QAT_OK && i < nv; i++)
     memcpy(val + i * T, J->val + qat_val_window_start(i, T), (size_t)T * 4);
-  phase_ctx P = {.J = J, .spb = qat_block_ap_steps_per_block(ns, cfg->block_ap.batch,
+  phase_ctx P = {.J = J, .ck = ck, .spb = qat_block_ap_steps_per_block(ns, cfg->block_ap.batch,
                                                              cfg->block_ap.epochs)};
   qat_block_ap_opts o = {
       .T = T, .batch = cfg->block_ap.batch, .epochs = cfg->block_ap.epochs,
@@ -365,7 +399,7 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block) {
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},
-      .first_block = first_block, .on_block = on_block, .ctx = &P};
+      .first_block = first_block, .restore = restore_blocks, .on_block = on_block, .ctx = &P};
   if (st == QAT_OK) {
     qat_log("block_ap: %lld samples x %d tokens (+%lld validation), batch %d, %d epochs: %lld "
             "steps per block, lr_w %g, lr_quant %g",
@@ -374,7 +408,7 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block) {
     if (first_block > 0)
       qat_log("block_ap: resuming at block %d (recomputing the cache through %d finished blocks)",
               first_block + 1, first_block);
-    st = qat_block_ap_run(J->m, J->teacher, calib, ns, val, nv, &o);
+    st = qat_block_ap_run(J->m, calib, ns, val, nv, &o);
   }
   free(calib);
   free(val);

@@ -58,7 +58,20 @@ typedef struct qat_train_job {
   int codes_frozen;      /* E2E-QP: checkpoints carry every Linear's codes and zeros */
   qat_param *e2e_params; /* the scales-only list the optimizer borrows (malloc'd) */
   int e2e_nparams;
+  /* the final table's fp and RTN rows, evaluated on the student before it trains (EfficientQAT
+   * methods hold no full-precision model for them) */
+  int have_ref;
+  qat_eval_result ref_fp, ref_rtn;
 } qat_train_job;
+
+/* The device memory a job needs, per phase (trainer.c): the student's arenas
+ * (qat_llama_memory_estimate), the distillation teacher when one is loaded, Block-AP's activation
+ * cache device tier and buffers, and the optimizer's moments (2 x F32 per trainable value); the
+ * phase needing most is checked against the backend's free memory (mem_info). Logs the estimate
+ * as one line; QAT_ENOMEM with the numbers, per component, when it does not fit. Runs before
+ * any model is loaded and before the run directory exists. */
+qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
+                                  const qat_qspec *q);
 
 /* Set by qat_train_request_stop (a signal handler). */
 int qat_train_stop_requested(void);
@@ -78,7 +91,11 @@ typedef struct qat_block_ap_opts {
   int epochs; /* passes over the training samples per block */
   double lr_w, lr_quant, min_lr_ratio;
   qat_actcache_budget budget;
-  int first_block; /* blocks < first_block are finished (their codes frozen): resume */
+  int first_block; /* blocks < first_block are finished: resume. They must still hold their
+                    * full-precision masters at the call (targets are computed from them); once
+                    * the full-precision stream has passed them, restore(ctx, first_block) must
+                    * bring them to their finished state (frozen codes, e.g. from a checkpoint) */
+  qat_status (*restore)(void *ctx, int first_block);
   /* Called after block b is trained, frozen and its outputs propagated (checkpoint, metrics);
    * a non-OK status stops the run and is returned. May be NULL. */
   qat_status (*on_block)(void *ctx, const qat_block_ap_stats *st);
@@ -95,18 +112,20 @@ qat_status qat_block_ap_step(qat_llama *m, int l, qat_optim *opt, const double l
                              const qat_tensor *x, const qat_tensor *y, qat_tensor *out,
                              qat_tensor *d, int n, int T, double *loss);
 
-/* Block-AP on m (quantized: s, z RTN-initialized; layers < first_block frozen) against fp (the
- * same model unquantized). calib: host tokens [ncalib * T] (training samples), val: [nval * T]
+/* Block-AP on m (quantized: s, z RTN-initialized; no layer frozen yet), its targets computed
+ * from m's own full-precision masters (qat_llama_block_forward_fp). calib: host tokens [ncalib * T] (training samples), val: [nval * T]
  * (validation samples, nval may be 0). Uses the activation cache with o->budget (F32 slots: no
  * rounding, so results are bit-identical whichever tier a slot lives on). On return every layer
- * of m is frozen (qat_llama_freeze_codes). */
-qat_status qat_block_ap_run(qat_llama *m, qat_llama *fp, const int32_t *calib, int64_t ncalib,
+ * of m is frozen (qat_llama_freeze_codes) and the block plan is freed (qat_llama_unplan). */
+qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                             const int32_t *val, int64_t nval, const qat_block_ap_opts *o);
 
 /* The trainer's Block-AP phase: calibration windows from J->train (train.seed), validation
  * windows from J->val, budgets and hyperparameters from cfg->block_ap, a checkpoint and a
  * metrics.jsonl line after every block, stop on request after a block's checkpoint. */
-qat_status qat_block_ap_phase(qat_train_job *J, int first_block);
+/* first_block > 0 resumes: the finished blocks are loaded from the checkpoint directory ck (a
+ * "block_ap" one) once the full-precision stream has passed them (qat_block_ap_opts.restore). */
+qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck);
 
 /* ---- E2E-QP */
 /* Freezes the integer codes of every layer not frozen yet and returns the step sizes only

@@ -269,13 +269,19 @@ static qat_status train_loop(job *J) {
 
 static qat_status final_table(job *J) {
   const qat_config *cfg = J->cfg;
-  qat_eval_result fp = {0}, rtn = {0}, tr = {0};
-  qat_log("evaluating on %s (fp, RTN, trained)...", cfg->data.val);
-  qat_log_level_push_quiet();
-  qat_status st = eval_val(J, J->teacher, &fp);
-  if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, &J->q);
-  if (st == QAT_OK) st = eval_val(J, J->teacher, &rtn);
-  if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, NULL);
+  qat_eval_result fp = J->ref_fp, rtn = J->ref_rtn, tr = {0};
+  qat_status st = QAT_OK;
+  if (J->have_ref) { /* fp and RTN were evaluated before training (eqat_ref_rows) */
+    qat_log("evaluating on %s (trained)...", cfg->data.val);
+    qat_log_level_push_quiet();
+  } else {
+    qat_log("evaluating on %s (fp, RTN, trained)...", cfg->data.val);
+    qat_log_level_push_quiet();
+    st = eval_val(J, J->teacher, &fp);
+    if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, &J->q);
+    if (st == QAT_OK) st = eval_val(J, J->teacher, &rtn);
+    if (st == QAT_OK) st = qat_llama_set_quant(J->teacher, NULL);
+  }
   if (st == QAT_OK) st = eval_val(J, J->m, &tr);
   qat_log_level_pop();
   QAT_TRY(st);
@@ -302,17 +308,158 @@ static qat_status final_table(job *J) {
 
 /* ---- setup */
 
-/* Everything every method needs: files, backend, both models, tokens, the student quantized
- * (RTN init). Nothing is written before this succeeds. */
+/* ---- the memory check at start */
+
+/* EfficientQAT methods load a teacher only for E2E-QP's distillation (Block-AP's targets come
+ * from the student's own masters; the final table's fp and RTN rows from the student before it
+ * trains). */
+static int eqat_teacher(const qat_config *cfg) {
+  return cfg->distill.enabled &&
+         (cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE);
+}
+
+
+typedef struct mem_need {
+  const char *phase;
+  double model, teacher, cache, optim; /* bytes */
+} mem_need;
+
+static double mem_sum(const mem_need *n) { return n->model + n->teacher + n->cache + n->optim; }
+
+/* Optimizer moments (2 x F32) of layer l's Linear weights (weights != 0), step sizes (scales)
+ * and zero points (zeros, asym only). */
+static double moments_layer(const qat_llama_config *c, const qat_qspec *q, int weights,
+                            int scales, int zeros) {
+  int64_t C = c->dim, F = c->hidden, qd = (int64_t)c->n_heads * c->head_dim,
+          kvd = (int64_t)c->n_kv_heads * c->head_dim;
+  const int64_t shp[7][2] = {{qd, C}, {kvd, C}, {kvd, C}, {C, qd}, {F, C}, {F, C}, {C, F}};
+  double n = 0;
+  for (int i = 0; i < 7; i++) {
+    int64_t ss[2];
+    qat_qspec_sshape(q, shp[i][0], shp[i][1], ss);
+    n += weights ? (double)shp[i][0] * shp[i][1] : 0;
+    n += scales ? (double)ss[0] * ss[1] : 0;
+    n += zeros && !q->sym ? (double)ss[0] * ss[1] : 0;
+  }
+  return 8.0 * n;
+}
+
+static qat_status est(const qat_llama_config *c, const qat_llama_mem_job *j, double *out) {
+  qat_llama_mem mm;
+  QAT_TRY(qat_llama_memory_estimate(c, j, &mm));
+  *out = (double)mm.total;
+  return QAT_OK;
+}
+
+qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
+                                  const qat_qspec *q) {
+  qat_llama_config c;
+  QAT_TRY(qat_llama_config_load(cfg->model, &c));
+  qat_dtype act = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32; /* qat_llama_load's */
+  int T = cfg->data.seq_len, L = c.n_layers;
+  int qat = cfg->method == QAT_METHOD_QAT;
+  int do_bap = cfg->method == QAT_METHOD_BLOCK_AP || cfg->method == QAT_METHOD_PIPELINE;
+  int do_e2e = cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE;
+  mem_need ph[2];
+  int nph = 0;
+  if (qat) {
+    mem_need *n = &ph[nph++];
+    *n = (mem_need){.phase = "QAT"};
+    qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->train.batch, .T = T,
+                            .training = 1};
+    qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->distill.enabled ? cfg->train.batch : 0,
+                            .T = T};
+    QAT_TRY(est(&c, &js, &n->model));
+    QAT_TRY(est(&c, &jt, &n->teacher)); /* always loaded: the fp and RTN rows */
+    int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
+    int train_q = cfg->quant.grad != QAT_CFG_GRAD_STE;
+    n->optim = L * moments_layer(&c, q, !scales_only, train_q, train_q);
+  } else {
+    double teacher = 0;
+    if (eqat_teacher(cfg)) { /* held from the start; planned for E2E-QP's batches */
+      qat_llama_mem_job jt = {.act_dtype = act, .drop_masters = 1};
+      QAT_TRY(est(&c, &jt, &teacher));
+    }
+    if (do_bap) {
+      mem_need *n = &ph[nph++];
+      *n = (mem_need){.phase = "Block-AP", .teacher = teacher};
+      int Bb = cfg->block_ap.batch;
+      qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .block_B = Bb, .block_T = T,
+                              .block_training = 1, .frozen_codes = 1};
+      QAT_TRY(est(&c, &js, &n->model));
+      /* the cache's 3 sets of F32 [T, C] slots, at most its device budget, + 4 [Bb*T, C] F32
+       * buffers and the tokens (block_ap.c) */
+      double sets = 3.0 * (cfg->block_ap.samples + (cfg->block_ap.val_samples > 0
+                                                         ? cfg->block_ap.val_samples : 0)) *
+                    T * c.dim * 4;
+      double dev = (double)((size_t)cfg->block_ap.cache_device_mb << 20);
+      n->cache = (sets < dev ? sets : dev) + 4.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T;
+      n->optim = moments_layer(&c, q, 1, 1, 1); /* one block at a time */
+    }
+    if (do_e2e) {
+      mem_need *n = &ph[nph++];
+      *n = (mem_need){.phase = "E2E-QP"};
+      qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->e2e_qp.batch, .T = T,
+                              .training = 1, .frozen_codes = 1};
+      QAT_TRY(est(&c, &js, &n->model));
+      if (eqat_teacher(cfg)) {
+        qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = T,
+                                .drop_masters = 1};
+        QAT_TRY(est(&c, &jt, &n->teacher));
+      }
+      n->optim = L * moments_layer(&c, q, 0, 1, 0); /* step sizes only */
+    }
+  }
+  size_t free_b = 0, total_b = 0;
+  qat_status st = QAT_OP(be, mem_info, &free_b, &total_b);
+  const double GB = 1e9;
+  char line[512];
+  int k = 0;
+  for (int i = 0; i < nph; i++)
+    k += snprintf(line + k, sizeof line - (size_t)k,
+                  "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, optimizer %.2f)",
+                  i ? "; " : "", ph[i].phase, mem_sum(&ph[i]) / GB, ph[i].model / GB,
+                  ph[i].teacher / GB, ph[i].cache / GB, ph[i].optim / GB);
+  if (st != QAT_OK) {
+    qat_warn("memory: %s needs %s; free %s memory unknown, not checked", be->name, line, be->name);
+    return QAT_OK;
+  }
+  qat_log("memory: %s; %.2f GB free of %.2f GB on %s", line, free_b / GB, total_b / GB, be->name);
+  for (int i = 0; i < nph; i++)
+    if (mem_sum(&ph[i]) > (double)free_b)
+      return QAT_FAIL(QAT_ENOMEM,
+                      "not enough %s memory for %s: needs %.2f GB (model %.2f GB, teacher %.2f "
+                      "GB, activation cache %.2f GB, optimizer %.2f GB) but %.2f GB are free of "
+                      "%.2f GB",
+                      be->name, ph[i].phase, mem_sum(&ph[i]) / GB, ph[i].model / GB,
+                      ph[i].teacher / GB, ph[i].cache / GB, ph[i].optim / GB, free_b / GB,
+                      total_b / GB);
+  return QAT_OK;
+}
+
+/* Everything every method needs: files, backend, the models, tokens, the student quantized
+ * (RTN init; EfficientQAT methods: in eqat_run, after the fp row is evaluated). Nothing is
+ * written before this succeeds. */
 static qat_status setup_common(job *J) {
   const qat_config *cfg = J->cfg;
+  int qat = cfg->method == QAT_METHOD_QAT;
   QAT_TRY(qat_config_check_files(cfg));
   QAT_TRY(qat_backend_by_name(cfg->device == QAT_DEV_CUDA ? "cuda" : "cpu", &J->be));
   J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
                      .grad = grad_mode(cfg->quant.grad)};
   QAT_TRY(qat_qspec_check(&J->q));
+  QAT_TRY(qat_train_check_memory(cfg, J->be, &J->q));
+  if (!qat && eqat_teacher(cfg)) {
+    /* loaded first, so that its transient F32 masters never sit beside the student's */
+    size_t dropped = 0;
+    QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
+    QAT_TRY(qat_llama_drop_masters(J->teacher, &dropped));
+    if (dropped)
+      qat_log("distillation teacher: %.2f GB of F32 masters dropped (%s compute weights kept)",
+              dropped / 1e9, qat_dtype_name(J->teacher->act_dtype));
+  }
   QAT_TRY(qat_llama_load(cfg->model, J->be, &J->m));
-  QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
+  if (qat) QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
   int T = cfg->data.seq_len;
   if (T > J->m->cfg.max_seq)
     return QAT_FAIL(QAT_EUSAGE, "data.seq_len = %d exceeds the model's max_position_embeddings %d",
@@ -320,7 +467,7 @@ static qat_status setup_common(job *J) {
   QAT_TRY(load_tokens(cfg->data.train, "data.train", J->m->cfg.vocab, T + 1, &J->train, &J->ntrain));
   QAT_TRY(load_tokens(cfg->data.val, "data.val", J->m->cfg.vocab, T, &J->val, &J->nval));
   J->m->train_embeddings = 0;
-  QAT_TRY(qat_llama_set_quant(J->m, &J->q));
+  if (qat) QAT_TRY(qat_llama_set_quant(J->m, &J->q));
   return QAT_OK;
 }
 
@@ -408,9 +555,25 @@ static qat_status start_run_dir(job *J) {
 
 /* ---- EfficientQAT: block_ap, e2e_qp, pipeline (train/eqat.h) */
 
+/* The final table's fp and RTN rows from the student itself, before anything trains or a
+ * checkpoint is loaded (same ops as on a separate full-precision model), then fake-quant on. */
+static qat_status eqat_ref_rows(job *J) {
+  qat_log("evaluating on %s (fp, RTN)...", J->cfg->data.val);
+  qat_log_level_push_quiet();
+  qat_status st = eval_val(J, J->m, &J->ref_fp);
+  if (st == QAT_OK) st = qat_llama_set_quant(J->m, &J->q);
+  if (st == QAT_OK) st = eval_val(J, J->m, &J->ref_rtn);
+  qat_log_level_pop();
+  qat_llama_unplan(J->m, 1, 0); /* the evaluation's activations */
+  QAT_TRY(st);
+  J->have_ref = 1;
+  return QAT_OK;
+}
+
 static qat_status eqat_run(job *J) {
   const qat_config *cfg = J->cfg;
   int L = J->m->cfg.n_layers;
+  QAT_TRY(eqat_ref_rows(J));
   int do_bap = cfg->method == QAT_METHOD_BLOCK_AP || cfg->method == QAT_METHOD_PIPELINE;
   int do_e2e = cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE;
   int64_t spb = do_bap ? qat_block_ap_steps_per_block(cfg->block_ap.samples, cfg->block_ap.batch,
@@ -433,7 +596,10 @@ static qat_status eqat_run(job *J) {
       if (st == QAT_OK && (blocks_done < 1 || blocks_done > L))
         st = QAT_FAIL(QAT_EFORMAT, "%s: blocks_done = %lld for a %d-layer model", ck,
                       (long long)blocks_done, L);
-      if (st == QAT_OK) st = qat_eqat_ckpt_load_layers(J->m, 0, (int)blocks_done, &c);
+      /* the finished blocks are loaded by Block-AP once its full-precision stream has passed
+       * their masters (qat_block_ap_phase); all of them done: load them now */
+      if (st == QAT_OK && blocks_done == L)
+        st = qat_eqat_ckpt_load_layers(J->m, 0, (int)blocks_done, &c);
       if (st == QAT_OK)
         qat_log("resumed from %s (Block-AP, %lld of %d blocks done)", ck, (long long)blocks_done, L);
     } else if (st == QAT_OK && strcmp(phase, "e2e_qp") == 0 && do_e2e) {
@@ -451,7 +617,7 @@ static qat_status eqat_run(job *J) {
     QAT_TRY(st);
   }
   QAT_TRY(open_run_dir(J));
-  if (do_bap && blocks_done < L) QAT_TRY(qat_block_ap_phase(J, (int)blocks_done));
+  if (do_bap && blocks_done < L) QAT_TRY(qat_block_ap_phase(J, (int)blocks_done, ck));
   if (do_e2e) {
     J->hp = (qat_train_hyper){.steps = cfg->e2e_qp.steps, .batch = cfg->e2e_qp.batch,
                               .accum = cfg->e2e_qp.grad_accum, .lr = 0,

@@ -2,8 +2,10 @@
  * families register themselves (fakequant.c, nn.c). */
 #include "backend/backend.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
 
 static qat_status cpu_alloc(const qat_backend *be, void **p, size_t bytes) {
   *p = NULL;
@@ -24,6 +26,26 @@ static qat_status cpu_host_alloc(const qat_backend *be, void **p, size_t bytes) 
   return cpu_alloc(be, p, bytes);
 }
 static qat_status cpu_sync(const qat_backend *be) { return QAT_OK; }
+
+/* MemAvailable (what can be allocated without swapping) when /proc/meminfo has it; else sysinfo's
+ * free + buffer RAM. */
+static qat_status cpu_mem_info(const qat_backend *be, size_t *free_bytes, size_t *total_bytes) {
+  struct sysinfo si;
+  if (sysinfo(&si) != 0) return QAT_FAIL(QAT_EIO, "cpu: sysinfo failed");
+  *total_bytes = (size_t)si.totalram * si.mem_unit;
+  *free_bytes = (size_t)(si.freeram + si.bufferram) * si.mem_unit;
+  FILE *f = fopen("/proc/meminfo", "r");
+  if (!f) return QAT_OK;
+  char line[256];
+  unsigned long long kb = 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+      *free_bytes = (size_t)kb * 1024;
+      break;
+    }
+  fclose(f);
+  return QAT_OK;
+}
 
 static qat_status cpu_convert(const qat_backend *be, qat_tensor *dst, const qat_tensor *src) {
   size_t n = (size_t)qat_numel(src);
@@ -51,6 +73,7 @@ qat_backend *qat_backend_cpu(void) {
     be.convert = cpu_convert;
     be.host_alloc = cpu_host_alloc;
     be.host_free = cpu_free;
+    be.mem_info = cpu_mem_info;
     qat_cpu_register_quant(&be);
     qat_cpu_register_nn(&be);
     qat_cpu_register_codes(&be);

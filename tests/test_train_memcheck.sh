@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The memory check at the start of every training job (trainer.c qat_train_check_memory), on
+# stories260K (skipped without the assets):
+# - a job whose estimate cannot fit (batch x seq_len huge on the tiny model, for method qat and
+#   for Block-AP through its activation cache budget) fails at start, before anything is
+#   allocated or written: a non-zero exit, a one-line message with the needed and free memory
+#   per component, and no run directory;
+# - a job that fits logs its estimate as one line and runs.
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+QAT=${QAT_BIN:-build/qat}
+A=${QAT_ASSETS:-../shared/assets}
+[ -f "$A/stories260K/stories260K.bin" ] || { echo "skipped: assets not found"; exit 77; }
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+
+"$QAT" convert --from llama2c "$A/stories260K/stories260K.bin" --tokenizer "$A/stories260K/tok512.bin" --out "$T/m" >/dev/null
+"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split train --out "$T/train.npy" 2>/dev/null
+"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split heldout --out "$T/val.npy" 2>/dev/null
+cat > "$T/c.yaml" <<YAML
+model: $T/m
+data: {train: $T/train.npy, val: $T/val.npy, seq_len: 64}
+method: qat
+quant: {bits: 2, group: 32}
+train: {steps: 2, batch: 2, eval_windows: 2, seed: 3}
+block_ap: {samples: 4, epochs: 1, batch: 2, val_samples: 2}
+e2e_qp: {steps: 2, batch: 2}
+checkpoint: {dir: $T/run}
+YAML
+
+# too big: exit non-zero, the numbers in one line, no run directory
+big() { # phase-pattern args...
+  local pat=$1; shift
+  set +e; "$QAT" train "$T/c.yaml" checkpoint.dir="$T/bad" "$@" > /dev/null 2> "$T/err"; rc=$?; set -e
+  [ $rc != 0 ] || { echo "expected a failure for $*"; exit 1; }
+  line=$(grep "error:" "$T/err" || true)
+  [ "$(printf '%s\n' "$line" | grep -c .)" = 1 ] || { echo "expected one error line for $*:"; cat "$T/err"; exit 1; }
+  for p in "not enough .* memory for $pat" "needs [0-9.]* GB (model [0-9.]* GB, teacher [0-9.]* GB, activation cache [0-9.]* GB, optimizer [0-9.]* GB)" "but [0-9.]* GB are free of [0-9.]* GB"; do
+    printf '%s\n' "$line" | grep -q -- "$p" || { echo "error for $* lacks /$p/:"; cat "$T/err"; exit 1; }
+  done
+  # the numbers: needed > free
+  python3 - "$line" <<'PY'
+import re, sys
+l = sys.argv[1]
+need = float(re.search(r"needs ([0-9.]+) GB", l).group(1))
+free = float(re.search(r"but ([0-9.]+) GB are free", l).group(1))
+parts = [float(x) for x in re.search(r"model ([0-9.]+) GB, teacher ([0-9.]+) GB, activation cache ([0-9.]+) GB, optimizer ([0-9.]+) GB", l).groups()]
+assert need > free, l
+assert abs(sum(parts) - need) <= 0.01 * need + 0.02, l
+PY
+  [ ! -e "$T/bad" ] || { echo "run directory left behind for $*"; exit 1; }
+}
+# 4M windows of 64 tokens: the logits alone are 4M * 64 * 512 * 4 bytes = 550 GB
+big "QAT" train.batch=4000000
+big "QAT" train.batch=4000000 distill.enabled=true
+# Block-AP: 10M calibration windows, all of them allowed in the device tier of the cache
+big "Block-AP" method=block_ap block_ap.samples=10000000 block_ap.cache_device_mb=100000000
+big "E2E-QP" method=pipeline e2e_qp.batch=4000000
+
+# fits: the estimate is logged as one line, the run completes
+"$QAT" train "$T/c.yaml" > /dev/null 2> "$T/ok.err" || { cat "$T/ok.err"; exit 1; }
+grep -q "memory: QAT [0-9.]* GB (model" "$T/ok.err" || { echo "no memory estimate logged"; cat "$T/ok.err"; exit 1; }
+[ -f "$T/run/results.json" ] || { echo "no results"; exit 1; }
+echo "train memcheck: all checks passed"
