@@ -50,7 +50,11 @@ typedef struct qat_train_job {
   int64_t step; /* optimizer steps done in the current loop */
   int bad_steps;
   int32_t *tok, *tgt; /* [B*T] host */
-  float *hs, *ht;     /* [B*T, V] host logits (distillation) */
+  /* distillation: targets I32 [B*T] and per-token losses F32 [B*T] on the device, losses on
+   * the host */
+  qat_arena kd_arena;
+  qat_tensor kd_targets, kd_losses;
+  float *kd_host;
   FILE *metrics;
   qat_train_hyper hp;
   /* EfficientQAT */

@@ -149,18 +149,22 @@ static void fill_batch(job *J, int B, int T) {
 static qat_status micro_step(job *J, int B, int T, double scale, double *loss) {
   const qat_config *cfg = J->cfg;
   qat_llama *m = J->m;
-  int64_t N = (int64_t)B * T, V = m->cfg.vocab, cnt = 0;
+  int64_t N = (int64_t)B * T, cnt = 0;
   QAT_TRY(qat_llama_forward(m, J->tok, B, T));
   if (cfg->distill.enabled) {
+    /* the logits stay on the device: only the per-token losses come back */
     QAT_TRY(qat_llama_forward(J->teacher, J->tok, B, T));
-    size_t bytes = (size_t)(N * V) * 4;
-    QAT_TRY(J->be->download(J->be, J->hs, m->logits.data, bytes));
-    QAT_TRY(J->be->download(J->be, J->ht, J->teacher->logits.data, bytes));
+    qat_tensor tg = qat_rows(&J->kd_targets, 0, N), ls = qat_rows(&J->kd_losses, 0, N);
+    qat_tensor htg = qat_view1(J->tgt, QAT_I32, QAT_DEV_CPU, N);
+    qat_tensor hls = qat_view1(J->kd_host, QAT_F32, QAT_DEV_CPU, N);
+    QAT_TRY(qat_tensor_upload(J->be, &tg, &htg));
+    QAT_TRY(QAT_OP(J->be, kd_xent, &m->logits, &J->teacher->logits, &tg,
+                   (float)cfg->distill.temperature, (float)cfg->distill.alpha, (float)scale, &ls,
+                   &m->dlogits));
+    QAT_TRY(qat_tensor_download(J->be, &hls, &ls));
     double l = 0;
-    QAT_TRY(qat_distill_loss(J->hs, J->ht, J->tgt, N, V, cfg->distill.temperature,
-                             cfg->distill.alpha, scale, J->hs, &l, NULL, &cnt));
-    QAT_TRY(J->be->upload(J->be, m->dlogits.data, J->hs, bytes));
-    *loss += l;
+    for (int64_t i = 0; i < N; i++) l += J->kd_host[i];
+    *loss += l * scale;
   } else {
     double l = 0;
     QAT_TRY(qat_llama_xent(m, J->tgt, (float)scale, &l, &cnt));
@@ -484,9 +488,14 @@ static qat_status setup_loop(job *J, qat_param *params, int nparams,
   J->tgt = malloc(N * 4);
   if (!J->tok || !J->tgt) return QAT_FAIL(QAT_ENOMEM, "train: out of memory");
   if (cfg->distill.enabled) {
-    J->hs = malloc(N * (size_t)J->m->cfg.vocab * 4);
-    J->ht = malloc(N * (size_t)J->m->cfg.vocab * 4);
-    if (!J->hs || !J->ht) return QAT_FAIL(QAT_ENOMEM, "train: out of memory (distillation logits)");
+    J->kd_host = malloc(N * 4);
+    if (!J->kd_host) return QAT_FAIL(QAT_ENOMEM, "train: out of memory");
+    QAT_TRY(qat_arena_init(&J->kd_arena, J->be, "distillation targets and losses",
+                           qat_arena_need(QAT_I32, (int64_t)N) + qat_arena_need(QAT_F32, (int64_t)N)));
+    QAT_TRY(qat_arena_tensor(&J->kd_arena, &J->kd_targets, QAT_I32, 1, (int64_t[]){(int64_t)N},
+                             "kd targets"));
+    QAT_TRY(qat_arena_tensor(&J->kd_arena, &J->kd_losses, QAT_F32, 1, (int64_t[]){(int64_t)N},
+                             "kd losses"));
   }
   qat_window_sampler_init(&J->sampler, (uint64_t)cfg->train.seed);
   return QAT_OK;
@@ -671,8 +680,8 @@ qat_status qat_train_run(const qat_config *cfg) {
   free(J.val);
   free(J.tok);
   free(J.tgt);
-  free(J.hs);
-  free(J.ht);
+  free(J.kd_host);
+  qat_arena_free(&J.kd_arena);
   free(J.e2e_params);
   return st;
 }
