@@ -15,6 +15,11 @@ qat_status cmd_tokenize(int argc, char **argv);
 qat_status cmd_train(int argc, char **argv);
 qat_status cmd_export(int argc, char **argv);
 
+struct qat_llama;
+/* Loads --model DIR on --device (default cuda when usable) with optional --quant rtn:4g128. */
+qat_status qat_cli_open_model(const char *dir, const char *device, const char *quant,
+                              struct qat_llama **out);
+
 /* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
  * booleans. Unknown flags are QAT_EUSAGE naming the flag. */
 typedef struct qat_flag {

@@ -34,22 +34,14 @@ qat_status cmd_eval(int argc, char **argv) {
   QAT_TRY(qat_flag_int(f, nf, "seq-len", 0, 1L << 20, 0, &seq_len));
   QAT_TRY(qat_flag_int(f, nf, "max-windows", 0, 1L << 40, 0, &max_windows));
   QAT_TRY(qat_flag_int(f, nf, "batch", 1, 1 << 16, 1, &batch));
-  qat_qspec q;
   const char *qs = qat_flag_get(f, nf, "quant");
-  if (qs) QAT_TRY(qat_quant_parse(qs, &q));
-  const char *dev = qat_flag_get(f, nf, "device");
-  if (!dev) dev = qat_cuda_available() ? "cuda" : "cpu";
-  qat_backend *be;
-  QAT_TRY(qat_backend_by_name(dev, &be));
-
   int32_t *tokens = NULL;
   int64_t n = 0;
   QAT_TRY(qat_npy_read_tokens(data, &tokens, &n));
   qat_llama *m = NULL;
   qat_status st;
-  QAT_CHECK(st, qat_llama_load(dir, be, &m), done);
+  QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qs, &m), done);
   if (seq_len == 0) seq_len = m->cfg.max_seq < 2048 ? m->cfg.max_seq : 2048;
-  if (qs) QAT_CHECK(st, qat_llama_set_quant(m, &q), done);
   qat_eval_result r;
   QAT_CHECK(st, qat_eval_ppl(m, tokens, n, (int)seq_len, max_windows, (int)batch, &r), done);
   if (qat_flag_get(f, nf, "json"))

@@ -37,20 +37,13 @@ qat_status cmd_generate(int argc, char **argv) {
   QAT_TRY(qat_flag_int(f, nf, "seed", 0, 0x7fffffffffffffffL, (long)time(NULL), &seed));
   if (!(temp >= 0.0)) return QAT_FAIL(QAT_EUSAGE, "--temperature %g: must be >= 0", temp);
   if (!(top_p > 0.0 && top_p <= 1.0)) return QAT_FAIL(QAT_EUSAGE, "--top-p %g: must be in (0, 1]", top_p);
-  qat_qspec q;
-  const char *qs = qat_flag_get(f, nf, "quant");
-  if (qs) QAT_TRY(qat_quant_parse(qs, &q));
-  const char *dev = qat_flag_get(f, nf, "device");
-  if (!dev) dev = qat_cuda_available() ? "cuda" : "cpu";
-  qat_backend *be;
-  QAT_TRY(qat_backend_by_name(dev, &be));
-
   qat_llama *m = NULL;
   qat_tokenizer *tok = NULL;
   qat_status st;
-  QAT_CHECK(st, qat_llama_load(dir, be, &m), done);
+  QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qat_flag_get(f, nf, "quant"),
+                                    &m),
+            done);
   QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
-  if (qs) QAT_CHECK(st, qat_llama_set_quant(m, &q), done);
   qat_sampler s;
   qat_sampler_init(&s, (float)temp, (float)top_p, (uint64_t)seed);
   qat_generate_stats gs;
