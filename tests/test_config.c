@@ -43,6 +43,7 @@ START_TEST(test_good_file) {
   ck_assert_int_eq(c.train.eval_every, 100);
   ck_assert_int_eq(c.train.eval_windows, 40);
   ck_assert_int_eq(c.train.max_bad_steps, 2);
+  ck_assert(c.train.recompute);
   ck_assert(c.distill.enabled);
   ck_assert(c.distill.temperature == 2.0);
   ck_assert(c.distill.alpha == 0.25);
@@ -88,6 +89,7 @@ START_TEST(test_defaults) {
   ck_assert_int_eq(c.train.eval_every, 0);
   ck_assert_int_eq(c.train.eval_windows, 0);
   ck_assert_int_eq(c.train.max_bad_steps, 5);
+  ck_assert(!c.train.recompute);
   ck_assert(!c.distill.enabled);
   ck_assert(c.distill.temperature == 1.0);
   ck_assert(c.distill.alpha == 0.5);

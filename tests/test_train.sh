@@ -55,6 +55,11 @@ grep -q "resumed from" "$T/b.err" || { echo "did not resume"; cat "$T/b.err"; ex
 cmp "$T/a/ckpt-00000012/state.safetensors" "$T/b/ckpt-00000012/state.safetensors" ||
   { echo "resumed run differs from the uninterrupted one"; exit 1; }
 
+# 2b. activation recomputation changes memory, not results
+"$QAT" train "$T/c.yaml" checkpoint.dir="$T/r" train.recompute=true > /dev/null 2>&1
+cmp "$T/a/ckpt-00000012/state.safetensors" "$T/r/ckpt-00000012/state.safetensors" ||
+  { echo "train.recompute=true changed the trained state"; exit 1; }
+
 # 3. SIGINT: checkpoint and a clean stop, then resume to the end
 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/c" checkpoint.every=0 > /dev/null 2> "$T/c.err" &
 pid=$!

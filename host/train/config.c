@@ -77,6 +77,7 @@ static const key_def k_keys[] = {
     {"train.eval_every", K_I64, OFF(train.eval_every), "0", NULL, 0},
     {"train.eval_windows", K_I64, OFF(train.eval_windows), "0", NULL, 0},
     {"train.max_bad_steps", K_INT, OFF(train.max_bad_steps), "5", NULL, 0},
+    {"train.recompute", K_BOOL, OFF(train.recompute), "false", NULL, 0},
     {"distill.enabled", K_BOOL, OFF(distill.enabled), "false", NULL, 0},
     {"distill.temperature", K_FLOAT, OFF(distill.temperature), "1.0", NULL, 0},
     {"distill.alpha", K_FLOAT, OFF(distill.alpha), "0.5", NULL, 0},

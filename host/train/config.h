@@ -67,6 +67,7 @@ typedef struct qat_config {
     double clip;
     int64_t eval_every, eval_windows;
     int max_bad_steps;
+    bool recompute; /* activation recomputation in the whole-model backward (memory for time) */
   } train;
   struct {
     bool enabled;

@@ -370,7 +370,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     mem_need *n = &ph[nph++];
     *n = (mem_need){.phase = "QAT"};
     qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->train.batch, .T = T,
-                            .training = 1};
+                            .training = 1, .recompute = cfg->train.recompute};
     qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->distill.enabled ? cfg->train.batch : 0,
                             .T = T};
     QAT_TRY(est(&c, &js, &n->model));
@@ -404,7 +404,8 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
       mem_need *n = &ph[nph++];
       *n = (mem_need){.phase = "E2E-QP"};
       qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->e2e_qp.batch, .T = T,
-                              .training = 1, .frozen_codes = 1};
+                              .training = 1, .recompute = cfg->train.recompute,
+                              .frozen_codes = 1};
       QAT_TRY(est(&c, &js, &n->model));
       if (eqat_teacher(cfg)) {
         qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = T,
@@ -480,6 +481,7 @@ static qat_status setup_loop(job *J, qat_param *params, int nparams,
                              const qat_optim_group groups[3]) {
   const qat_config *cfg = J->cfg;
   int T = cfg->data.seq_len, B = J->hp.batch;
+  J->m->recompute = cfg->train.recompute;
   QAT_TRY(qat_llama_plan(J->m, B, T, 1));
   if (cfg->distill.enabled) QAT_TRY(qat_llama_plan(J->teacher, B, T, 0));
   QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
