@@ -67,18 +67,7 @@ qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_i
                                       qat_tensor *x_out, int B, int T) {
   struct qat_llama_priv *P = m->priv;
   const char *what = "model block_forward_fp";
-  if (P->bB <= 0) return QAT_FAIL(QAT_EINVAL, "%s: call qat_llama_plan_block first", what);
-  if (l < 0 || l >= m->cfg.n_layers)
-    return QAT_FAIL(QAT_EINVAL, "%s: layer %d is outside [0, %d)", what, l, m->cfg.n_layers);
-  if (B <= 0 || T <= 0 || B > P->bB || T > P->bT)
-    return QAT_FAIL(QAT_EINVAL, "%s: batch %d x %d exceeds the planned %d x %d", what, B, T, P->bB,
-                    P->bT);
-  if (m->act_dtype != P->bplan_dtype)
-    return QAT_FAIL(QAT_EINVAL, "%s: act_dtype changed to %s after qat_llama_plan_block (%s)", what,
-                    qat_dtype_name(m->act_dtype), qat_dtype_name(P->bplan_dtype));
-  int64_t N = (int64_t)B * T;
-  QAT_TRY(qat_llama_check_stream(m, what, "x_in", x_in, N));
-  QAT_TRY(qat_llama_check_stream(m, what, "x_out", x_out, N));
+  QAT_TRY(qat_llama_check_block_call(m, what, l, x_in, x_out, B, T));
   P->bfwd_layer = -1; /* the block set now holds a pass that cannot be back-propagated */
   P->fwd_training = 0; /* layer l's w_hat no longer matches the last whole-model forward */
   QAT_TRY(qat_llama_sync_wcomp(m));
@@ -87,7 +76,7 @@ qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_i
   for (int i = 0; i < 7; i++) /* unquantized: w_hat aliases w (F32) or is its cast */
     if (lins[i]->w_hat.data != lins[i]->w.data)
       QAT_TRY(QAT_OP(m->be, convert, &lins[i]->w_hat, &lins[i]->w));
-  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, (size_t)N * m->cfg.dim * sizeof(float)));
+  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, qat_nbytes(x_in)));
   return qat_llama_layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T);
 }
 

@@ -163,10 +163,11 @@ qat_status qat_llama_check_stream(const qat_llama *m, const char *what, const ch
   return QAT_OK;
 }
 
-qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, qat_tensor *x_out,
-                                   int B, int T) {
-  struct qat_llama_priv *P = m->priv;
-  const char *what = "model block_forward";
+/* Arguments of a block pass: a block plan, layer l, B x T within it, x_in / x_out streams. */
+qat_status qat_llama_check_block_call(const qat_llama *m, const char *what, int l,
+                                      const qat_tensor *x_in, const qat_tensor *x_out, int B,
+                                      int T) {
+  const struct qat_llama_priv *P = m->priv;
   if (P->bB <= 0) return QAT_FAIL(QAT_EINVAL, "%s: call qat_llama_plan_block first", what);
   if (l < 0 || l >= m->cfg.n_layers)
     return QAT_FAIL(QAT_EINVAL, "%s: layer %d is outside [0, %d)", what, l, m->cfg.n_layers);
@@ -178,14 +179,21 @@ qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, 
                     qat_dtype_name(m->act_dtype), qat_dtype_name(P->bplan_dtype));
   int64_t N = (int64_t)B * T;
   QAT_TRY(qat_llama_check_stream(m, what, "x_in", x_in, N));
-  QAT_TRY(qat_llama_check_stream(m, what, "x_out", x_out, N));
+  return qat_llama_check_stream(m, what, "x_out", x_out, N);
+}
+
+qat_status qat_llama_block_forward(qat_llama *m, int l, const qat_tensor *x_in, qat_tensor *x_out,
+                                   int B, int T) {
+  struct qat_llama_priv *P = m->priv;
+  const char *what = "model block_forward";
+  QAT_TRY(qat_llama_check_block_call(m, what, l, x_in, x_out, B, T));
   P->bfwd_layer = -1;
   QAT_TRY(qat_llama_sync_wcomp(m));
   if (P->btraining) QAT_TRY(qat_llama_bind_grads(m, l, what)); /* one-layer gradients */
   QAT_TRY(qat_llama_refresh_layer(m, l));
   /* the layer reads its input from the activation set (the backward needs it there too); the
    * copy also lets x_out alias x_in */
-  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, (size_t)N * m->cfg.dim * sizeof(float)));
+  QAT_TRY(QAT_OP(m->be, copy, P->bact.x_in.data, x_in->data, qat_nbytes(x_in)));
   QAT_TRY(qat_llama_layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T));
   P->bfwd_layer = l;
   P->bfwd_B = B;

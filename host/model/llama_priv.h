@@ -167,6 +167,9 @@ size_t qat_llama_codes_need(const qat_llama *m);
 /* Refreshes w_hat of layer l from the masters (fake-quant, codes, or a cast). */
 qat_status qat_llama_refresh_layer(qat_llama *m, int l);
 /* Block-pass argument checks: x [B*T, C] F32 on the model's device. */
+qat_status qat_llama_check_block_call(const qat_llama *m, const char *what, int l,
+                                      const qat_tensor *x_in, const qat_tensor *x_out, int B,
+                                      int T);
 qat_status qat_llama_check_stream(const qat_llama *m, const char *what, const char *role,
                                   const qat_tensor *x, int64_t N);
 

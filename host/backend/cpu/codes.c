@@ -10,7 +10,7 @@
  * integer below 2^8) and multiplied the same way, (code - z~) * s~, so
  * dq_forward(fq_codes(w)) == fq_forward(w) bit for bit (tests/test_codes.c). A NaN code (NaN
  * weight or scale) has no U8 value: fq_codes refuses it, naming the tensor and position. */
-#include "backend/backend.h"
+#include "backend/cpu/qgeom.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,47 +18,6 @@
 #define FLOATS ((1u << QAT_F32) | (1u << QAT_BF16))
 
 
-typedef struct cq_params {
-  int64_t R, C, G, glen;
-  int pertensor, asym;
-  float lo, hi; /* code range: asym [0, qmax], sym [Qn, Qp] */
-  float off;    /* stored = code + off: 0 asym, 2^(bits-1) sym */
-} cq_params;
-
-static cq_params cq_make(const qat_qspec *q, int64_t R, int64_t C) {
-  cq_params p = {.R = R, .C = C, .pertensor = q->group == 0, .asym = !q->sym};
-  p.G = qat_qspec_groups(q, C);
-  p.glen = q->group > 0 ? q->group : C;
-  if (p.asym) {
-    p.lo = 0.0f;
-    p.hi = (float)((1 << q->bits) - 1);
-    p.off = 0.0f;
-  } else {
-    p.lo = -(float)(1 << (q->bits - 1));
-    p.hi = (float)((1 << (q->bits - 1)) - 1);
-    p.off = (float)(1 << (q->bits - 1));
-  }
-  return p;
-}
-
-/* The same comparisons as fakequant.c (a NaN stays NaN). */
-static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
-static inline float eff_scale(const float *S, int64_t k) { return clampf(S[k], QAT_S_MIN, QAT_S_MAX); }
-static inline float eff_zero(const cq_params *p, const float *Z, int64_t k) {
-  return p->asym ? clampf(rintf(Z[k]), 0.0f, p->hi) : 0.0f;
-}
-static inline int64_t sidx(const cq_params *p, int64_t r, int64_t j) {
-  return p->pertensor ? 0 : r * p->G + j;
-}
-static inline void group_cols(const cq_params *p, int64_t j, int64_t *c0, int64_t *c1) {
-  if (p->pertensor) {
-    *c0 = 0;
-    *c1 = p->C;
-    return;
-  }
-  *c0 = j * p->glen;
-  *c1 = *c0 + p->glen < p->C ? *c0 + p->glen : p->C;
-}
 
 /* ---- fq_codes ------------------------------------------------------------------------------ */
 
@@ -67,7 +26,7 @@ static qat_status cpu_fq_codes(const qat_backend *be, const qat_qspec *q, const 
   QAT_TRY(qat_fq_check_args(be, "fq_codes", q, w, s, z));
   QAT_TRY(qat_fq_check_tensor(be, "fq_codes", "codes", codes, 1u << QAT_U8, w->shape[0],
                               w->shape[1]));
-  cq_params p = cq_make(q, w->shape[0], w->shape[1]);
+  qgeom p = qgeom_make(q, w->shape[0], w->shape[1]);
   const float *W = w->data, *S = s->data, *Z = p.asym ? z->data : NULL;
   uint8_t *Q = codes->data;
   int64_t R = p.R, C = p.C;
@@ -78,7 +37,7 @@ static qat_status cpu_fq_codes(const qat_backend *be, const qat_qspec *q, const 
     for (int64_t j = 0; j < p.G; j++) {
       int64_t c0, c1, k = sidx(&p, r, j);
       group_cols(&p, j, &c0, &c1);
-      float sv = eff_scale(S, k), zt = eff_zero(&p, Z, k);
+      float sv = eff_scale(S[k]), zt = eff_zero(&p, Z, k);
       for (int64_t c = c0; c < c1; c++) {
         int64_t i = r * C + c;
         float code = clampf(rintf(W[i] / sv) + zt, p.lo, p.hi); /* exactly fq_forward's */
@@ -114,7 +73,7 @@ static qat_status cpu_dq_forward(const qat_backend *be, const qat_qspec *q,
   QAT_TRY(qat_codes_check_args(be, "dq_forward", q, codes, s, z));
   QAT_TRY(qat_fq_check_tensor(be, "dq_forward", "w_hat", w_hat, FLOATS, codes->shape[0],
                               codes->shape[1]));
-  cq_params p = cq_make(q, codes->shape[0], codes->shape[1]);
+  qgeom p = qgeom_make(q, codes->shape[0], codes->shape[1]);
   const uint8_t *Q = codes->data;
   const float *S = s->data, *Z = p.asym ? z->data : NULL;
   int bf16 = w_hat->dtype == QAT_BF16;
@@ -124,7 +83,7 @@ static qat_status cpu_dq_forward(const qat_backend *be, const qat_qspec *q,
     for (int64_t j = 0; j < p.G; j++) {
       int64_t c0, c1, k = sidx(&p, r, j);
       group_cols(&p, j, &c0, &c1);
-      float sv = eff_scale(S, k), zt = eff_zero(&p, Z, k);
+      float sv = eff_scale(S[k]), zt = eff_zero(&p, Z, k);
       for (int64_t c = c0; c < c1; c++) {
         int64_t i = r * C + c;
         float code = (float)Q[i] - p.off; /* exact */
@@ -140,7 +99,7 @@ static qat_status cpu_dq_forward(const qat_backend *be, const qat_qspec *q,
 }
 
 /* sum of g * (code - zt) over elements [i0, i1) of the flat arrays, in double. */
-static double group_ds(const cq_params *p, const uint8_t *Q, const void *g, int bf16, int64_t i0,
+static double group_ds(const qgeom *p, const uint8_t *Q, const void *g, int bf16, int64_t i0,
                        int64_t i1, float zt) {
   double acc = 0.0;
   for (int64_t i = i0; i < i1; i++) {
@@ -160,7 +119,7 @@ static qat_status cpu_dq_backward(const qat_backend *be, const qat_qspec *q,
   qat_qspec_sshape(q, R, C, ss);
   QAT_TRY(qat_fq_check_tensor(be, op, "g", g, FLOATS, R, C));
   QAT_TRY(qat_fq_check_tensor(be, op, "ds", ds, 1u << QAT_F32, ss[0], ss[1]));
-  cq_params p = cq_make(q, R, C);
+  qgeom p = qgeom_make(q, R, C);
   const uint8_t *Q = codes->data;
   const float *Z = p.asym ? z->data : NULL;
   float *dS = ds->data;

@@ -9,66 +9,16 @@
  *
  * Rounding is round-half-to-even (rintf) and code clamps are written as comparisons so that a
  * NaN weight stays NaN in w_hat instead of being clamped to a finite code. */
-#include "backend/backend.h"
+#include "backend/cpu/qgeom.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- argument checks, shared with cuda/fakequant.cu (which declares these two) ---------------- */
-
-
-/* ---- the quantizer, per element ------------------------------------------------------------- */
-
-typedef struct fq_params {
-  int64_t R, C, G; /* G groups per row (1 per-channel and per-tensor) */
-  int64_t glen;    /* columns per group (C when per-channel; unused per-tensor) */
-  int pertensor, asym;
-  float lo, hi; /* code range: asym [0, qmax], sym [Qn, Qp] */
-  float qp;     /* Qp of the LSQ gradient scale: qmax (asym) or 2^(N-1) - 1 (sym) */
-} fq_params;
-
-static fq_params fq_make(const qat_qspec *q, int64_t R, int64_t C) {
-  fq_params p = {.R = R, .C = C, .pertensor = q->group == 0, .asym = !q->sym};
-  p.G = qat_qspec_groups(q, C);
-  p.glen = q->group > 0 ? q->group : C;
-  if (p.asym) {
-    p.lo = 0.0f;
-    p.hi = (float)((1 << q->bits) - 1);
-    p.qp = p.hi;
-  } else {
-    p.lo = -(float)(1 << (q->bits - 1));
-    p.hi = (float)((1 << (q->bits - 1)) - 1);
-    p.qp = p.hi;
-  }
-  return p;
-}
-
-/* Comparisons, not fminf/fmaxf: a NaN stays NaN. */
-static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
-static inline float eff_scale(float s) { return clampf(s, QAT_S_MIN, QAT_S_MAX); }
-static inline float eff_zero(const fq_params *p, const float *z, int64_t i) {
-  return p->asym ? clampf(rintf(z[i]), 0.0f, p->hi) : 0.0f;
-}
-/* Index into s / z of group j of row r. */
-static inline int64_t sidx(const fq_params *p, int64_t r, int64_t j) {
-  return p->pertensor ? 0 : r * p->G + j;
-}
-/* Columns [*c0, *c1) of group j. */
-static inline void group_cols(const fq_params *p, int64_t j, int64_t *c0, int64_t *c1) {
-  if (p->pertensor) {
-    *c0 = 0;
-    *c1 = p->C;
-    return;
-  }
-  *c0 = j * p->glen;
-  *c1 = *c0 + p->glen < p->C ? *c0 + p->glen : p->C;
-}
-
 /* ---- init: RTN / min-max ---------------------------------------------------------------------- */
 
 /* From the group's min and max (asym) or max |w| (sym) to s and z, exactly as REFERENCE.md. */
-static void init_from_range(const fq_params *p, float mn, float mx, float *s, float *z) {
+static void init_from_range(const qgeom *p, float mn, float mx, float *s, float *z) {
   if (p->asym) {
     float sv = clampf((mx - mn) / p->hi, QAT_S_MIN, QAT_S_MAX);
     *s = sv;
@@ -98,7 +48,7 @@ static void range_of(const float *x, int64_t n, float *mn, float *mx, int *finit
 static qat_status cpu_fq_init(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
                               qat_tensor *s, qat_tensor *z) {
   QAT_TRY(qat_fq_check_args(be, "fq_init", q, w, s, z));
-  fq_params p = fq_make(q, w->shape[0], w->shape[1]);
+  qgeom p = qgeom_make(q, w->shape[0], w->shape[1]);
   const float *W = w->data; /* [R, C] */
   float *S = s->data, *Z = p.asym ? z->data : NULL;
   int64_t R = p.R, C = p.C;
@@ -136,7 +86,7 @@ static qat_status cpu_fq_forward(const qat_backend *be, const qat_qspec *q, cons
   QAT_TRY(qat_fq_check_args(be, "fq_forward", q, w, s, z));
   QAT_TRY(qat_fq_check_tensor(be, "fq_forward", "w_hat", w_hat,
                               (1u << QAT_F32) | (1u << QAT_BF16), w->shape[0], w->shape[1]));
-  fq_params p = fq_make(q, w->shape[0], w->shape[1]);
+  qgeom p = qgeom_make(q, w->shape[0], w->shape[1]);
   const float *W = w->data, *S = s->data, *Z = p.asym ? z->data : NULL;
   int bf16 = w_hat->dtype == QAT_BF16;
   int64_t R = p.R, C = p.C;
@@ -164,7 +114,7 @@ static qat_status cpu_fq_forward(const qat_backend *be, const qat_qspec *q, cons
 
 /* One group: dw = G inside I, 0 outside; returns sum G * dw^/ds (LSQ+ form) in *sum_ds and the sum
  * of G outside I in *sum_out (dz = -s~ * sum_out). */
-static void group_backward(const fq_params *p, const float *W, const float *Gr, float *dW,
+static void group_backward(const qgeom *p, const float *W, const float *Gr, float *dW,
                            int64_t n, float sv, float zt, double *sum_ds, double *sum_out) {
   double ds = 0.0, out = 0.0;
   for (int64_t i = 0; i < n; i++) {
@@ -201,7 +151,7 @@ static qat_status cpu_fq_backward(const qat_backend *be, const qat_qspec *q, con
   if (ds) QAT_TRY(qat_fq_check_tensor(be, op, "ds", ds, 1u << QAT_F32, ss[0], ss[1]));
   if (dz) QAT_TRY(qat_fq_check_tensor(be, op, "dz", dz, 1u << QAT_F32, ss[0], ss[1]));
 
-  fq_params p = fq_make(q, R, C);
+  qgeom p = qgeom_make(q, R, C);
   const float *W = w->data, *S = s->data, *Z = p.asym ? z->data : NULL, *Gd = g->data;
   float *dW = dw ? dw->data : NULL, *dS = ds ? ds->data : NULL, *dZ = dz ? dz->data : NULL;
   int lsq = q->grad == QAT_QGRAD_LSQ;
