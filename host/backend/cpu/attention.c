@@ -64,41 +64,6 @@ static qat_status check_qkv(const char *op, const qat_tensor *q, const qat_tenso
   return QAT_OK;
 }
 
-/* exp(x) for softmax arguments x <= 0 (any x < 88 works), within 2 ulp of expf; 0 below -87.3
- * (where expf is denormal, < 1.2e-38). Cephes expf: x = n ln2 + r, |r| <= ln2/2, a degree-5
- * minimax for (e^r - 1 - r) / r^2, 2^n put into the exponent bits: measured within 1 ulp of
- * exp over [-87.3, 1]. Branch-free so `omp simd` loops vectorize it (glibc's expf is a scalar
- * call). -inf gives 0, NaN gives NaN. */
-static inline float fast_expf(float x) {
-  const float big = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
-  float t = x * 1.44269504088896341f + big;
-  float n = t - big;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  float y = p * r * r + r + 1.0f;
-  /* float <-> int through memcpy and masks, not unions or float selects: those stop GCC's
-   * vectorizer ("control flow in loop") */
-  int32_t tb, yb, eb;
-  memcpy(&tb, &t, sizeof tb);
-  int32_t ni = tb - 0x4B400000; /* = n */
-  ni = ni < -126 ? -126 : ni;
-  eb = (ni + 127) << 23; /* 2^n */
-  float e;
-  memcpy(&e, &eb, sizeof e);
-  y = y * e;
-  int32_t keep = -(int32_t)!(x < -87.33f); /* all ones, or 0 where x < -87.33 (NaN kept) */
-  memcpy(&yb, &y, sizeof yb);
-  yb &= keep;
-  memcpy(&y, &yb, sizeof y);
-  return y;
-}
-
 /* Row kernels, each one plain loop so that GCC vectorizes it at -O2 (a loop mixing float and
  * double lanes does not vectorize). */
 static float row_max(const float *s, int64_t n) {
@@ -110,7 +75,7 @@ static float row_max(const float *s, int64_t n) {
 /* s[j] = exp(s[j] - m) */
 static void row_exp(float *s, int64_t n, float m) {
 #pragma omp simd
-  for (int64_t j = 0; j < n; j++) s[j] = fast_expf(s[j] - m);
+  for (int64_t j = 0; j < n; j++) s[j] = qat_fast_expf(s[j] - m);
 }
 static double row_sum(const float *s, int64_t n) {
   double sum = 0.0;
