@@ -11,15 +11,7 @@
 set -euo pipefail
 # a 260K-parameter model: OpenMP threads only spin against each other on a loaded 2-core machine
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-QAT=${QAT_BIN:-build/qat}
-A=${QAT_ASSETS:-../shared/assets}
-[ -f "$A/stories260K/stories260K.bin" ] || { echo "skipped: assets not found"; exit 77; }
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-
-"$QAT" convert --from llama2c "$A/stories260K/stories260K.bin" --tokenizer "$A/stories260K/tok512.bin" --out "$T/m" >/dev/null
-"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split train --out "$T/train.npy" 2>/dev/null
-"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split heldout --out "$T/val.npy" 2>/dev/null
+. "$(dirname "$0")/lib_stories260k.sh"
 
 # 5 blocks x 2 epochs x 12 batches = 120 Block-AP steps (ckpt-00000024 after block 1), then 16
 # E2E-QP steps: the final checkpoint is ckpt-00000136.

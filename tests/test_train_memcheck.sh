@@ -8,15 +8,7 @@
 # - a job that fits logs its estimate as one line and runs.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-QAT=${QAT_BIN:-build/qat}
-A=${QAT_ASSETS:-../shared/assets}
-[ -f "$A/stories260K/stories260K.bin" ] || { echo "skipped: assets not found"; exit 77; }
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-
-"$QAT" convert --from llama2c "$A/stories260K/stories260K.bin" --tokenizer "$A/stories260K/tok512.bin" --out "$T/m" >/dev/null
-"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split train --out "$T/train.npy" 2>/dev/null
-"$QAT" tokenize --tokenizer "$A/stories260K/tok512.bin" --in "$A/text/tinystories_val.txt" --split heldout --out "$T/val.npy" 2>/dev/null
+. "$(dirname "$0")/lib_stories260k.sh"
 cat > "$T/c.yaml" <<YAML
 model: $T/m
 data: {train: $T/train.npy, val: $T/val.npy, seq_len: 64}
