@@ -62,6 +62,13 @@ static qat_status cu_adamw(const qat_backend *be, qat_tensor *param, const qat_t
   if (t < 1)
     return QAT_FAIL(QAT_EINVAL, "cuda adamw: step t = %lld for %s (must be >= 1)", (long long)t,
                     nn_name(param, "param"));
+  // the CPU backend's hyperparameter checks: beta2 == 1 would divide by a zero bias correction
+  if (!(beta1 >= 0.0f && beta1 < 1.0f) || !(beta2 >= 0.0f && beta2 < 1.0f))
+    return QAT_FAIL(QAT_EINVAL, "cuda adamw: betas (%g, %g) outside [0, 1)", (double)beta1,
+                    (double)beta2);
+  if (!(eps >= 0.0f) || !isfinite(lr) || !isfinite(weight_decay))
+    return QAT_FAIL(QAT_EINVAL, "cuda adamw: bad hyperparameters lr %g eps %g weight_decay %g",
+                    (double)lr, (double)eps, (double)weight_decay);
   if (n == 0) return QAT_OK;
   const double bc1 = 1.0 - pow((double)beta1, (double)t);
   const double bc2 = 1.0 - pow((double)beta2, (double)t);

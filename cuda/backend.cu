@@ -74,10 +74,11 @@ static qat_status cu_convert(const qat_backend *be, qat_tensor *dst, const qat_t
     return QAT_FAIL(QAT_EUNSUPPORTED, "cuda convert %s -> %s", qat_dtype_name(src->dtype),
                     qat_dtype_name(dst->dtype));
   if (dst->dtype == src->dtype) return cu_copy(be, dst->data, src->data, qat_nbytes(src));
-  int threads = 256;
-  int blocks = (int)((n + threads - 1) / threads);
-  if (blocks > 65535 * 8) blocks = 65535 * 8;
-  if (blocks < 1) blocks = 1;
+  const int threads = 256;
+  int64_t nb = (n + threads - 1) / threads;  // capped in 64 bits: the grid-stride loop does the rest
+  if (nb > 65535 * 8) nb = 65535 * 8;
+  if (nb < 1) nb = 1;
+  const unsigned blocks = (unsigned)nb;
   cudaStream_t s = qat_cuda(be)->stream;
   if (dst->dtype == QAT_F32)
     convert_kernel<<<blocks, threads, 0, s>>>((float *)dst->data,
@@ -89,18 +90,35 @@ static qat_status cu_convert(const qat_backend *be, qat_tensor *dst, const qat_t
   return QAT_OK;
 }
 
+// Releases what qat_cuda_create made before one of its steps failed (a later call starts over).
+static void ctx_release(qat_cuda_ctx *c) {
+  if (c->workspace) cudaFree(c->workspace);
+  if (c->lt) cublasLtDestroy(c->lt);
+  if (c->stream) cudaStreamDestroy(c->stream);
+  memset(c, 0, sizeof *c);
+}
+
+static qat_status ctx_init(qat_cuda_ctx *ctx) {
+  QAT_CUDA_TRY(cudaSetDevice(0));
+  QAT_CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
+  QAT_CUBLAS_TRY(cublasLtCreate(&ctx->lt));
+  ctx->workspace_bytes = 32u << 20;
+  QAT_CUDA_TRY(cudaMalloc(&ctx->workspace, ctx->workspace_bytes));
+  int dev = 0;
+  QAT_CUDA_TRY(cudaGetDevice(&dev));
+  QAT_CUDA_TRY(cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, dev));
+  return QAT_OK;
+}
+
 extern "C" qat_status qat_cuda_create(qat_backend *be) {
   memset(be, 0, sizeof *be);
   static qat_cuda_ctx ctx;
   memset(&ctx, 0, sizeof ctx);
-  QAT_CUDA_TRY(cudaSetDevice(0));
-  QAT_CUDA_TRY(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
-  QAT_CUBLAS_TRY(cublasLtCreate(&ctx.lt));
-  ctx.workspace_bytes = 32u << 20;
-  QAT_CUDA_TRY(cudaMalloc(&ctx.workspace, ctx.workspace_bytes));
-  int dev = 0;
-  QAT_CUDA_TRY(cudaGetDevice(&dev));
-  QAT_CUDA_TRY(cudaDeviceGetAttribute(&ctx.sm_count, cudaDevAttrMultiProcessorCount, dev));
+  qat_status st = ctx_init(&ctx);
+  if (st != QAT_OK) {
+    ctx_release(&ctx);
+    return st;
+  }
   be->name = "cuda";
   be->device = QAT_DEV_CUDA;
   be->ctx = &ctx;

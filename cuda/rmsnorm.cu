@@ -41,7 +41,9 @@ __global__ void rmsnorm_bwd_dx_kernel(const TX *dout, const TX *x, const TW *w, 
   dot = nn_block_sum(dot, sh);
   const float coef = r * r * r * dot / (float)C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x)
-    qat_st(dr, c, qat_ld(dr, c) + qat_ld(gr, c) * qat_ld(w, c) * r - qat_ld(xr, c) * coef);
+    // the increment is formed first, then added (as the CPU does): a large dx does not swallow
+    // the difference of the two terms
+    qat_st(dr, c, qat_ld(dr, c) + (qat_ld(gr, c) * qat_ld(w, c) * r - qat_ld(xr, c) * coef));
 }
 
 // dw's per-element term for nn_colsum: dout[n, c] * x[n, c] * rstd[n].

@@ -2,9 +2,10 @@
 // BF16), targets I32 [N] (-1 ignored), losses[N] F32 (NULL when only the gradient is wanted),
 // optional dlogits[N, V] (logits' dtype, may alias logits). One block per row; V up to 2^31 (256K vocabularies use 1024 threads).
 //   pass 1: online (max, sum of exp) per thread, merged across the block -> lse
-//   loss = lse - logit[target], read before the barrier that precedes any dlogits write, so an
-//   in-place dlogits is safe (each element is read then written by the same thread in pass 2)
-//   pass 2: dlogits = dscale * (exp(logit - lse) - onehot(target))
+//   loss = (max - logit[target]) + log(sum), read before the barrier that precedes any dlogits
+//   write, so an in-place dlogits is safe (each element is read then written by the same thread
+//   in pass 2)
+//   pass 2: dlogits = dscale * (exp(logit - lse) - onehot(target)), the target as expm1
 // Targets are checked against [-1, V) by a pre-pass (nn_check_ids, one stream sync) before
 // anything is written, as on the CPU; the kernel still guards the index.
 #include "cuda/nn_common.cuh"
@@ -31,7 +32,7 @@ __global__ void __launch_bounds__(1024)
     xent_kernel(const T *logits, const int32_t *targets, float *losses, T *dlogits, float dscale,
                 int64_t V) {
   __shared__ ms_pair sh[32];
-  __shared__ float sh_lse;
+  __shared__ float sh_m, sh_logs;
   const int64_t n = blockIdx.x;
   const T *x = logits + n * V;
   const int32_t tgt = targets[n];
@@ -66,17 +67,21 @@ __global__ void __launch_bounds__(1024)
   if (threadIdx.x == 0) {
     ms_pair t = sh[0];
     for (int i = 1; i < nw; i++) t = ms_merge(t, sh[i]);
-    const float lse = t.m + logf(t.s);
-    sh_lse = lse;
-    if (losses) losses[n] = lse - qat_ld(x, tgt);  // before the barrier: dlogits may alias x
+    const float logs = logf(t.s);
+    sh_m = t.m;
+    sh_logs = logs;
+    // (m - x_t) + log s, not (m + log s) - x_t: no cancellation when the target dominates (the
+    // CPU sums in double). Read before the barrier: dlogits may alias x.
+    if (losses) losses[n] = (t.m - qat_ld(x, tgt)) + logs;
   }
   __syncthreads();
   if (!dlogits) return;
-  const float lse = sh_lse;
+  const float m = sh_m, logs = sh_logs;
   T *d = dlogits + n * V;
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-    const float p = expf(qat_ld(x, i) - lse);
-    qat_st(d, i, dscale * (p - (i == tgt ? 1.0f : 0.0f)));
+    const float z = (qat_ld(x, i) - m) - logs;  // log softmax
+    // softmax_t - 1 as expm1: exact near p_t = 1, where expf(z) - 1 would cancel
+    qat_st(d, i, dscale * (i == tgt ? expm1f(z) : expf(z)));
   }
 }
 
