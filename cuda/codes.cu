@@ -10,73 +10,35 @@
 // for long ones), accumulating in double; no global atomics, so results are deterministic and
 // differ from the CPU's double sums only by the summation order.
 #include "cuda/common.cuh"
+#include "cuda/qgeom.cuh"
 
 #include <stdint.h>
 
 
 namespace {
 
+using namespace qat_qgeom;
+
 constexpr int kThreads = 256;      // every kernel here; a multiple of 32
 constexpr int64_t kSmallSeg = 1024; // dq_backward: groups up to this long use sub-warp lanes
 constexpr unsigned kFloats = (1u << QAT_F32) | (1u << QAT_BF16);
 
-// Layout: group (segment) k of W[R, C] is one contiguous run, as in cuda/fakequant.cu.
-struct CqShape {
-  int64_t R, C, G; // G groups per row (1 per-channel and per-tensor)
-  int64_t glen;    // columns per group (C per-channel; R*C per-tensor)
-  int64_t nseg;
-  int pertensor, asym;
-  float lo, hi, off; // code range and the stored offset (2^(bits-1) sym, 0 asym)
-};
+// Layout and arithmetic: cuda/qgeom.cuh (shared with cuda/fakequant.cu); a codes op needs both.
+struct CqShape : QShape, QCode {};
 
-CqShape make_shape(const qat_qspec *q, int64_t R, int64_t C) {
+CqShape make_cq(const qat_qspec *q, int64_t R, int64_t C) {
   CqShape p;
-  p.R = R;
-  p.C = C;
-  p.pertensor = q->group == 0;
-  p.asym = !q->sym;
-  p.G = qat_qspec_groups(q, C);
-  p.glen = q->group > 0 ? q->group : (p.pertensor ? R * C : C);
-  p.nseg = p.pertensor ? 1 : R * p.G;
-  if (p.asym) {
-    p.lo = 0.0f;
-    p.hi = (float)((1 << q->bits) - 1);
-    p.off = 0.0f;
-  } else {
-    p.lo = -(float)(1 << (q->bits - 1));
-    p.hi = (float)((1 << (q->bits - 1)) - 1);
-    p.off = (float)(1 << (q->bits - 1));
-  }
+  static_cast<QShape &>(p) = make_shape(q, R, C);
+  static_cast<QCode &>(p) = make_code(q);
   return p;
 }
 
-// Comparisons, not fminf/fmaxf: a NaN stays NaN (as on the CPU).
-__device__ __forceinline__ float cq_clamp(float x, float lo, float hi) {
-  return x < lo ? lo : (x > hi ? hi : x);
-}
-__device__ __forceinline__ float cq_scale(const float *s, int64_t k) {
-  return cq_clamp(s[k], QAT_S_MIN, QAT_S_MAX);
-}
-__device__ __forceinline__ float cq_zero(const float *z, int64_t k, const CqShape &p) {
-  return p.asym ? cq_clamp(rintf(z[k]), 0.0f, p.hi) : 0.0f;
-}
 // Group index of flat element i (per-tensor: 0).
 template <typename IT>
 __device__ __forceinline__ IT cq_group(IT i, const CqShape &p) {
   if (p.pertensor) return 0;
   IT C = (IT)p.C, r = i / C;
   return r * (IT)p.G + (i - r * C) / (IT)p.glen;
-}
-__device__ __forceinline__ void seg_range(const CqShape &p, int64_t seg, int64_t &start,
-                                          int64_t &len) {
-  if (p.pertensor) {
-    start = 0;
-    len = p.R * p.C;
-    return;
-  }
-  int64_t r = seg / p.G, j = seg - r * p.G, c0 = j * p.glen;
-  start = r * p.C + c0;
-  len = p.C - c0 < p.glen ? p.C - c0 : p.glen;
 }
 
 // ---- fq_codes ------------------------------------------------------------------------------------
@@ -89,8 +51,8 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     int64_t k = cq_group<int64_t>(i, p);
-    float sv = cq_scale(s, k), zt = cq_zero(z, k, p);
-    float code = cq_clamp(rintf(w[i] / sv) + zt, p.lo, p.hi); // exactly fq_forward's code
+    float sv = q_scale(s, k), zt = q_zero(z, k, p);
+    float code = q_clamp(rintf(w[i] / sv) + zt, p.lo, p.hi); // exactly fq_forward's code
     if (code != code) {
       *bad = 1;
       codes[i] = 0;
@@ -132,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
   for (IT u = (IT)blockIdx.x * blockDim.x + threadIdx.x; u < units;
        u += (IT)gridDim.x * blockDim.x) {
     IT i = VEC ? 4 * u : u, k = cq_group<IT>(i, p);
-    float sv = cq_scale(s, k), zt = cq_zero(z, k, p);
+    float sv = q_scale(s, k), zt = q_zero(z, k, p);
     if (VEC) {
       uchar4 q = *reinterpret_cast<const uchar4 *>(codes + i);
       float4 v = make_float4(dq1(q.x, sv, zt, p.off), dq1(q.y, sv, zt, p.off),
@@ -205,7 +167,7 @@ __global__ void __launch_bounds__(kThreads)
   if (active) {
     int64_t start, len;
     seg_range(p, seg, start, len);
-    float zt = cq_zero(z, seg, p);
+    float zt = q_zero(z, seg, p);
     for (int64_t i = start + lane; i < start + len; i += lanes)
       acc += (double)qat_ld(g, i) * (double)(((float)codes[i] - p.off) - zt); // as the CPU
   }
@@ -257,7 +219,7 @@ static qat_status cu_fq_codes(const qat_backend *be, const qat_qspec *q, const q
   QAT_TRY(qat_fq_check_args(be, "fq_codes", q, w, s, z));
   QAT_TRY(qat_fq_check_tensor(be, "fq_codes", "codes", codes, 1u << QAT_U8, w->shape[0],
                               w->shape[1]));
-  CqShape p = make_shape(q, w->shape[0], w->shape[1]);
+  CqShape p = make_cq(q, w->shape[0], w->shape[1]);
   qat_cuda_ctx *cx = qat_cuda(be);
   int *bad = (int *)cx->workspace; // stream-ordered use of the shared workspace
   QAT_CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), cx->stream));
@@ -278,7 +240,7 @@ static qat_status cu_dq_forward(const qat_backend *be, const qat_qspec *q, const
   QAT_TRY(qat_codes_check_args(be, "dq_forward", q, codes, s, z));
   QAT_TRY(qat_fq_check_tensor(be, "dq_forward", "w_hat", w_hat, kFloats, codes->shape[0],
                               codes->shape[1]));
-  CqShape p = make_shape(q, codes->shape[0], codes->shape[1]);
+  CqShape p = make_cq(q, codes->shape[0], codes->shape[1]);
   const uint8_t *Q = (const uint8_t *)codes->data;
   const float *S = (const float *)s->data, *Z = p.asym ? (const float *)z->data : nullptr;
   if (w_hat->dtype == QAT_BF16)
@@ -295,7 +257,7 @@ static qat_status cu_dq_backward(const qat_backend *be, const qat_qspec *q,
   qat_qspec_sshape(q, R, C, ss);
   QAT_TRY(qat_fq_check_tensor(be, op, "g", g, kFloats, R, C));
   QAT_TRY(qat_fq_check_tensor(be, op, "ds", ds, 1u << QAT_F32, ss[0], ss[1]));
-  CqShape p = make_shape(q, R, C);
+  CqShape p = make_cq(q, R, C);
   const uint8_t *Q = (const uint8_t *)codes->data;
   const float *Z = p.asym ? (const float *)z->data : nullptr;
   if (g->dtype == QAT_BF16)

@@ -17,81 +17,22 @@
 // Arithmetic per element is the CPU's, operation for operation (IEEE division, rintf), so the
 // forward and dw agree with the CPU bit for bit; only the order of the ds, dz sums differs.
 #include "cuda/common.cuh"
+#include "cuda/qgeom.cuh"
 
 #include <stdint.h>
 
-// Argument checks shared with the CPU ops (defined in host/backend/cpu/fakequant.c).
-
 namespace {
+
+using namespace qat_qgeom;
+using FqShape = QShape;
+using FqCode = QCode;
 
 constexpr int kThreads = 256;        // every kernel here; a multiple of 32
 constexpr int64_t kSmallSeg = 1024;  // segments up to this long go to sub-warp workers
 constexpr int64_t kMinPart = 8192;   // elements per block when a segment is split
 
-// ---- layout and quantizer constants --------------------------------------------------------------
-
-struct FqShape {
-  int64_t R, C, G; // G segments per row (1 per-channel)
-  int64_t glen;    // elements per segment (the last of a row may be shorter); R*C per-tensor
-  int64_t nseg;
-  int pertensor;
-};
-
-struct FqCode {
-  float lo, hi; // code range: asym [0, qmax], sym [Qn, Qp]
-  float qp;     // Qp of the LSQ gradient scale
-  int asym;
-};
-
-FqShape make_shape(const qat_qspec *q, int64_t R, int64_t C) {
-  FqShape p;
-  p.R = R;
-  p.C = C;
-  p.pertensor = q->group == 0;
-  p.G = qat_qspec_groups(q, C);
-  p.glen = q->group > 0 ? q->group : (p.pertensor ? R * C : C);
-  p.nseg = p.pertensor ? 1 : R * p.G;
-  return p;
-}
-
-FqCode make_code(const qat_qspec *q) {
-  FqCode c;
-  c.asym = !q->sym;
-  if (c.asym) {
-    c.lo = 0.0f;
-    c.hi = (float)((1 << q->bits) - 1);
-  } else {
-    c.lo = -(float)(1 << (q->bits - 1));
-    c.hi = (float)((1 << (q->bits - 1)) - 1);
-  }
-  c.qp = c.hi;
-  return c;
-}
-
-__device__ __forceinline__ void seg_range(const FqShape &p, int64_t seg, int64_t &start,
-                                          int64_t &len) {
-  if (p.pertensor) {
-    start = 0;
-    len = p.R * p.C;
-    return;
-  }
-  int64_t r = seg / p.G, j = seg - r * p.G, c0 = j * p.glen;
-  start = r * p.C + c0;
-  len = p.C - c0 < p.glen ? p.C - c0 : p.glen;
-}
-
-// Comparisons, not fminf/fmaxf: a NaN stays NaN (as on the CPU).
-__device__ __forceinline__ float fq_clamp(float x, float lo, float hi) {
-  return x < lo ? lo : (x > hi ? hi : x);
-}
-__device__ __forceinline__ float fq_scale(const float *s, int64_t k) {
-  return fq_clamp(s[k], QAT_S_MIN, QAT_S_MAX);
-}
-__device__ __forceinline__ float fq_zero(const float *z, int64_t k, const FqCode &c) {
-  return c.asym ? fq_clamp(rintf(z[k]), 0.0f, c.hi) : 0.0f;
-}
 __device__ __forceinline__ float fq_fwd1(float w, float sv, float zt, const FqCode &c) {
-  float code = fq_clamp(rintf(w / sv) + zt, c.lo, c.hi);
+  float code = q_clamp(rintf(w / sv) + zt, c.lo, c.hi);
   return (code - zt) * sv;
 }
 // One element of the backward: returns dw; adds G * dw^/ds to ds and G (outside I) to out.
@@ -187,8 +128,8 @@ struct BwdWork {
   __device__ static float2 combine(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
   __device__ State begin(int64_t seg) const {
     State st;
-    st.sv = fq_scale(s, seg);
-    st.zt = fq_zero(z, seg, c);
+    st.sv = q_scale(s, seg);
+    st.zt = q_zero(z, seg, c);
     return st;
   }
   __device__ float2 range(const State &st, int64_t a, int64_t b, int t, int nt) const {
@@ -267,12 +208,12 @@ struct InitWork {
   }
   __device__ void finish(int64_t seg, int64_t, const State &, float2 mm) const {
     if (c.asym) {
-      float sv = fq_clamp((mm.y - mm.x) / c.hi, QAT_S_MIN, QAT_S_MAX);
+      float sv = q_clamp((mm.y - mm.x) / c.hi, QAT_S_MIN, QAT_S_MAX);
       s[seg] = sv;
-      z[seg] = rintf(-fq_clamp(mm.x / sv, -1e4f, 1e4f)) + 0.0f; // + 0: no -0 zero points
+      z[seg] = rintf(-q_clamp(mm.x / sv, -1e4f, 1e4f)) + 0.0f; // + 0: no -0 zero points
     } else {
       float amax = fmaxf(fabsf(mm.x), fabsf(mm.y));
-      s[seg] = fq_clamp(amax / c.hi, QAT_S_MIN, QAT_S_MAX);
+      s[seg] = q_clamp(amax / c.hi, QAT_S_MIN, QAT_S_MAX);
     }
   }
 };
@@ -405,7 +346,7 @@ __global__ void __launch_bounds__(kThreads)
       IT r = i / C;
       k = r * G + (i - r * C) / glen; // under VEC the 4 elements share the group
     }
-    float sv = fq_scale(s, k), zt = fq_zero(z, k, c);
+    float sv = q_scale(s, k), zt = q_zero(z, k, c);
     if (VEC) {
       float4 v = ld4(w, i);
       v.x = fq_fwd1(v.x, sv, zt, c);
