@@ -58,12 +58,12 @@ static qat_status bufs_new(qat_eqat_bufs *b, size_t bytes, void **out) {
   return QAT_OK;
 }
 
-static qat_status add_host(qat_llama *m, const qat_tensor *t, const char *name, qat_dtype dt,
-                           qat_ckpt_writer *w, qat_eqat_bufs *bufs) {
+qat_status qat_eqat_ckpt_add_device(const qat_backend *be, const qat_tensor *t,
+                                    const char *name, qat_ckpt_writer *w, qat_eqat_bufs *bufs) {
   void *h = NULL;
   QAT_TRY(bufs_new(bufs, qat_nbytes(t), &h));
-  QAT_TRY(m->be->download(m->be, h, t->data, qat_nbytes(t)));
-  return qat_ckpt_add_tensor(w, name, dt, t->ndim, t->shape, h);
+  QAT_TRY(be->download(be, h, t->data, qat_nbytes(t)));
+  return qat_ckpt_add_tensor(w, name, t->dtype, t->ndim, t->shape, h);
 }
 
 /* The dequantized weight [out, in] F32 of a frozen Linear, into a host buffer. */
@@ -100,18 +100,18 @@ qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scale
       if (li->use_codes)
         QAT_TRY(add_dequant(m, li, name, w, bufs));
       else
-        QAT_TRY(add_host(m, &li->w, name, QAT_F32, w, bufs));
+        QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->w, name, w, bufs));
       if (with_scales) {
         snprintf(name, sizeof name, "%s.scales", li->name);
-        QAT_TRY(add_host(m, &li->s, name, QAT_F32, w, bufs));
+        QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->s, name, w, bufs));
       }
       if (!m->qspec.sym) {
         snprintf(name, sizeof name, "%s.zeros", li->name);
-        QAT_TRY(add_host(m, &li->z, name, QAT_F32, w, bufs));
+        QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->z, name, w, bufs));
       }
       if (li->use_codes) {
         snprintf(name, sizeof name, "%s.codes", li->name);
-        QAT_TRY(add_host(m, &li->codes, name, QAT_U8, w, bufs));
+        QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->codes, name, w, bufs));
       }
     }
   }

@@ -143,6 +143,9 @@ typedef struct qat_eqat_bufs {
   int n, cap;
 } qat_eqat_bufs;
 void qat_eqat_bufs_free(qat_eqat_bufs *b);
+/* A host copy of device tensor t (its own dtype), kept in bufs, added to w as `name`. */
+qat_status qat_eqat_ckpt_add_device(const qat_backend *be, const qat_tensor *t,
+                                    const char *name, qat_ckpt_writer *w, qat_eqat_bufs *bufs);
 
 /* Adds layers [l0, l1) to w: "<linear>.weight" (F32: dequantized codes with the current s for
  * frozen layers, else the master), ".scales" when with_scales, ".zeros" (asym), ".codes" (U8,

@@ -50,28 +50,20 @@ static qat_status load_tokens(const char *path, const char *key, int vocab, int6
 
 /* ---- checkpoints: trainable tensors, optimizer moments and the loop state */
 
-static qat_status host_copy(const qat_backend *be, const qat_tensor *t, float **out) {
-  *out = malloc(qat_nbytes(t) + 1);
-  if (!*out) return QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory for %s", t->name);
-  return be->download(be, *out, t->data, qat_nbytes(t));
-}
-
 static qat_status save_ckpt(job *J) {
   const qat_config *cfg = J->cfg;
   qat_ckpt_writer w;
   qat_ckpt_writer_init(&w);
-  int nbuf = 3 * J->opt.n;
-  float **bufs = calloc((size_t)nbuf + 1, sizeof *bufs);
-  qat_status st = bufs ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
+  qat_eqat_bufs bufs = {0}; /* host copies, alive until the save */
+  qat_status st = QAT_OK;
   char name[160];
   for (int i = 0; st == QAT_OK && i < J->opt.n; i++) {
     const qat_param *p = &J->opt.params[i];
     const qat_tensor *ts[3] = {p->p, &J->opt.m[i], &J->opt.v[i]};
     const char *pre[3] = {"", "optim.m.", "optim.v."};
     for (int k = 0; st == QAT_OK && k < 3; k++) {
-      st = host_copy(J->be, ts[k], &bufs[3 * i + k]);
       snprintf(name, sizeof name, "%s%s", pre[k], p->name);
-      if (st == QAT_OK) st = qat_ckpt_add_f32(&w, name, ts[k]->ndim, ts[k]->shape, bufs[3 * i + k]);
+      st = qat_eqat_ckpt_add_device(J->be, ts[k], name, &w, &bufs);
     }
   }
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "step", J->step);
@@ -81,9 +73,8 @@ static qat_status save_ckpt(job *J) {
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "bad_steps", J->bad_steps);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
-  qat_eqat_bufs lbufs = {0};
   if (J->codes_frozen) { /* E2E-QP: the frozen codes, zero points and weights of every layer */
-    if (st == QAT_OK) st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 0, &w, &lbufs);
+    if (st == QAT_OK) st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 0, &w, &bufs);
     if (st == QAT_OK) st = qat_ckpt_set_str(&w, "phase", "e2e_qp");
   }
   char path[4096];
@@ -91,9 +82,7 @@ static qat_status save_ckpt(job *J) {
     st = qat_ckpt_save(cfg->checkpoint.dir, J->step_base + J->step, &w, cfg->checkpoint.keep,
                        path, sizeof path);
   if (st == QAT_OK) qat_log("checkpoint: %s", path);
-  for (int i = 0; i < nbuf && bufs; i++) free(bufs[i]);
-  free(bufs);
-  qat_eqat_bufs_free(&lbufs);
+  qat_eqat_bufs_free(&bufs);
   qat_ckpt_writer_free(&w);
   return st;
 }
