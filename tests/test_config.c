@@ -56,6 +56,7 @@ START_TEST(test_good_file) {
   ck_assert_int_eq(c.block_ap.epochs, 1);
   ck_assert(c.block_ap.lr_w == 2e-5);
   ck_assert(c.block_ap.lr_quant == 2e-4);
+  ck_assert_int_eq(c.block_ap.cache_dtype, QAT_F32);
   ck_assert_int_eq(c.e2e_qp.steps, 64);
   ck_assert(c.e2e_qp.lr == 3e-5);
   ck_assert_str_eq(c.source, CFG("good.yaml"));
@@ -101,6 +102,7 @@ START_TEST(test_defaults) {
   ck_assert_int_eq(c.block_ap.epochs, 2);
   ck_assert(c.block_ap.lr_w == 1e-5);
   ck_assert(c.block_ap.lr_quant == 1e-4);
+  ck_assert_int_eq(c.block_ap.cache_dtype, QAT_BF16);
   ck_assert_int_eq(c.e2e_qp.steps, 128);
   ck_assert(c.e2e_qp.lr == 1e-5);
   qat_config_free(&c);
@@ -110,6 +112,7 @@ START_TEST(test_defaults) {
   ck_assert_ptr_null(d.model);
   ck_assert_int_eq(d.quant.bits, 4);
   ck_assert(d.train.min_lr_ratio == 0.05);
+  ck_assert_int_eq(d.block_ap.cache_dtype, QAT_BF16);
   qat_config_free(&d);
 }
 END_TEST
@@ -222,8 +225,11 @@ START_TEST(test_overrides) {
   has("did you mean 'train.lr'");
   const char *bads[][2] = {{"train.steps=12x", "12x"},    {"quant.bits=4.5", "4.5"},
                            {"quant.sym=maybe", "maybe"},  {"method=gptq", "gptq"},
-                           {"train.lr=fast", "fast"},     {"train.batch=99999999999", "99999999999"}};
-  for (int i = 0; i < 6; i++) {
+                           {"train.lr=fast", "fast"},
+                           {"train.batch=99999999999", "99999999999"},
+                           {"block_ap.cache_dtype=fp16", "fp16"},
+                           {"block_ap.cache_dtype=BF16", "BF16"}};
+  for (size_t i = 0; i < sizeof bads / sizeof bads[0]; i++) {
     const char *o[] = {bads[i][0]};
     ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), o, 1, &c), QAT_EUSAGE);
     has(bads[i][1]);
@@ -234,6 +240,61 @@ START_TEST(test_overrides) {
   const char *noeq[] = {"train.steps"};
   ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), noeq, 1, &c), QAT_EUSAGE);
   has("key.sub=value");
+}
+END_TEST
+
+/* block_ap.cache_dtype: bf16 (default) or f32, by file or override; anything else is the usual
+ * one-line key error (from a file: with its line), and validate rejects other dtypes set in the
+ * struct directly. */
+START_TEST(test_cache_dtype) {
+  qat_config c;
+  const char *f32[] = {"block_ap.cache_dtype=f32"}, *bf[] = {"block_ap.cache_dtype=bf16"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), f32, 1, &c));
+  ck_assert_int_eq(c.block_ap.cache_dtype, QAT_F32);
+  char *text;
+  TU_REQUIRE_OK(qat_config_to_string(&c, &text));
+  ck_assert_ptr_nonnull(strstr(text, "\n  cache_dtype: f32\n"));
+  free(text);
+  qat_config_free(&c);
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), bf, 1, &c));
+  ck_assert_int_eq(c.block_ap.cache_dtype, QAT_BF16);
+  qat_config_free(&c);
+
+  const char *bad[] = {"block_ap.cache_dtype=fp16"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), bad, 1, &c), QAT_EUSAGE);
+  has("'block_ap.cache_dtype'");
+  has("'fp16'");
+  has("one of: bf16, f32");
+  ck_assert_ptr_null(strchr(qat_last_error(), '\n'));
+
+  char *dir = tu_tmpdir(), path[512];
+  snprintf(path, sizeof path, "%s/bad_dtype.yaml", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("model: m\ndata: {train: t.npy, val: v.npy}\ntrain:\n  steps: 10\ncheckpoint:\n"
+        "  dir: run\nblock_ap:\n  samples: 8\n  cache_dtype: f16\n",
+        f);
+  fclose(f);
+  ck_assert_int_eq(qat_config_load(path, NULL, 0, &c), QAT_EUSAGE);
+  has("bad_dtype.yaml:9:");
+  has("key 'block_ap.cache_dtype'");
+  has("f16");
+  has("bf16, f32");
+  tu_rmrf(dir);
+  free(dir);
+
+  qat_config_defaults(&c);
+  TU_REQUIRE_OK(qat_config_set(&c, "model=m"));
+  TU_REQUIRE_OK(qat_config_set(&c, "data.train=t.npy"));
+  TU_REQUIRE_OK(qat_config_set(&c, "data.val=v.npy"));
+  TU_REQUIRE_OK(qat_config_set(&c, "checkpoint.dir=run"));
+  TU_REQUIRE_OK(qat_config_set(&c, "train.steps=1"));
+  TU_REQUIRE_OK(qat_config_validate(&c));
+  c.block_ap.cache_dtype = QAT_F16; /* a dtype the key cannot spell */
+  ck_assert_int_eq(qat_config_validate(&c), QAT_EUSAGE);
+  has("'block_ap.cache_dtype'");
+  has("bf16 or f32");
+  qat_config_free(&c);
 }
 END_TEST
 
@@ -380,6 +441,7 @@ int main(void) {
   tcase_add_test(tc, test_wrong_type);
   tcase_add_test(tc, test_impossible_values);
   tcase_add_test(tc, test_overrides);
+  tcase_add_test(tc, test_cache_dtype);
   tcase_add_test(tc, test_round_trip);
   tcase_add_test(tc, test_check_files);
   tcase_add_test(tc, test_readme_documents_every_key);

@@ -98,6 +98,7 @@ bad() { # pattern args...
 bad "block_ap.batch" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.batch=0
 bad "block_ap.val_samples" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.val_samples=-1
 bad "block_ap.cache_host_mb" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_host_mb=-5
+bad "block_ap.cache_dtype" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_dtype=fp16
 bad "e2e_qp.warmup_ratio" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.warmup_ratio=1.5
 bad "e2e_qp.grad_accum" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.grad_accum=two
 sed 's/lr_w: 1e-3/lr_ww: 1e-3/' "$T/c.yaml" > "$T/typo.yaml"

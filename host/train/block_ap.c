@@ -4,9 +4,12 @@
  * separate full-precision model is held), train block b's Linear
  * weights and s, z with MSE(q_block_b(X_q), Y), then freeze its integer codes and propagate
  * X_q <- q_block_b(X_q), X_fp <- Y. The three activation sets live in the activation cache
- * (device, then host, then disk), F32 for now so that results never depend on where a slot lives
- * (BF16 slots would halve the cache; a later step). X_fp and Y swap roles after each block
- * instead of being copied.
+ * (device, then host, then disk) in o->cache_dtype: BF16 (the trainer's default, as the paper's
+ * fp16 cache; half the bytes of F32, which is what makes the 7B budget practical) or F32. With
+ * BF16 a batch is rounded to BF16 (be->convert into one staging buffer) on its way into the cache
+ * and widened back to F32 on its way out; compute stays F32. The rounding happens before a slot
+ * is placed, so results still never depend on where a slot lives. X_fp and Y swap roles after
+ * each block instead of being copied.
  * Dimension letters: T tokens per sample, C = dim, Bb samples per step, N = Bb * T. */
 #include "train/eqat.h"
 
@@ -32,27 +35,36 @@ typedef struct bap {
   qat_arena arena;
   qat_tensor xin, y, xout, d; /* [N, C] F32 */
   qat_tensor tok;             /* [N] I32 */
+  qat_tensor stage;           /* [N, C] cache dtype, BF16 caches only (else no data) */
 } bap;
 
 static qat_tensor rows(const qat_tensor *t, int64_t r0, int64_t n) { return qat_rows(t, r0, n); }
 
-/* Reads slots [i0, i0 + n) of a set into rows of x (n samples of T rows), then hints the next
- * ones so that a disk tier streams while this batch computes. */
+/* Reads slots [i0, i0 + n) of a set into rows of x (n samples of T rows; F32 [n*T, C]); a BF16
+ * cache's slots land in the staging buffer and are widened into x in one convert. */
 static qat_status get_batch(bap *B, int set, int64_t i0, int n, qat_tensor *x) {
+  int bf = B->stage.data != NULL;
+  qat_tensor dst = bf ? rows(&B->stage, 0, (int64_t)n * B->T) : *x; /* [n*T, C] */
   for (int k = 0; k < n; k++) {
-    qat_tensor v = rows(x, (int64_t)k * B->T, B->T);
+    qat_tensor v = rows(&dst, (int64_t)k * B->T, B->T);
     QAT_TRY(qat_actcache_get(B->cache, set, i0 + k, &v));
   }
-  return QAT_OK;
+  return bf ? QAT_OP(B->be, convert, x, &dst) : QAT_OK;
 }
+/* Hints slots [i0, i0 + n) within [lo, hi) so that a disk tier streams while a batch computes. */
 static qat_status prefetch(bap *B, int set, int64_t i0, int n, int64_t lo, int64_t hi) {
   for (int k = 0; k < n; k++)
     if (i0 + k >= lo && i0 + k < hi) QAT_TRY(qat_actcache_prefetch(B->cache, set, i0 + k));
   return QAT_OK;
 }
+/* Writes rows of x (F32 [n*T, C]) to slots [i0, i0 + n) of a set; for a BF16 cache they are
+ * rounded (round to nearest even) into the staging buffer first, in one convert. */
 static qat_status put_batch(bap *B, int set, int64_t i0, int n, const qat_tensor *x) {
+  int bf = B->stage.data != NULL;
+  qat_tensor src = bf ? rows(&B->stage, 0, (int64_t)n * B->T) : *x; /* [n*T, C] */
+  if (bf) QAT_TRY(QAT_OP(B->be, convert, &src, x));
   for (int k = 0; k < n; k++) {
-    qat_tensor v = rows(x, (int64_t)k * B->T, B->T);
+    qat_tensor v = rows(&src, (int64_t)k * B->T, B->T);
     QAT_TRY(qat_actcache_put(B->cache, set, i0 + k, &v));
   }
   return QAT_OK;
@@ -266,6 +278,9 @@ qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
   if (o->first_block < 0 || o->first_block > m->cfg.n_layers)
     return QAT_FAIL(QAT_EINVAL, "block_ap: first block %d of %d", o->first_block,
                     m->cfg.n_layers);
+  if (o->cache_dtype != QAT_F32 && o->cache_dtype != QAT_BF16)
+    return QAT_FAIL(QAT_EINVAL, "block_ap: cache dtype %s (F32 or BF16)",
+                    qat_dtype_name(o->cache_dtype));
   if (o->first_block > 0 && !o->restore)
     return QAT_FAIL(QAT_EINVAL, "block_ap: resuming at block %d needs opts.restore",
                     o->first_block);
@@ -279,7 +294,9 @@ qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
   bap B = {.m = m, .be = m->be, .o = o, .T = o->T, .C = m->cfg.dim, .Bb = o->batch,
            .ns = ncalib, .nv = nval, .ntot = ncalib + nval, .set_fp = 0, .set_y = 1, .set_q = 2};
   int64_t N = (int64_t)B.Bb * B.T;
-  size_t need = 4 * qat_arena_need(QAT_F32, N * B.C) + qat_arena_need(QAT_I32, N);
+  int bf = o->cache_dtype == QAT_BF16;
+  size_t need = 4 * qat_arena_need(QAT_F32, N * B.C) + qat_arena_need(QAT_I32, N) +
+                (bf ? qat_arena_need(QAT_BF16, N * B.C) : 0);
   qat_status st = qat_arena_init(&B.arena, B.be, "block_ap buffers", need);
   const int64_t sh[2] = {N, B.C};
   qat_tensor *bufs[4] = {&B.xin, &B.y, &B.xout, &B.d};
@@ -287,8 +304,11 @@ qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
   for (int i = 0; st == QAT_OK && i < 4; i++)
     st = qat_arena_tensor(&B.arena, bufs[i], QAT_F32, 2, sh, names[i]);
   if (st == QAT_OK) st = qat_arena_tensor(&B.arena, &B.tok, QAT_I32, 1, &N, "block_ap tokens");
+  if (st == QAT_OK && bf)
+    st = qat_arena_tensor(&B.arena, &B.stage, QAT_BF16, 2, sh, "block_ap cache staging");
   if (st == QAT_OK)
-    st = qat_actcache_create(B.be, 3, B.ntot, (int64_t)B.T * B.C, QAT_F32, &o->budget, &B.cache);
+    st = qat_actcache_create(B.be, 3, B.ntot, (int64_t)B.T * B.C, o->cache_dtype, &o->budget,
+                             &B.cache);
   if (st == QAT_OK) /* the cache prints its placement plan */
     st = run_blocks(&B, calib, val);
   if (B.cache) qat_actcache_free(B.cache);
@@ -399,12 +419,13 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},
+      .cache_dtype = cfg->block_ap.cache_dtype,
       .first_block = first_block, .restore = restore_blocks, .on_block = on_block, .ctx = &P};
   if (st == QAT_OK) {
     qat_log("block_ap: %lld samples x %d tokens (+%lld validation), batch %d, %d epochs: %lld "
-            "steps per block, lr_w %g, lr_quant %g",
+            "steps per block, lr_w %g, lr_quant %g, %s activation cache",
             (long long)ns, T, (long long)nv, o.batch, o.epochs, (long long)P.spb, o.lr_w,
-            o.lr_quant);
+            o.lr_quant, qat_dtype_name(o.cache_dtype));
     if (first_block > 0)
       qat_log("block_ap: resuming at block %d (recomputing the cache through %d finished blocks)",
               first_block + 1, first_block);

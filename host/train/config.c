@@ -48,6 +48,7 @@ static const cyaml_strval_t k_sched[] = {
 static const cyaml_strval_t k_resume[] = {
     {"auto", QAT_RESUME_AUTO}, {"never", QAT_RESUME_NEVER}, {"must", QAT_RESUME_MUST}};
 static const cyaml_strval_t k_device[] = {{"cpu", QAT_DEV_CPU}, {"cuda", QAT_DEV_CUDA}};
+static const cyaml_strval_t k_cache_dtype[] = {{"bf16", QAT_BF16}, {"f32", QAT_F32}};
 
 #define OFF(m) offsetof(qat_config, m)
 #define ENUM(t) t, (int)(sizeof t / sizeof t[0])
@@ -95,6 +96,7 @@ static const key_def k_keys[] = {
     {"block_ap.cache_device_mb", K_I64, OFF(block_ap.cache_device_mb), "4096", NULL, 0},
     {"block_ap.cache_host_mb", K_I64, OFF(block_ap.cache_host_mb), "16384", NULL, 0},
     {"block_ap.cache_dir", K_STR, OFF(block_ap.cache_dir), NULL, NULL, 0},
+    {"block_ap.cache_dtype", K_ENUM, OFF(block_ap.cache_dtype), "bf16", ENUM(k_cache_dtype)},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},
@@ -108,6 +110,7 @@ static const key_def k_keys[] = {
 _Static_assert(sizeof(qat_cfg_method) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_lr_schedule) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_device) == sizeof(int), "enum size");
+_Static_assert(sizeof(qat_dtype) == sizeof(int), "enum size");
 
 static void *field_ptr(const qat_config *cfg, const key_def *k) { return (char *)cfg + k->off; }
 
@@ -609,6 +612,8 @@ qat_status qat_config_validate(const qat_config *c) {
          "must be >= 0");
   NEED_I(c->block_ap.cache_host_mb >= 0, "block_ap.cache_host_mb", c->block_ap.cache_host_mb,
          "must be >= 0");
+  NEED_I(c->block_ap.cache_dtype == QAT_BF16 || c->block_ap.cache_dtype == QAT_F32,
+         "block_ap.cache_dtype", (int)c->block_ap.cache_dtype, "must be bf16 or f32");
   NEED_I(c->e2e_qp.batch >= 1, "e2e_qp.batch", c->e2e_qp.batch, "must be >= 1");
   NEED_I(c->e2e_qp.grad_accum >= 1, "e2e_qp.grad_accum", c->e2e_qp.grad_accum, "must be >= 1");
   NEED_F(c->e2e_qp.clip >= 0 && isfinite(c->e2e_qp.clip), "e2e_qp.clip", c->e2e_qp.clip,

@@ -87,6 +87,7 @@ typedef struct qat_config {
     int val_samples; /* held-out windows (data.val) for the per-block MSE; 0 = none */
     int64_t cache_device_mb, cache_host_mb; /* activation cache budget per tier */
     char *cache_dir; /* disk tier of the activation cache (NULL: none) */
+    qat_dtype cache_dtype; /* slot dtype of the activation cache: QAT_BF16 (default) or QAT_F32 */
   } block_ap;
   struct {
     int64_t steps;

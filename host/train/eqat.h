@@ -95,6 +95,8 @@ typedef struct qat_block_ap_opts {
   int epochs; /* passes over the training samples per block */
   double lr_w, lr_quant, min_lr_ratio;
   qat_actcache_budget budget;
+  qat_dtype cache_dtype; /* activation cache slots: QAT_F32 (0, the zero-initialized default:
+                          * exact) or QAT_BF16 (half the bytes; rounded on put, compute F32) */
   int first_block; /* blocks < first_block are finished: resume. They must still hold their
                     * full-precision masters at the call (targets are computed from them); once
                     * the full-precision stream has passed them, restore(ctx, first_block) must
@@ -118,8 +120,9 @@ qat_status qat_block_ap_step(qat_llama *m, int l, qat_optim *opt, const double l
 
 /* Block-AP on m (quantized: s, z RTN-initialized; no layer frozen yet), its targets computed
  * from m's own full-precision masters (qat_llama_block_forward_fp). calib: host tokens [ncalib * T] (training samples), val: [nval * T]
- * (validation samples, nval may be 0). Uses the activation cache with o->budget (F32 slots: no
- * rounding, so results are bit-identical whichever tier a slot lives on). On return every layer
+ * (validation samples, nval may be 0). Uses the activation cache with o->budget and
+ * o->cache_dtype (a slot round-trips bit-exactly, and BF16 rounding happens before placement, so
+ * results are bit-identical whichever tier a slot lives on). On return every layer
  * of m is frozen (qat_llama_freeze_codes) and the block plan is freed (qat_llama_unplan). */
 qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                             const int32_t *val, int64_t nval, const qat_block_ap_opts *o);

@@ -380,13 +380,16 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
       qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .block_B = Bb, .block_T = T,
                               .block_training = 1, .frozen_codes = 1};
       QAT_TRY(est(&c, &js, &n->model));
-      /* the cache's 3 sets of F32 [T, C] slots, at most its device budget, + 4 [Bb*T, C] F32
-       * buffers and the tokens (block_ap.c) */
+      /* the cache's 3 sets of [T, C] slots (block_ap.cache_dtype: 2 bytes BF16, 4 F32), at
+       * most its device budget, + 4 [Bb*T, C] F32 buffers, the tokens and, for a BF16 cache, a
+       * [Bb*T, C] BF16 staging buffer (block_ap.c) */
+      double esz = (double)qat_dtype_size(cfg->block_ap.cache_dtype);
       double sets = 3.0 * (cfg->block_ap.samples + (cfg->block_ap.val_samples > 0
                                                          ? cfg->block_ap.val_samples : 0)) *
-                    T * c.dim * 4;
+                    T * c.dim * esz;
       double dev = (double)((size_t)cfg->block_ap.cache_device_mb << 20);
-      n->cache = (sets < dev ? sets : dev) + 4.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T;
+      double stage = cfg->block_ap.cache_dtype == QAT_BF16 ? (double)Bb * T * c.dim * esz : 0;
+      n->cache = (sets < dev ? sets : dev) + 4.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T + stage;
       n->optim = moments_layer(&c, q, 1, 1, 1); /* one block at a time */
     }
     if (do_e2e) {
