@@ -59,6 +59,8 @@ START_TEST(test_good_file) {
   ck_assert_int_eq(c.block_ap.cache_dtype, QAT_F32);
   ck_assert_int_eq(c.e2e_qp.steps, 64);
   ck_assert(c.e2e_qp.lr == 3e-5);
+  ck_assert_int_eq(c.e2e_qp.seq_len, 4096);
+  ck_assert_int_eq(qat_config_e2e_seq_len(&c), 4096); /* data.seq_len is 256 */
   ck_assert_str_eq(c.source, CFG("good.yaml"));
   qat_config_free(&c);
 }
@@ -105,6 +107,8 @@ START_TEST(test_defaults) {
   ck_assert_int_eq(c.block_ap.cache_dtype, QAT_BF16);
   ck_assert_int_eq(c.e2e_qp.steps, 128);
   ck_assert(c.e2e_qp.lr == 1e-5);
+  ck_assert_int_eq(c.e2e_qp.seq_len, 0);
+  ck_assert_int_eq(qat_config_e2e_seq_len(&c), 512); /* 0 = data.seq_len */
   qat_config_free(&c);
   /* qat_config_defaults agrees with a file that sets nothing optional */
   qat_config d;
@@ -185,6 +189,7 @@ START_TEST(test_impossible_values) {
       {"distill.alpha=1.5", "distill.alpha"},  {"distill.alpha=-0.1", "distill.alpha"},
       {"model=", "model"},                     {"checkpoint.dir=", "checkpoint.dir"},
       {"e2e_qp.steps=0", "e2e_qp.steps"},      {"block_ap.epochs=0", "block_ap.epochs"},
+      {"e2e_qp.seq_len=1", "e2e_qp.seq_len"},  {"e2e_qp.seq_len=-1", "e2e_qp.seq_len"},
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     const char *ov[] = {bad[i].ov};
@@ -195,8 +200,8 @@ START_TEST(test_impossible_values) {
   }
   /* the limits themselves are fine */
   const char *ok[] = {"quant.bits=8", "quant.group=-1", "distill.alpha=1", "train.warmup=10",
-                      "data.seq_len=2"};
-  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), ok, 5, &c));
+                      "data.seq_len=2", "e2e_qp.seq_len=2"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), ok, 6, &c));
   qat_config_free(&c);
   /* train.steps is only required by method qat */
   const char *bap[] = {"method=block_ap", "train.steps=0"};
@@ -295,6 +300,58 @@ START_TEST(test_cache_dtype) {
   has("'block_ap.cache_dtype'");
   has("bf16 or f32");
   qat_config_free(&c);
+}
+END_TEST
+
+/* e2e_qp.seq_len: 0 (default) = data.seq_len; an override sets E2E-QP's length alone and prints
+ * back; below 2 (other than 0) or ill-typed is the usual key error. */
+START_TEST(test_e2e_seq_len) {
+  qat_config c;
+  const char *ov[] = {"method=pipeline", "data.seq_len=2048", "e2e_qp.seq_len=4096"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), ov, 3, &c));
+  ck_assert_int_eq(c.data.seq_len, 2048);
+  ck_assert_int_eq(c.e2e_qp.seq_len, 4096);
+  ck_assert_int_eq(qat_config_e2e_seq_len(&c), 4096);
+  char *text;
+  TU_REQUIRE_OK(qat_config_to_string(&c, &text));
+  ck_assert_ptr_nonnull(strstr(text, "\ne2e_qp:\n"));
+  ck_assert_ptr_nonnull(strstr(text, "\n  seq_len: 4096\n"));
+  ck_assert_ptr_nonnull(strstr(text, "\n  seq_len: 2048\n"));
+  free(text);
+  qat_config_free(&c);
+  const char *zero[] = {"data.seq_len=300", "e2e_qp.seq_len=0"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), zero, 2, &c));
+  ck_assert_int_eq(qat_config_e2e_seq_len(&c), 300);
+  qat_config_free(&c);
+  /* shorter than data.seq_len is allowed (E2E-QP on shorter windows) */
+  const char *shorter[] = {"data.seq_len=300", "e2e_qp.seq_len=100"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), shorter, 2, &c));
+  ck_assert_int_eq(qat_config_e2e_seq_len(&c), 100);
+  qat_config_free(&c);
+
+  const char *one[] = {"e2e_qp.seq_len=1"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), one, 1, &c), QAT_EUSAGE);
+  has("key 'e2e_qp.seq_len' = 1");
+  has("must be 0 (= data.seq_len) or >= 2");
+  const char *word[] = {"e2e_qp.seq_len=long"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), word, 1, &c), QAT_EUSAGE);
+  has("'e2e_qp.seq_len'");
+  has("'long'");
+
+  char *dir = tu_tmpdir(), path[512];
+  snprintf(path, sizeof path, "%s/bad_e2e_seq.yaml", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("model: m\ndata: {train: t.npy, val: v.npy, seq_len: 64}\nmethod: e2e_qp\n"
+        "checkpoint:\n  dir: run\ne2e_qp:\n  steps: 4\n  seq_len: 4096.5\n",
+        f);
+  fclose(f);
+  ck_assert_int_eq(qat_config_load(path, NULL, 0, &c), QAT_EUSAGE);
+  has("bad_e2e_seq.yaml:8:");
+  has("key 'e2e_qp.seq_len'");
+  has("4096.5");
+  tu_rmrf(dir);
+  free(dir);
 }
 END_TEST
 
@@ -442,6 +499,7 @@ int main(void) {
   tcase_add_test(tc, test_impossible_values);
   tcase_add_test(tc, test_overrides);
   tcase_add_test(tc, test_cache_dtype);
+  tcase_add_test(tc, test_e2e_seq_len);
   tcase_add_test(tc, test_round_trip);
   tcase_add_test(tc, test_check_files);
   tcase_add_test(tc, test_readme_documents_every_key);

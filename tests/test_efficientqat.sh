@@ -6,15 +6,19 @@
 # - SIGKILL during Block-AP after the first block checkpoint, then the same command again (with
 #   the activation cache on disk instead of in memory): the final checkpoint's state is
 #   byte-identical to the uninterrupted run's; the same for a resume inside E2E-QP;
+# - E2E-QP trains on e2e_qp.seq_len windows (128 here, Block-AP and evaluation on data.seq_len =
+#   64, as the paper's 4096 after 2048): the log says so, and method e2e_qp with data.seq_len 64,
+#   e2e_qp.seq_len 128 has step for step the same losses as data.seq_len 128 (evaluation apart);
 # - `qat export` of the run reproduces its held-out loss;
-# - bad values of the EfficientQAT keys exit 2 naming the key and leave no run directory.
+# - bad values of the EfficientQAT keys exit 2 naming the key and leave no run directory; an
+#   e2e_qp.seq_len beyond max_position_embeddings or a sliding window is refused at the start.
 set -euo pipefail
 # a 260K-parameter model: OpenMP threads only spin against each other on a loaded 2-core machine
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 . "$(dirname "$0")/lib_stories260k.sh"
 
 # 5 blocks x 2 epochs x 12 batches = 120 Block-AP steps (ckpt-00000024 after block 1), then 16
-# E2E-QP steps: the final checkpoint is ckpt-00000136.
+# E2E-QP steps on windows of 128 tokens: the final checkpoint is ckpt-00000136.
 cat > "$T/c.yaml" <<YAML
 model: $T/m
 data: {train: $T/train.npy, val: $T/val.npy, seq_len: 64}
@@ -22,7 +26,7 @@ method: pipeline
 quant: {bits: 2, group: 32}
 train: {batch: 4, eval_windows: 8, seed: 3}
 block_ap: {samples: 24, epochs: 2, batch: 2, lr_w: 1e-3, lr_quant: 1e-3, val_samples: 4}
-e2e_qp: {steps: 16, batch: 4, grad_accum: 1, lr: 1e-3, clip: 0.3, warmup_ratio: 0.1}
+e2e_qp: {steps: 16, batch: 4, grad_accum: 1, lr: 1e-3, clip: 0.3, warmup_ratio: 0.1, seq_len: 128}
 checkpoint: {dir: $T/run, every: 8, keep: 2}
 YAML
 
@@ -31,6 +35,8 @@ YAML
 grep -q "actcache: 3 sets" "$T/a.err" || { echo "no cache placement printed"; exit 1; }
 grep -q "memory: Block-AP [0-9.]* GB (model .*E2E-QP [0-9.]* GB (model .* free of" "$T/a.err" ||
   { echo "no memory estimate printed"; exit 1; }
+grep -q "e2e_qp: 16 steps of 4 x 1 windows of 128 tokens" "$T/a.err" ||
+  { echo "E2E-QP did not train on e2e_qp.seq_len windows"; cat "$T/a.err"; exit 1; }
 python3 - "$T/a" <<'PY'
 import json, os, sys
 d = sys.argv[1]
@@ -78,6 +84,26 @@ grep -q "resumed from .*E2E-QP step 8" "$T/e.err" || { echo "did not resume E2E-
 cmp "$T/final-a/state.safetensors" "$T/e/ckpt-00000136/state.safetensors" ||
   { echo "E2E-QP resume differs from the uninterrupted run"; exit 1; }
 
+# 3b. the E2E-QP windows really are e2e_qp.seq_len long: method e2e_qp (RTN codes, 4 steps) with
+#     data.seq_len 64 + e2e_qp.seq_len 128 trains exactly as data.seq_len 128 (same sampler
+#     seed, same windows): identical losses; only the evaluation (64 vs 128 tokens) differs
+E2E=(method=e2e_qp e2e_qp.steps=4 e2e_qp.batch=2 train.eval_windows=2)
+"$QAT" train "$T/c.yaml" checkpoint.dir="$T/x" "${E2E[@]}" > /dev/null 2> "$T/x.err" || { cat "$T/x.err"; exit 1; }
+"$QAT" train "$T/c.yaml" checkpoint.dir="$T/y" "${E2E[@]}" data.seq_len=128 e2e_qp.seq_len=0 \
+  > /dev/null 2> "$T/y.err" || { cat "$T/y.err"; exit 1; }
+for r in x y; do
+  grep -q "e2e_qp: 4 steps of 2 x 1 windows of 128 tokens" "$T/$r.err" || { echo "run $r: no 128-token windows"; cat "$T/$r.err"; exit 1; }
+done
+python3 - "$T/x" "$T/y" <<'PY'
+import json, os, sys
+def run(d):
+    lines = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+    return [l["loss"] for l in lines if "loss" in l], json.load(open(os.path.join(d, "results.json")))
+(lx, rx), (ly, ry) = run(sys.argv[1]), run(sys.argv[2])
+assert len(lx) == 4 and lx == ly, (lx, ly)
+assert rx["val_tokens"] == 2 * 63 and ry["val_tokens"] == 2 * 127, (rx, ry)
+PY
+
 # 4. export: the fake-quant folder reproduces the trained model's held-out loss
 "$QAT" export --checkpoint "$T/a" --out "$T/exp" > /dev/null
 "$QAT" eval --model "$T/exp" --data "$T/val.npy" --seq-len 64 --max-windows 8 --json > "$T/ev.json"
@@ -101,6 +127,17 @@ bad "block_ap.cache_host_mb" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_
 bad "block_ap.cache_dtype" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_dtype=fp16
 bad "e2e_qp.warmup_ratio" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.warmup_ratio=1.5
 bad "e2e_qp.grad_accum" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.grad_accum=two
+bad "e2e_qp.seq_len" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.seq_len=1
+bad "e2e_qp.seq_len = 1024 exceeds the model's max_position_embeddings 512" "$T/c.yaml" \
+  checkpoint.dir="$T/bad" e2e_qp.seq_len=1024
+cp -r "$T/m" "$T/msw" # the same model with a (Mistral-style) sliding window of 96 tokens
+python3 - "$T/msw/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["sliding_window"] = 96
+json.dump(c, open(sys.argv[1], "w"))
+PY
+bad "e2e_qp.seq_len = 128 exceeds the model's sliding_window 96" "$T/c.yaml" \
+  checkpoint.dir="$T/bad" model="$T/msw"
 sed 's/lr_w: 1e-3/lr_ww: 1e-3/' "$T/c.yaml" > "$T/typo.yaml"
 bad "block_ap.lr_ww" "$T/typo.yaml" checkpoint.dir="$T/bad"
 echo "efficientqat: all checks passed"

@@ -103,6 +103,7 @@ static const key_def k_keys[] = {
     {"e2e_qp.grad_accum", K_INT, OFF(e2e_qp.grad_accum), "8", NULL, 0},
     {"e2e_qp.clip", K_FLOAT, OFF(e2e_qp.clip), "0.3", NULL, 0},
     {"e2e_qp.warmup_ratio", K_FLOAT, OFF(e2e_qp.warmup_ratio), "0.03", NULL, 0},
+    {"e2e_qp.seq_len", K_INT, OFF(e2e_qp.seq_len), "0", NULL, 0},
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
@@ -124,6 +125,10 @@ const char *qat_cfg_method_name(qat_cfg_method m) {
   for (size_t i = 0; i < sizeof k_method / sizeof k_method[0]; i++)
     if (k_method[i].val == m) return k_method[i].str;
   return "?";
+}
+
+int qat_config_e2e_seq_len(const qat_config *cfg) {
+  return cfg->e2e_qp.seq_len > 0 ? cfg->e2e_qp.seq_len : cfg->data.seq_len;
 }
 
 static const char *enum_name(const key_def *k, int v) {
@@ -620,6 +625,8 @@ qat_status qat_config_validate(const qat_config *c) {
          "must be >= 0 (0 = off)");
   NEED_F(c->e2e_qp.warmup_ratio >= 0 && c->e2e_qp.warmup_ratio < 1, "e2e_qp.warmup_ratio",
          c->e2e_qp.warmup_ratio, "must be in [0, 1)");
+  NEED_I(c->e2e_qp.seq_len == 0 || c->e2e_qp.seq_len >= 2, "e2e_qp.seq_len", c->e2e_qp.seq_len,
+         "must be 0 (= data.seq_len) or >= 2");
   return QAT_OK;
 }
 

@@ -95,6 +95,7 @@ typedef struct qat_config {
     int batch, grad_accum;
     double clip;         /* global grad-norm clip (0 = off) */
     double warmup_ratio; /* warmup steps = round(warmup_ratio * steps) */
+    int seq_len;         /* E2E-QP training context; 0 = data.seq_len (qat_config_e2e_seq_len) */
   } e2e_qp;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;
@@ -125,6 +126,9 @@ uint64_t qat_config_hash(const qat_config *cfg);
 bool qat_config_equal(const qat_config *a, const qat_config *b);
 
 const char *qat_cfg_method_name(qat_cfg_method m);
+/* E2E-QP's training context length: e2e_qp.seq_len, or data.seq_len when that is 0. Block-AP's
+ * calibration windows and every evaluation stay at data.seq_len. */
+int qat_config_e2e_seq_len(const qat_config *cfg);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,9 @@
 /* The QAT training loop (method qat), also run by EfficientQAT's E2E-QP with its own
  * hyperparameters and parameter list, and the orchestration of method block_ap / e2e_qp /
  * pipeline (train/eqat.h). See trainer.h.
- * Dimension letters: B batch (windows per micro-batch), T = data.seq_len, V vocab. */
+ * Dimension letters: B batch (windows per micro-batch), V vocab, T the loop's context length:
+ * data.seq_len, or for E2E-QP qat_config_e2e_seq_len (e2e_qp.seq_len when set); evaluation
+ * windows are always data.seq_len. */
 #include "train/trainer.h"
 
 #include "core/log.h"
@@ -34,8 +36,9 @@ static qat_qgrad grad_mode(qat_cfg_grad g) {
                                  : QAT_QGRAD_EFFICIENTQAT;
 }
 
+/* min_len tokens are needed: what names where that comes from ("data.seq_len + 1"). */
 static qat_status load_tokens(const char *path, const char *key, int vocab, int64_t min_len,
-                              int32_t **out, int64_t *n) {
+                              const char *what, int32_t **out, int64_t *n) {
   qat_status st = qat_npy_read_tokens(path, out, n);
   if (st != QAT_OK) return qat_context(st, "%s", key);
   for (int64_t i = 0; i < *n; i++)
@@ -43,8 +46,8 @@ static qat_status load_tokens(const char *path, const char *key, int vocab, int6
       return QAT_FAIL(QAT_EINVAL, "%s: %s: token %d at %lld is outside the model's vocabulary (%d)",
                       key, path, (*out)[i], (long long)i, vocab);
   if (*n < min_len)
-    return QAT_FAIL(QAT_EINVAL, "%s: %s has %lld tokens; data.seq_len + 1 = %lld needed", key,
-                    path, (long long)*n, (long long)min_len);
+    return QAT_FAIL(QAT_EINVAL, "%s: %s has %lld tokens; %s = %lld needed", key, path,
+                    (long long)*n, what, (long long)min_len);
   return QAT_OK;
 }
 
@@ -125,6 +128,12 @@ static qat_status load_ckpt(job *J, const char *dir) {
 
 /* ---- one optimizer step */
 
+/* T of the loop: E2E-QP (codes frozen) trains on e2e_qp.seq_len windows, method qat on
+ * data.seq_len ones. */
+static int loop_seq_len(const job *J) {
+  return J->codes_frozen ? qat_config_e2e_seq_len(J->cfg) : J->cfg->data.seq_len;
+}
+
 static void fill_batch(job *J, int B, int T) {
   for (int b = 0; b < B; b++) {
     int64_t start = 0;
@@ -181,7 +190,7 @@ static void metric(job *J, const char *fmt, ...) {
 
 static qat_status train_loop(job *J) {
   const qat_config *cfg = J->cfg;
-  int B = J->hp.batch, T = cfg->data.seq_len, A = J->hp.accum;
+  int B = J->hp.batch, T = loop_seq_len(J), A = J->hp.accum;
   int64_t total = J->hp.steps;
   double scale = 1.0 / ((double)B * T * A);
   qat_progress pr;
@@ -349,7 +358,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
   qat_llama_config c;
   QAT_TRY(qat_llama_config_load(cfg->model, &c));
   qat_dtype act = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32; /* qat_llama_load's */
-  int T = cfg->data.seq_len, L = c.n_layers;
+  int T = cfg->data.seq_len, Te = qat_config_e2e_seq_len(cfg), L = c.n_layers;
   int qat = cfg->method == QAT_METHOD_QAT;
   int do_bap = cfg->method == QAT_METHOD_BLOCK_AP || cfg->method == QAT_METHOD_PIPELINE;
   int do_e2e = cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE;
@@ -395,12 +404,12 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     if (do_e2e) {
       mem_need *n = &ph[nph++];
       *n = (mem_need){.phase = "E2E-QP"};
-      qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->e2e_qp.batch, .T = T,
+      qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->e2e_qp.batch, .T = Te,
                               .training = 1, .recompute = cfg->train.recompute,
                               .frozen_codes = 1};
       QAT_TRY(est(&c, &js, &n->model));
       if (eqat_teacher(cfg)) {
-        qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = T,
+        qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = Te,
                                 .drop_masters = 1};
         QAT_TRY(est(&c, &jt, &n->teacher));
       }
@@ -434,6 +443,37 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
   return QAT_OK;
 }
 
+/* One context length against the model (before anything is loaded, so that E2E-QP's length
+ * is refused before Block-AP runs for hours): longer than max_position_embeddings, or than a
+ * sliding window (not implemented: qat_llama_plan_check would refuse it at plan time). */
+static qat_status check_seq_len(const qat_llama_config *c, const char *key, int T) {
+  if (T > c->max_seq)
+    return QAT_FAIL(QAT_EUSAGE, "%s = %d exceeds the model's max_position_embeddings %d", key, T,
+                    c->max_seq);
+  if (c->sliding_window > 0 && T > c->sliding_window)
+    return QAT_FAIL(QAT_EUSAGE,
+                    "%s = %d exceeds the model's sliding_window %d (sliding-window attention is "
+                    "not implemented)",
+                    key, T, c->sliding_window);
+  return QAT_OK;
+}
+
+/* data.seq_len (every method: evaluation, QAT, Block-AP) and, for methods that run E2E-QP,
+ * e2e_qp.seq_len; *train_need = the tokens the longest training window needs. */
+static qat_status check_seq_lens(const qat_config *cfg, int64_t *train_need, const char **what) {
+  qat_llama_config c;
+  QAT_TRY(qat_llama_config_load(cfg->model, &c));
+  int T = cfg->data.seq_len, Te = qat_config_e2e_seq_len(cfg);
+  int e2e_only = cfg->method == QAT_METHOD_E2E_QP;
+  int do_e2e = e2e_only || cfg->method == QAT_METHOD_PIPELINE;
+  QAT_TRY(check_seq_len(&c, "data.seq_len", T));
+  if (do_e2e && cfg->e2e_qp.seq_len > 0) QAT_TRY(check_seq_len(&c, "e2e_qp.seq_len", Te));
+  int use_e2e = do_e2e && cfg->e2e_qp.seq_len > 0 && (e2e_only || Te > T);
+  *train_need = (int64_t)(use_e2e ? Te : T) + 1;
+  *what = use_e2e ? "e2e_qp.seq_len + 1" : "data.seq_len + 1";
+  return QAT_OK;
+}
+
 /* Everything every method needs: files, backend, the models, tokens, the student quantized
  * (RTN init; EfficientQAT methods: in eqat_run, after the fp row is evaluated). Nothing is
  * written before this succeeds. */
@@ -445,6 +485,9 @@ static qat_status setup_common(job *J) {
   J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
                      .grad = grad_mode(cfg->quant.grad)};
   QAT_TRY(qat_qspec_check(&J->q));
+  int64_t train_need = 0;
+  const char *train_what = NULL;
+  QAT_TRY(check_seq_lens(cfg, &train_need, &train_what));
   QAT_TRY(qat_train_check_memory(cfg, J->be, &J->q));
   if (!qat && eqat_teacher(cfg)) {
     /* loaded first, so that its transient F32 masters never sit beside the student's */
@@ -457,12 +500,10 @@ static qat_status setup_common(job *J) {
   }
   QAT_TRY(qat_llama_load(cfg->model, J->be, &J->m));
   if (qat) QAT_TRY(qat_llama_load(cfg->model, J->be, &J->teacher));
-  int T = cfg->data.seq_len;
-  if (T > J->m->cfg.max_seq)
-    return QAT_FAIL(QAT_EUSAGE, "data.seq_len = %d exceeds the model's max_position_embeddings %d",
-                    T, J->m->cfg.max_seq);
-  QAT_TRY(load_tokens(cfg->data.train, "data.train", J->m->cfg.vocab, T + 1, &J->train, &J->ntrain));
-  QAT_TRY(load_tokens(cfg->data.val, "data.val", J->m->cfg.vocab, T, &J->val, &J->nval));
+  QAT_TRY(load_tokens(cfg->data.train, "data.train", J->m->cfg.vocab, train_need, train_what,
+                      &J->train, &J->ntrain));
+  QAT_TRY(load_tokens(cfg->data.val, "data.val", J->m->cfg.vocab, cfg->data.seq_len,
+                      "data.seq_len", &J->val, &J->nval));
   J->m->train_embeddings = 0;
   if (qat) QAT_TRY(qat_llama_set_quant(J->m, &J->q));
   return QAT_OK;
@@ -472,7 +513,7 @@ static qat_status setup_common(job *J) {
 static qat_status setup_loop(job *J, qat_param *params, int nparams,
                              const qat_optim_group groups[3]) {
   const qat_config *cfg = J->cfg;
-  int T = cfg->data.seq_len, B = J->hp.batch;
+  int T = loop_seq_len(J), B = J->hp.batch;
   J->m->recompute = cfg->train.recompute;
   QAT_TRY(qat_llama_plan(J->m, B, T, 1));
   if (cfg->distill.enabled) QAT_TRY(qat_llama_plan(J->teacher, B, T, 0));
@@ -641,7 +682,7 @@ static qat_status eqat_run(job *J) {
     }
     qat_log("e2e_qp: %lld steps of %d x %d windows of %d tokens, lr %g, warmup %lld, clip %g; "
             "training %d step-size tensors%s",
-            (long long)J->hp.steps, J->hp.batch, J->hp.accum, cfg->data.seq_len, J->hp.lr_quant,
+            (long long)J->hp.steps, J->hp.batch, J->hp.accum, loop_seq_len(J), J->hp.lr_quant,
             (long long)J->hp.warmup, J->hp.clip, J->e2e_nparams,
             cfg->distill.enabled ? " (distillation)" : "");
     QAT_TRY(train_loop(J));
