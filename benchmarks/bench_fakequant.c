@@ -75,7 +75,7 @@ static void fill(float *x, size_t n, uint64_t seed) {
 static void bench_cpu(int reps) {
   qat_backend *be = qat_backend_cpu();
   int64_t R = 1024, C = 4096, n = R * C;
-  qat_qspec q = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
   int64_t ss[2];
   qat_qspec_sshape(&q, R, C, ss);
   int64_t ns = ss[0] * ss[1];
@@ -115,6 +115,15 @@ static void bench_cpu(int reps) {
   report("cpu", "forward 1024x4096 g128 W4 asym F32", median(t[1], reps), 8.0 * n + sz, -1);
   report("cpu", "backward 1024x4096 g128 W4 asym F32 g", median(t[2], reps), 12.0 * n + 2 * sz,
          -1);
+  qat_qspec qm = q; /* the MSE clipping search: 80 candidate passes, compute-bound */
+  qm.init = QAT_QINIT_MSE;
+  int mreps = reps < 3 ? reps : 3;
+  for (int r = 0; r < mreps; r++) {
+    double t0 = qat_now();
+    TRY(QAT_OP(be, fq_init, &qm, &tw, &ts, &tz));
+    t[0][r] = (qat_now() - t0) * 1e3;
+  }
+  report("cpu", "init mse 1024x4096 g128 W4 asym", median(t[0], mreps), 4.0 * n + sz, -1);
   free(w), free(o), free(g), free(dw), free(s), free(z), free(ds), free(dz);
 }
 
@@ -228,7 +237,8 @@ static void bench_size(gpu_ctx *x, int64_t R, int64_t C, int reps, int extra) {
                {"per-tensor W8 sym", 0, 8, 1, 1}};
   for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
     if (specs[si].only_extra && !extra) continue;
-    qat_qspec q = {specs[si].bits, specs[si].group, specs[si].sym, QAT_QGRAD_EFFICIENTQAT};
+    qat_qspec q = {specs[si].bits, specs[si].group, specs[si].sym, QAT_QGRAD_EFFICIENTQAT,
+                   QAT_QINIT_MINMAX};
     int64_t ss[2];
     qat_qspec_sshape(&q, R, C, ss);
     double SZ = 4.0 * (double)(ss[0] * ss[1]); /* bytes of one of s, z, ds, dz */
@@ -240,6 +250,12 @@ static void bench_size(gpu_ctx *x, int64_t R, int64_t C, int reps, int extra) {
     const char *L = specs[si].label;
     snprintf(name, sizeof name, "init %lldx%lld %s", (long long)R, (long long)C, L);
     report("cuda", name, time_op(x, &a, reps), 4.0 * N + nsz * SZ, copy_gbs);
+    if (extra) { /* the MSE clipping search: 80 candidate passes, compute-bound (no % of copy) */
+      a.q.init = QAT_QINIT_MSE;
+      snprintf(name, sizeof name, "init mse %lldx%lld %s", (long long)R, (long long)C, L);
+      report("cuda", name, time_op(x, &a, reps), 4.0 * N + nsz * SZ, -1);
+      a.q.init = QAT_QINIT_MINMAX;
+    }
 
     a.kind = OP_FWD;
     a.out = &out;

@@ -1,4 +1,5 @@
-// CUDA fused fake-quant: fq_init (min/max per group), fq_forward (one elementwise pass) and
+// CUDA fused fake-quant: fq_init (min/max per group, or the MSE clipping search), fq_forward (one
+// elementwise pass) and
 // fq_backward (dw, ds, dz in one pass), matching the CPU reference host/backend/cpu/fakequant.c
 // (REFERENCE.md sections 1-2). Tests: tests/test_cuda_fakequant.c; timing:
 // benchmarks/bench_fakequant.c.
@@ -16,6 +17,10 @@
 // ends on a multiple of 4 elements and the pointers are aligned; otherwise the scalar path.
 // Arithmetic per element is the CPU's, operation for operation (IEEE division, rintf), so the
 // forward and dw agree with the CPU bit for bit; only the order of the ds, dz sums differs.
+// MSE init (q->init == QAT_QINIT_MSE, backend.h qat_qinit): candidates' s, z are the CPU's bit for
+// bit (products written as __fmul_rn so nothing is contracted into an FMA); their errors are
+// summed in float per lane (double per-tensor) in another order than the CPU's double sums, so a
+// near-tie between two candidates may go the other way.
 #include "cuda/common.cuh"
 #include "cuda/qgeom.cuh"
 
@@ -174,6 +179,7 @@ struct InitWork {
   float *s, *z; // z NULL when sym
   int *bad;
   FqCode c;
+  float2 *mm; // non-NULL: write (min, max) of the segment to mm[seg] instead of s, z
   struct State {};
   __device__ static float2 ident() { return make_float2(INFINITY, -INFINITY); }
   __device__ static float2 combine(float2 a, float2 b) {
@@ -207,6 +213,10 @@ struct InitWork {
     return v;
   }
   __device__ void finish(int64_t seg, int64_t, const State &, float2 mm) const {
+    if (this->mm) {
+      this->mm[seg] = mm;
+      return;
+    }
     if (c.asym) {
       float sv = q_clamp((mm.y - mm.x) / c.hi, QAT_S_MIN, QAT_S_MAX);
       s[seg] = sv;
@@ -271,6 +281,152 @@ __global__ void seg_finish_kernel(W wk, FqShape p, int nsplit, const float2 *par
   wk.finish(seg, len, wk.begin(seg), wk.parts(part + seg * nsplit, nsplit));
 }
 
+// ---- MSE init: the clipping search (backend.h qat_qinit) -----------------------------------
+
+// Candidate i of a range [mn, mx]: s, z exactly as the min-max init (InitWork::finish and the
+// CPU's init_from_range) makes them from (p mn, p mx), and z~.
+__device__ __forceinline__ void mse_cand(const FqCode &c, int i, float mn, float mx, float &s,
+                                         float &z, float &zt) {
+  float p = (float)(1.0 - (double)i / QAT_MSE_GRID);
+  float a = __fmul_rn(p, mn), b = __fmul_rn(p, mx);
+  if (c.asym) {
+    s = q_clamp((b - a) / c.hi, QAT_S_MIN, QAT_S_MAX);
+    z = rintf(-q_clamp(a / s, -1e4f, 1e4f)) + 0.0f;
+    zt = q_clamp(rintf(z), 0.0f, c.hi);
+  } else {
+    s = q_clamp(fmaxf(fabsf(a), fabsf(b)) / c.hi, QAT_S_MIN, QAT_S_MAX);
+    z = zt = 0.0f;
+  }
+}
+
+// x^2.4 for finite x >= 0: the twin of the CPU's pow24f (host/backend/cpu/fakequant.c, same
+// reduction and polynomials, within 4e-7 relative of the exact power; FMA contraction moves the
+// last bits). Terms below 2^-52 count as 0; above 2^53 +inf.
+__device__ __forceinline__ float mse_pow24(float x) {
+  uint32_t b = __float_as_uint(x);
+  float m = __uint_as_float((b & 0x7fffffu) | 0x3f800000u);
+  int big = m > 1.41421356f;
+  m = big ? 0.5f * m : m;
+  float k12 = 12.0f * (float)((int)(b >> 23) - 127 + big), q = floorf(0.2f * k12);
+  float r = k12 - 5.0f * q; // 2.4 k = q + r / 5
+  float t = (m - 1.0f) / (m + 1.0f), t2 = t * t, t4 = t2 * t2;
+  float lnm = t * ((2.0f + 0.6666667f * t2) + t4 * (0.4f + 0.2857143f * t2));
+  float y = 2.4f * lnm + r * 0.13862944f;
+  float n = rintf(y * 1.44269504f), f = y - n * 0.69314718f, f2 = f * f, f4 = f2 * f2;
+  float e = ((1.0f + f) + f2 * (0.5f + 0.16666667f * f)) +
+            f4 * ((0.041666668f + 0.0083333338f * f) + f2 * (0.0013888889f + 1.984127e-4f * f));
+  float res = __uint_as_float(__float_as_uint(e) + ((uint32_t)(int)(q + n) << 23));
+  res = x > 0x1p53f ? INFINITY : res;
+  return x < 0x1p-52f ? 0.0f : res;
+}
+
+// |w_hat - w|^2.4 of one weight, w_hat exactly the forward's (fq_fwd1).
+__device__ __forceinline__ float mse_err1(float w, float sv, float zt, const FqCode &c) {
+  float code = q_clamp(rintf(w / sv) + zt, c.lo, c.hi);
+  return mse_pow24(fabsf(__fsub_rn(__fmul_rn(code - zt, sv), w)));
+}
+
+__device__ __forceinline__ float lanes_sum(float v, int width) {
+  for (int o = width >> 1; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ int lanes_and(int v, int width) {
+  for (int o = width >> 1; o > 0; o >>= 1) v &= __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Groups and per-channel rows: `lanes` consecutive lanes (a power of two <= 32) per segment take
+// its min and max, then every candidate: lane-partial float error sums, reduced across the lanes
+// by xor shuffles (every lane gets the same total, so all agree on the best). Every lane of a
+// warp runs the same shuffles whether its segment exists and is finite or not.
+__global__ void __launch_bounds__(kThreads)
+    mse_seg_kernel(const float *__restrict__ w, float *s, float *z, int *bad, FqShape p, FqCode c,
+                   int lanes) {
+  int64_t tid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  int64_t seg = tid / lanes;
+  int lane = (int)(tid % lanes);
+  bool active = seg < p.nseg;
+  int64_t start = 0, len = 0;
+  float mn = INFINITY, mx = -INFINITY;
+  int finite = 1;
+  if (active) {
+    seg_range(p, seg, start, len);
+    for (int64_t i = start + lane; i < start + len; i += lanes) {
+      float v = w[i];
+      mn = fminf(mn, v);
+      mx = fmaxf(mx, v);
+      finite &= isfinite(v);
+    }
+  }
+  for (int o = lanes >> 1; o > 0; o >>= 1) {
+    mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  }
+  finite = lanes_and(finite, lanes);
+  if (active && !finite && lane == 0) *bad = 1;
+  bool run = active && finite;
+  float best = INFINITY, bs = 0.0f, bz = 0.0f;
+  for (int k = 0; k < QAT_MSE_STEPS; k++) {
+    float sc, zc, zt, e = 0.0f;
+    mse_cand(c, k, mn, mx, sc, zc, zt);
+    if (run)
+      for (int64_t i = start + lane; i < start + len; i += lanes) e += mse_err1(w[i], sc, zt, c);
+    e = lanes_sum(e, lanes);
+    if (k == 0 || e < best) { // k = 0 (min-max) always stands; ties keep the earlier
+      best = e;
+      bs = sc;
+      bz = zc;
+    }
+  }
+  if (run && lane == 0) {
+    s[seg] = bs;
+    if (c.asym) z[seg] = bz;
+  }
+}
+
+// Per-tensor (one segment of R*C weights): block (k, piece) of QAT_MSE_STEPS x nsplit sums
+// candidate k's error over one piece in double into part[k * nsplit + piece]; mm (min, max) was
+// reduced before.
+__global__ void __launch_bounds__(kThreads)
+    mse_tensor_err_kernel(const float *__restrict__ w, int64_t n, const float2 *mm, FqCode c,
+                          int nsplit, double *part) {
+  __shared__ double warp_part[kThreads / 32];
+  int k = blockIdx.x / nsplit, piece = blockIdx.x % nsplit;
+  float sc, zc, zt;
+  mse_cand(c, k, mm->x, mm->y, sc, zc, zt);
+  int64_t chunk = (n + nsplit - 1) / nsplit, a = (int64_t)piece * chunk;
+  int64_t b = a + chunk < n ? a + chunk : n;
+  double e = 0.0;
+  for (int64_t i = a + threadIdx.x; i < b; i += blockDim.x) e += mse_err1(w[i], sc, zt, c);
+  for (int o = 16; o > 0; o >>= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) warp_part[warp] = e;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0; // fixed order
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += warp_part[i];
+    part[blockIdx.x] = t;
+  }
+}
+
+// Per-tensor: candidate errors = fixed-order sums of the pieces; the first smallest wins.
+__global__ void mse_tensor_pick_kernel(const float2 *mm, FqCode c, int nsplit, const double *part,
+                                       float *s, float *z) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double best = INFINITY;
+  for (int k = 0; k < QAT_MSE_STEPS; k++) {
+    double e = 0.0;
+    for (int i = 0; i < nsplit; i++) e += part[k * nsplit + i];
+    if (k == 0 || e < best) {
+      float sc, zc, zt;
+      mse_cand(c, k, mm->x, mm->y, sc, zc, zt);
+      best = e;
+      s[0] = sc;
+      if (c.asym) z[0] = zc;
+    }
+  }
+}
+
 // ---- launch planning -----------------------------------------------------------------------------
 
 bool aligned(const void *ptr, unsigned bytes) { return ((uintptr_t)ptr % bytes) == 0; }
@@ -330,6 +486,47 @@ float2 *ws_parts(const qat_backend *be, size_t *count) {
   qat_cuda_ctx *cx = qat_cuda(be);
   *count = (cx->workspace_bytes - kWsFlagBytes) / sizeof(float2);
   return (float2 *)((char *)cx->workspace + kWsFlagBytes);
+}
+
+// MSE init of all segments; *bad (workspace flag, zeroed by the caller) marks non-finite weights.
+template <bool VEC>
+qat_status launch_mse_tensor(const qat_backend *be, const FqShape &p, const FqCode &c,
+                             const float *w, float *s, float *z, int *bad, float2 *mm) {
+  size_t nws;
+  float2 *ws = ws_parts(be, &nws);
+  InitWork<VEC> wk{w, s, z, bad, c, mm};
+  QAT_TRY((run_segments<InitWork<VEC>, VEC>(be, wk, p, ws, nws))); // (min, max) -> *mm
+  qat_cuda_ctx *cx = qat_cuda(be);
+  int64_t n = p.R * p.C, target = 8 * (int64_t)(cx->sm_count > 0 ? cx->sm_count : 100);
+  int64_t nsplit = (target + QAT_MSE_STEPS - 1) / QAT_MSE_STEPS;
+  int64_t maxsplit = (n + kMinPart - 1) / kMinPart, fit = (int64_t)nws / QAT_MSE_STEPS;
+  if (nsplit > maxsplit) nsplit = maxsplit;
+  if (nsplit > fit) nsplit = fit;
+  if (nsplit < 1) nsplit = 1;
+  double *part = (double *)ws; // float2 and double are both 8 bytes
+  mse_tensor_err_kernel<<<(unsigned)(QAT_MSE_STEPS * nsplit), kThreads, 0, cx->stream>>>(
+      w, n, mm, c, (int)nsplit, part);
+  QAT_CUDA_LAUNCHED();
+  mse_tensor_pick_kernel<<<1, 32, 0, cx->stream>>>(mm, c, (int)nsplit, part, s, z);
+  QAT_CUDA_LAUNCHED();
+  return QAT_OK;
+}
+
+qat_status launch_mse_init(const qat_backend *be, const FqShape &p, const FqCode &c,
+                           const float *w, float *s, float *z, int *bad) {
+  qat_cuda_ctx *cx = qat_cuda(be);
+  if (p.pertensor) {
+    float2 *mm = (float2 *)((char *)cx->workspace + 8); // after the flag, inside kWsFlagBytes
+    if (vec_layout(p) && aligned(w, 16)) return launch_mse_tensor<true>(be, p, c, w, s, z, bad, mm);
+    return launch_mse_tensor<false>(be, p, c, w, s, z, bad, mm);
+  }
+  int lanes = pow2_at_least(p.glen < p.C ? p.glen : p.C);
+  int64_t blocks = (p.nseg * lanes + kThreads - 1) / kThreads;
+  if (blocks > INT32_MAX)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "fq_init: %lld segments", (long long)p.nseg);
+  mse_seg_kernel<<<(unsigned)blocks, kThreads, 0, cx->stream>>>(w, s, z, bad, p, c, lanes);
+  QAT_CUDA_LAUNCHED();
+  return QAT_OK;
 }
 
 // ---- forward -------------------------------------------------------------------------------------
@@ -403,13 +600,15 @@ static qat_status cu_fq_init(const qat_backend *be, const qat_qspec *q, const qa
   int *bad = (int *)cx->workspace;
   QAT_CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), cx->stream));
   bool vec = vec_layout(p) && aligned(w->data, 16);
-  if (vec) {
-    InitWork<true> wk{(const float *)w->data, (float *)s->data, c.asym ? (float *)z->data : nullptr,
-                      bad, c};
+  const float *W = (const float *)w->data;
+  float *S = (float *)s->data, *Z = c.asym ? (float *)z->data : nullptr;
+  if (q->init == QAT_QINIT_MSE) {
+    QAT_TRY(launch_mse_init(be, p, c, W, S, Z, bad));
+  } else if (vec) {
+    InitWork<true> wk{W, S, Z, bad, c, nullptr};
     QAT_TRY((run_segments<InitWork<true>, true>(be, wk, p, ws, nws)));
   } else {
-    InitWork<false> wk{(const float *)w->data, (float *)s->data,
-                       c.asym ? (float *)z->data : nullptr, bad, c};
+    InitWork<false> wk{W, S, Z, bad, c, nullptr};
     QAT_TRY((run_segments<InitWork<false>, false>(be, wk, p, ws, nws)));
   }
   int hbad = 0;

@@ -29,6 +29,7 @@ START_TEST(test_good_file) {
   ck_assert(c.quant.sym);
   ck_assert_int_eq(c.quant.grad, QAT_CFG_GRAD_LSQ);
   ck_assert_int_eq(c.quant.train, QAT_TRAIN_SCALES);
+  ck_assert_int_eq(c.quant.init, QAT_CFG_INIT_MSE);
   ck_assert_int_eq(c.train.steps, 1000);
   ck_assert_int_eq(c.train.batch, 4);
   ck_assert_int_eq(c.train.grad_accum, 8);
@@ -78,6 +79,7 @@ START_TEST(test_defaults) {
   ck_assert(!c.quant.sym);
   ck_assert_int_eq(c.quant.grad, QAT_CFG_GRAD_EFFICIENTQAT);
   ck_assert_int_eq(c.quant.train, QAT_TRAIN_ALL);
+  ck_assert_int_eq(c.quant.init, QAT_CFG_INIT_MINMAX);
   ck_assert_int_eq(c.train.steps, 10);
   ck_assert_int_eq(c.train.batch, 8);
   ck_assert_int_eq(c.train.grad_accum, 1);
@@ -303,6 +305,41 @@ START_TEST(test_cache_dtype) {
 }
 END_TEST
 
+/* quant.init: minmax (default) or mse, by file or override, printed back; anything else is the
+ * usual one-line key error; validate rejects values the key cannot spell. */
+START_TEST(test_quant_init) {
+  qat_config c;
+  const char *mse[] = {"quant.init=mse"}, *mm[] = {"quant.init=minmax"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), mse, 1, &c));
+  ck_assert_int_eq(c.quant.init, QAT_CFG_INIT_MSE);
+  char *text;
+  TU_REQUIRE_OK(qat_config_to_string(&c, &text));
+  ck_assert_ptr_nonnull(strstr(text, "\n  init: mse\n"));
+  free(text);
+  qat_config_free(&c);
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), mm, 1, &c));
+  ck_assert_int_eq(c.quant.init, QAT_CFG_INIT_MINMAX);
+  qat_config_free(&c);
+  const char *bad[] = {"quant.init=gptq"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), bad, 1, &c), QAT_EUSAGE);
+  has("'quant.init'");
+  has("'gptq'");
+  has("one of: minmax, mse");
+  ck_assert_ptr_null(strchr(qat_last_error(), '\n'));
+  qat_config_defaults(&c);
+  TU_REQUIRE_OK(qat_config_set(&c, "model=m"));
+  TU_REQUIRE_OK(qat_config_set(&c, "data.train=t.npy"));
+  TU_REQUIRE_OK(qat_config_set(&c, "data.val=v.npy"));
+  TU_REQUIRE_OK(qat_config_set(&c, "checkpoint.dir=run"));
+  TU_REQUIRE_OK(qat_config_set(&c, "train.steps=1"));
+  TU_REQUIRE_OK(qat_config_validate(&c));
+  c.quant.init = (qat_cfg_init)7;
+  ck_assert_int_eq(qat_config_validate(&c), QAT_EUSAGE);
+  has("'quant.init'");
+  qat_config_free(&c);
+}
+END_TEST
+
 /* e2e_qp.seq_len: 0 (default) = data.seq_len; an override sets E2E-QP's length alone and prints
  * back; below 2 (other than 0) or ill-typed is the usual key error. */
 START_TEST(test_e2e_seq_len) {
@@ -498,6 +535,7 @@ int main(void) {
   tcase_add_test(tc, test_wrong_type);
   tcase_add_test(tc, test_impossible_values);
   tcase_add_test(tc, test_overrides);
+  tcase_add_test(tc, test_quant_init);
   tcase_add_test(tc, test_cache_dtype);
   tcase_add_test(tc, test_e2e_seq_len);
   tcase_add_test(tc, test_round_trip);

@@ -145,8 +145,9 @@ static const int k_bits[] = {2, 3, 4, 8};
   for (int _si = 0; _si < NSHAPES; _si++)                                                          \
     for (int _bi = 0; _bi < 4; _bi++)                                                              \
       for (int _sym = 0; _sym < 2; _sym++)                                                         \
-        for (qat_qspec q = {k_bits[_bi], k_shapes[_si].group, _sym, QAT_QGRAD_EFFICIENTQAT}; q.bits; \
-             q.bits = 0)
+        for (qat_qspec q = {k_bits[_bi], k_shapes[_si].group, _sym, QAT_QGRAD_EFFICIENTQAT,        \
+                            QAT_QINIT_MINMAX};                                                     \
+             q.bits; q.bits = 0)
 
 static uint64_t case_seed(const qat_qspec *q, int64_t R, int64_t C) {
   return 1000003ull * (uint64_t)q->bits + 7919ull * (uint64_t)(q->group + 2) +
@@ -219,7 +220,7 @@ START_TEST(test_zero_groups) {
   int groups[] = {16, -1, 0};
   for (int gi = 0; gi < 3; gi++)
     for (int sym = 0; sym < 2; sym++) {
-      qat_qspec q = {4, groups[gi], sym, QAT_QGRAD_EFFICIENTQAT};
+      qat_qspec q = {4, groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
       int64_t R = 3, C = 40, ss[2];
       qat_qspec_sshape(&q, R, C, ss);
       float w[120], out[120], g[120], dw[120], s[9], z[9], ds[9], dz[9];
@@ -254,6 +255,209 @@ START_TEST(test_zero_groups) {
       ck_assert_float_eq(s[kz], QAT_S_MIN);
       if (!sym) ck_assert(z[kz] == 0.0f && !signbit(z[kz]));
     }
+}
+END_TEST
+
+/* ---- MSE init (q.init = QAT_QINIT_MSE, backend.h qat_qinit) ---------------------------------
+ * Candidates are defined in float: (s_i, z_i) = the min-max formula of REFERENCE.md section 1 in
+ * float on the range shrunk by p_i = (float)(1 - i/100) (written out again here, flt_mse_cand).
+ * Reference: each candidate's error from the double forward and pow(|e|, 2.4) summed in double;
+ * the first smallest wins. The op sums a float |e|^2.4 accurate to 4e-7 relative in double, so:
+ * - its (s, z) must be exactly one candidate's (stored as min-max makes them);
+ * - that candidate's reference error must be within kMseTol relative of the reference minimum
+ *   (4e-7 per evaluation from the power, two evaluations compared; float vs double forward differ
+ *   only at rounding ties, where either neighbour is at the same distance);
+ * - it must not be above min-max's (candidate 0) reference error by more than kMseTol;
+ * - the chosen index equals the reference's in most groups (they differ only where two
+ *   candidates' errors are within ~1e-6 of each other). */
+static const double kMseTol = 1e-6;
+
+typedef struct mse_stats {
+  int64_t groups, same, clipped; /* groups; chosen index == reference's; chosen index > 0 */
+} mse_stats;
+
+/* float: s, z of candidate i, REFERENCE.md section 1 in float on the float-shrunk range */
+static void flt_mse_cand(const ref_q *rq, int i, float mn, float mx, float *s, float *z) {
+  float p = (float)(1.0 - i / 100.0), a = p * mn, b = p * mx, hi = (float)rq->hi;
+  if (rq->asym) {
+    float sv = (b - a) / hi;
+    sv = sv < 1e-4f ? 1e-4f : sv > 1e4f ? 1e4f : sv;
+    float u = a / sv;
+    u = u < -1e4f ? -1e4f : u > 1e4f ? 1e4f : u;
+    *s = sv;
+    *z = rintf(-u) + 0.0f;
+  } else {
+    float sv = fmaxf(fabsf(a), fabsf(b)) / hi;
+    *s = sv < 1e-4f ? 1e-4f : sv > 1e4f ? 1e4f : sv;
+    *z = 0.0f;
+  }
+}
+static double ref_group_err24(const ref_q *rq, const float *w, int64_t C, grp gr, double s,
+                              double zt) {
+  double e = 0;
+  FOR_GROUP(gr, C, i) e += pow(fabs(ref_fwd1(rq, w[i], s, zt) - w[i]), 2.4);
+  return e;
+}
+
+/* Runs the CPU MSE init on w[R, C] and checks every group against the reference; s_out, z_out
+ * (ns each, may be NULL) get the op's result. */
+static void mse_check(qat_qspec q, const float *w, int64_t R, int64_t C, mse_stats *st,
+                      float *s_out, float *z_out) {
+  q.init = QAT_QINIT_MSE;
+  int64_t ss[2];
+  qat_qspec_sshape(&q, R, C, ss);
+  int64_t ns = ss[0] * ss[1];
+  float *s = malloc(sizeof(float) * ns), *z = malloc(sizeof(float) * ns);
+  qat_tensor tw = qat_view2((void *)w, QAT_F32, QAT_DEV_CPU, R, C);
+  qat_tensor ts = qat_view2(s, QAT_F32, QAT_DEV_CPU, ss[0], ss[1]), tz = ts;
+  tz.data = z;
+  TU_REQUIRE_OK(QAT_OP(qat_backend_cpu(), fq_init, &q, &tw, &ts, q.sym ? NULL : &tz));
+  ref_q rq = ref_make(&q);
+  for (int64_t k = 0; k < ns; k++) {
+    grp gr = group_of(&q, R, C, k);
+    float mn = INFINITY, mx = -INFINITY;
+    FOR_GROUP(gr, C, i) {
+      mn = fminf(mn, w[i]);
+      mx = fmaxf(mx, w[i]);
+    }
+    int best = 0, got = -1;
+    double err[QAT_MSE_STEPS];
+    for (int c = 0; c < QAT_MSE_STEPS; c++) {
+      float fs, fz;
+      flt_mse_cand(&rq, c, mn, mx, &fs, &fz);
+      err[c] = ref_group_err24(&rq, w, C, gr, fs, rq.asym ? dclamp(nearbyint(fz), 0, rq.hi) : 0);
+      if (err[c] < err[best]) best = c;
+      if (got < 0 && fs == s[k] && (q.sym || fz == z[k])) got = c;
+    }
+    ck_assert_msg(got >= 0, "bits %d group %d sym %d k %lld: s %.9g z %g is no candidate's",
+                  q.bits, q.group, q.sym, (long long)k, s[k], q.sym ? 0.0f : z[k]);
+    double e_op = err[got], e_mm = err[0], best_err = err[best];
+    /* an exact tie (same w_hat everywhere, so the same float sums too) keeps the earlier one */
+    ck_assert_msg(e_op != best_err || got == best, "k %lld: tie at err %g: chose %d, not %d",
+                  (long long)k, e_op, got, best);
+    ck_assert_msg(e_op - best_err <= kMseTol * best_err,
+                  "bits %d group %d sym %d k %lld: chosen %d err %.9g, reference %d err %.9g",
+                  q.bits, q.group, q.sym, (long long)k, got, e_op, best, best_err);
+    ck_assert_msg(e_op <= e_mm * (1 + kMseTol), "k %lld: mse err %.9g above min-max %.9g",
+                  (long long)k, e_op, e_mm);
+    st->groups++;
+    st->same += got == best;
+    st->clipped += got > 0;
+    if (s_out) s_out[k] = s[k];
+    if (z_out) z_out[k] = q.sym ? 0.0f : z[k];
+  }
+  free(s);
+  free(z);
+}
+
+START_TEST(test_mse_init_matches_reference) {
+  mse_stats st = {0};
+  FOR_CASES(q) {
+    int64_t R = k_shapes[_si].R, C = k_shapes[_si].C;
+    float *w = malloc(sizeof(float) * R * C);
+    tu_rng rng = {case_seed(&q, R, C) + 11};
+    tu_fill_normal(&rng, w, R * C, 0.05f);
+    mse_check(q, w, R, C, &st, NULL, NULL);
+    free(w);
+  }
+  /* long groups (many early-exit chunks), per-channel and per-tensor over many rows */
+  static const struct {
+    int64_t R, C;
+    int group, bits, sym;
+  } big[] = {{4, 1000, -1, 2, 0}, {3, 1001, 512, 3, 1}, {64, 100, 0, 2, 0}, {33, 67, 0, 4, 1}};
+  for (int bi = 0; bi < 4; bi++) {
+    qat_qspec q = {big[bi].bits, big[bi].group, big[bi].sym, QAT_QGRAD_EFFICIENTQAT,
+                   QAT_QINIT_MINMAX};
+    int64_t R = big[bi].R, C = big[bi].C;
+    float *w = malloc(sizeof(float) * R * C);
+    tu_rng rng = {case_seed(&q, R, C) + 12};
+    tu_fill_normal(&rng, w, R * C, 0.02f);
+    mse_check(q, w, R, C, &st, NULL, NULL);
+    free(w);
+  }
+  /* Gaussian groups of 8..300 at 2..8 bits: clipping wins in most (GPTQ's observation), and float
+   * vs double near-ties between candidates are rare */
+  ck_assert_msg(st.clipped * 2 > st.groups, "%lld of %lld groups clipped", (long long)st.clipped,
+                (long long)st.groups);
+  ck_assert_msg(st.same * 100 >= st.groups * 97, "%lld of %lld groups pick the reference's index",
+                (long long)st.same, (long long)st.groups);
+}
+END_TEST
+
+/* Special groups: all zero, all equal (positive, negative), one moderate outlier, a partial
+ * trailing group, for group 32, per-channel and per-tensor, bits 2, 3, 4, 8, sym and asym. */
+START_TEST(test_mse_init_special_groups) {
+  enum { R = 6, C = 70 }; /* group 32: 32 + 32 + 6 */
+  float w[R * C];
+  tu_rng rng = {2024};
+  tu_fill_normal(&rng, w, R * C, 0.05f);
+  for (int c = 0; c < C; c++) w[1 * C + c] = 0.0f;            /* row 1: all zero */
+  for (int c = 0; c < 32; c++) w[2 * C + c] = 0.3f;           /* row 2, group 0: all equal */
+  for (int c = 32; c < 64; c++) w[2 * C + c] = -0.2f;         /* row 2, group 1: all equal < 0 */
+  for (int c = 0; c < 32; c++) w[3 * C + c] = tu_uniform(&rng, -0.1f, 0.1f);
+  w[3 * C + 7] = 0.3f;                                        /* row 3, group 0: one outlier */
+  for (int c = 0; c < C; c++) w[5 * C + c] = 0.125f;          /* row 5: all equal, whole row */
+  static const int groups[] = {32, -1, 0};
+  static const int bits[] = {2, 3, 4, 8};
+  for (int gi = 0; gi < 3; gi++)
+    for (int bi = 0; bi < 4; bi++)
+      for (int sym = 0; sym < 2; sym++) {
+        qat_qspec q = {bits[bi], groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+        mse_stats st = {0};
+        float s[R * 3], z[R * 3];
+        mse_check(q, w, R, C, &st, s, z);
+        if (groups[gi] == 0) continue;
+        int64_t G = groups[gi] == 32 ? 3 : 1;
+        /* all-zero groups: every candidate is s = 1e-4, z = 0 with error 0: candidate 0 */
+        ck_assert_float_eq(s[1 * G], QAT_S_MIN);
+        ck_assert(z[1 * G] == 0.0f && !signbit(z[1 * G]));
+      }
+  /* the outlier group at 2 bits, asym: clipping the outlier clearly beats min-max */
+  qat_qspec q = {2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  mse_stats st = {0};
+  float s[R * 3], z[R * 3];
+  mse_check(q, w, R, C, &st, s, z);
+  ref_q rq = ref_make(&q);
+  grp gr = group_of(&q, R, C, 3 * 3);
+  float s0, z0, mn = INFINITY, mx = -INFINITY;
+  FOR_GROUP(gr, C, i) {
+    mn = fminf(mn, w[i]);
+    mx = fmaxf(mx, w[i]);
+  }
+  flt_mse_cand(&rq, 0, mn, mx, &s0, &z0);
+  ck_assert_msg(s[9] < 0.9f * s0, "outlier group: s %g vs min-max %g", s[9], s0);
+  double e_mse = ref_group_err24(&rq, w, C, gr, s[9], ref_z(&rq, z, 9));
+  double e_mm = ref_group_err24(&rq, w, C, gr, s0, dclamp(nearbyint(z0), 0, rq.hi));
+  ck_assert_msg(e_mse < 0.9 * e_mm, "outlier group: err %g vs min-max %g", e_mse, e_mm);
+}
+END_TEST
+
+/* A non-finite weight is the same error as with min-max init (per group and per-tensor); an
+ * unknown init mode is rejected. */
+START_TEST(test_mse_init_validation) {
+  qat_backend *be = qat_backend_cpu();
+  qat_qspec q = {3, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE};
+  fx f;
+  fx_init(&f, q, 3, 40, 12);
+  float keep = f.w[45];
+  f.w[45] = NAN;
+  qat_status st = QAT_OP(be, fq_init, &q, &f.tw, &f.ts, &f.tz);
+  ck_assert_int_eq(st, QAT_EINVAL);
+  ck_assert_msg(strstr(qat_last_error(), "blk0.wq") && strstr(qat_last_error(), "[1, 5]"), "%s",
+                qat_last_error());
+  f.w[45] = keep;
+  f.w[119] = INFINITY;
+  ck_assert_int_eq(QAT_OP(be, fq_init, &q, &f.tw, &f.ts, &f.tz), QAT_EINVAL);
+  qat_qspec qt = {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}; /* per-tensor, sym */
+  qat_tensor t1 = qat_view2(f.s, QAT_F32, QAT_DEV_CPU, 1, 1);
+  ck_assert_int_eq(QAT_OP(be, fq_init, &qt, &f.tw, &t1, NULL), QAT_EINVAL);
+  f.w[119] = 0.0f;
+  qat_qspec qb = q;
+  qb.init = (qat_qinit)2;
+  ck_assert_int_eq(QAT_OP(be, fq_init, &qb, &f.tw, &f.ts, &f.tz), QAT_EINVAL);
+  ck_assert_ptr_nonnull(strstr(qat_last_error(), "quant.init"));
+  ck_assert_int_eq(qat_qspec_check(&qb), QAT_EINVAL);
+  fx_free(&f);
 }
 END_TEST
 
@@ -302,7 +506,7 @@ END_TEST
 
 START_TEST(test_forward_nan_propagates) {
   /* a NaN weight in the forward (no init check there) must not turn into a finite code */
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
   float w[32] = {0}, s[2] = {0.1f, 0.1f}, z[2] = {8, 8}, out[32];
   w[5] = NAN;
   qat_tensor tw = qat_view2(w, QAT_F32, QAT_DEV_CPU, 1, 32), to = tw;
@@ -320,7 +524,7 @@ END_TEST
 START_TEST(test_ties_round_half_even) {
   qat_backend *be = qat_backend_cpu();
   for (int sym = 0; sym < 2; sym++) {
-    qat_qspec q = {4, -1, sym, QAT_QGRAD_EFFICIENTQAT};
+    qat_qspec q = {4, -1, sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
     float w[6] = {0.125f, 0.375f, 0.625f, -0.125f, -0.375f, -0.625f}; /* u = +-0.5, 1.5, 2.5 */
     float want[6] = {0.0f, 0.5f, 0.5f, 0.0f, -0.5f, -0.5f};
     float g[6] = {1, 2, 3, 4, 5, 6}, out[6], dw[6], s = 0.25f, z = 8.0f, ds = 0, dz = 0;
@@ -339,7 +543,7 @@ START_TEST(test_ties_round_half_even) {
     ck_assert_float_eq(ds, 1.5f);
   }
   /* init: s = (3.125 + 0.625) / 15 = 0.25 exactly, z = round(2.5) = 2 */
-  qat_qspec q = {4, 0, 0, QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {4, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
   float w[3] = {-0.625f, 1.0f, 3.125f}, s = 0, z = 0;
   qat_tensor tw = qat_view2(w, QAT_F32, QAT_DEV_CPU, 1, 3);
   qat_tensor ts = qat_view2(&s, QAT_F32, QAT_DEV_CPU, 1, 1), tz = ts;
@@ -529,8 +733,9 @@ END_TEST
 /* The backward is linear in G (REFERENCE.md section 2): back(a G1 + b G2) = a back(G1) + b
  * back(G2). Power-of-two a, b keep the combined G exact up to one rounding, so dw is exact. */
 START_TEST(test_backward_linear_in_g) {
-  qat_qspec cases[] = {{4, 16, 0, QAT_QGRAD_EFFICIENTQAT}, {2, -1, 0, QAT_QGRAD_LSQ},
-                       {3, 0, 1, QAT_QGRAD_EFFICIENTQAT}};
+  qat_qspec cases[] = {{4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+                       {2, -1, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX},
+                       {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX}};
   for (int ci = 0; ci < 3; ci++) {
     qat_qspec q = cases[ci];
     int64_t R = 5, C = 45, n = R * C;
@@ -568,7 +773,7 @@ START_TEST(test_backward_linear_in_g) {
 END_TEST
 
 START_TEST(test_backward_null_outputs) {
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
   fx f;
   fx_init(&f, q, 4, 40, 5);
   fx_perturb(&f, 6);
@@ -589,7 +794,7 @@ END_TEST
 
 START_TEST(test_validation) {
   qat_backend *be = qat_backend_cpu();
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
   fx f;
   fx_init(&f, q, 3, 40, 11);
   float out[120];
@@ -664,14 +869,18 @@ START_TEST(test_spec_parse_format) {
     const char *in, *canon;
     int bits, group, sym;
     qat_qgrad grad;
+    qat_qinit init;
   } ok[] = {
-      {"rtn:4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT},
-      {"rtn:2g64:sym", "rtn:2g64:sym", 2, 64, 1, QAT_QGRAD_EFFICIENTQAT},
-      {"rtn:3gc", "rtn:3gc", 3, -1, 0, QAT_QGRAD_EFFICIENTQAT},
-      {"rtn:8gt", "rtn:8gt", 8, 0, 0, QAT_QGRAD_EFFICIENTQAT},
-      {"W4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT},
-      {"RTN:2G64:ASYM:LSQ", "rtn:2g64:lsq", 2, 64, 0, QAT_QGRAD_LSQ},
-      {"4g32:ste:sym", "rtn:4g32:sym:ste", 4, 32, 1, QAT_QGRAD_STE},
+      {"rtn:4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"rtn:2g64:sym", "rtn:2g64:sym", 2, 64, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"rtn:3gc", "rtn:3gc", 3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"rtn:8gt", "rtn:8gt", 8, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"W4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"RTN:2G64:ASYM:LSQ", "rtn:2g64:lsq", 2, 64, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX},
+      {"4g32:ste:sym", "rtn:4g32:sym:ste", 4, 32, 1, QAT_QGRAD_STE, QAT_QINIT_MINMAX},
+      {"rtn:2g32:mse", "rtn:2g32:mse", 2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE},
+      {"rtn:4g128:minmax", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
+      {"W2G64:LSQ:MSE:SYM", "rtn:2g64:sym:mse:lsq", 2, 64, 1, QAT_QGRAD_LSQ, QAT_QINIT_MSE},
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     qat_qspec q;
@@ -680,6 +889,7 @@ START_TEST(test_spec_parse_format) {
     ck_assert_int_eq(q.group, ok[i].group);
     ck_assert_int_eq(q.sym, ok[i].sym);
     ck_assert_int_eq(q.grad, ok[i].grad);
+    ck_assert_int_eq(q.init, ok[i].init);
     char buf[64];
     ck_assert_str_eq(qat_quant_format(&q, buf, sizeof buf), ok[i].canon);
     qat_qspec q2;
@@ -688,7 +898,8 @@ START_TEST(test_spec_parse_format) {
   }
   const char *bad[] = {"",           "rtn:",        "rtn:9g128",       "rtn:1g128", "rtn:4g",
                        "rtn:4g0",    "rtn:4g-1",    "gptq:4g128",      "rtn:4x128", "rtn:g128",
-                       "rtn:4g128:foo", "rtn:4g128:sym:asym", "rtn:4gq", "rtn:4g12x", NULL};
+                       "rtn:4g128:foo", "rtn:4g128:sym:asym", "rtn:4gq", "rtn:4g12x",
+                       "rtn:4g128:mse:minmax", "rtn:4g128:msee", NULL};
   for (int i = 0; bad[i]; i++) {
     qat_qspec q;
     qat_status st = qat_quant_parse(bad[i], &q);
@@ -764,6 +975,9 @@ int main(void) {
   tcase_add_test(tc, test_init_matches_reference);
   tcase_add_test(tc, test_init_forward_error_bound);
   tcase_add_test(tc, test_zero_groups);
+  tcase_add_test(tc, test_mse_init_matches_reference);
+  tcase_add_test(tc, test_mse_init_special_groups);
+  tcase_add_test(tc, test_mse_init_validation);
   tcase_add_test(tc, test_forward_matches_reference);
   tcase_add_test(tc, test_forward_nan_propagates);
   tcase_add_test(tc, test_ties_round_half_even);

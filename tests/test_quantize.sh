@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # qat quantize (RTN) end to end against the numpy reference of REFERENCE.md section 1:
 # asym and sym, several bits and group sizes incl. per-channel and partial groups, all-zero groups,
+# min-max and MSE (clipping search) init,
 # F32/F16/BF16 files, other tensors and files copied unchanged, and bad input leaving nothing.
 set -euo pipefail
 QAT=${QAT_BIN:-build/qat}
@@ -82,6 +83,64 @@ check F32 4 0 1         # per-tensor
 check F32 2 -1 1
 check BF16 3 128 0      # one partial group per row
 
+# MSE init (GPTQ clipping search) against rtn_ref's: the output must be the reference fake-quant,
+# except in groups where the two pick different candidates at a near-tie (float sums in qat, float64
+# in the reference): there the group's error sum |w_hat - w|^2.4 must be within 1e-6 relative of the
+# reference's minimum (qat's |e|^2.4 is accurate to 4e-7). Such groups must stay rare.
+check_mse() { # how (--quant SPEC | flags...) ; bits group sym
+  local out="$T/out_mse_$2_$3_$4"
+  if [ "$1" = spec ]; then
+    "$QAT" quantize --model "$T/m_F32" --out "$out" --quant "$5" > "$out.log"
+  else
+    local flag=""; [ "$4" = 1 ] && flag="--sym"
+    "$QAT" quantize --model "$T/m_F32" --out "$out" --bits "$2" --group "$3" $flag --init mse > "$out.log"
+  fi
+  python3 - "$T/m_F32" "$out" "$2" "$3" "$4" <<'PY'
+import json, os, sys
+import numpy as np
+import st_np, rtn_ref
+src, out, bits, group, sym = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+a, _, _ = st_np.read(os.path.join(src, "model.safetensors"))
+b, _, _ = st_np.read(os.path.join(out, "model.safetensors"))
+ngroups = ndiff = nclip = 0
+for name in a:
+    if "_proj" not in name:
+        assert np.array_equal(a[name], b[name]), name + " changed"
+        continue
+    w = a[name].astype(np.float32)
+    for rs, cs in rtn_ref.blocks(w.shape, group):
+        x, got = w[rs, cs], b[name][rs, cs]
+        s, z, i, err = rtn_ref.init_sz(x, bits, sym, "mse")
+        ref = rtn_ref.forward(x, s, z, bits, sym)
+        ngroups += 1
+        nclip += i > 0
+        if np.abs(ref - got).max() <= 1e-6 * (np.abs(ref).max() + 1e-30):
+            continue
+        ndiff += 1
+        e = rtn_ref.group_err(x, got)
+        assert abs(e - err) <= 1e-6 * err, f"{name} {rs} {cs}: error {e:.9g} vs reference {err:.9g}"
+        mm = rtn_ref.group_err(x, rtn_ref.forward(x, *rtn_ref.init_sz(x, bits, sym)[:2], bits, sym))
+        assert e <= mm * (1 + 1e-6), f"{name}: error {e:.9g} above min-max {mm:.9g}"
+assert ndiff * 50 <= ngroups, f"{ndiff} of {ngroups} groups differ from the reference's choice"
+assert nclip > 0, "no group clipped: the search did nothing"
+rec = json.load(open(os.path.join(out, "qat_quant.json")))
+assert rec["init"] == "mse" and rec["bits"] == bits and rec["group"] == group and rec["sym"] == sym, rec
+assert rec["spec"].endswith(":mse"), rec
+print(f"mse W{bits} g{group} sym={int(sym)}: {ngroups} groups, {nclip} clipped, {ndiff} near-tie choices")
+PY
+}
+check_mse spec 2 32 0 rtn:2g32:mse
+check_mse spec 3 16 1 rtn:3g16:sym:mse
+check_mse spec 4 128 0 rtn:4g128:mse
+check_mse spec 2 -1 0 rtn:2gc:mse
+check_mse spec 2 0 1 rtn:2gt:sym:mse
+check_mse flags 2 8 0
+# min-max stays the default: no --init is the same file as --init minmax
+"$QAT" quantize --model "$T/m_F32" --out "$T/o_mm" --bits 2 --group 32 --init minmax > /dev/null
+"$QAT" quantize --model "$T/m_F32" --out "$T/o_dflt" --bits 2 --group 32 > /dev/null
+cmp "$T/o_mm/model.safetensors" "$T/o_dflt/model.safetensors" || { echo "--init minmax is not the default"; exit 1; }
+grep -q '"init": "minmax"' "$T/o_dflt/qat_quant.json" || { echo "init not recorded"; exit 1; }
+
 # errors: exit 1 or 2, one line naming the problem, nothing left at --out
 set +e
 printf 'garbage' > "$T/bad.safetensors"; mkdir -p "$T/m_bad"; cp "$T/bad.safetensors" "$T/m_bad/model.safetensors"
@@ -93,6 +152,12 @@ grep -q "model.safetensors" "$T/err" || { echo "error does not name the file"; c
 ls "$T" | grep -q "o_bad.tmp" && { echo "temporary left behind"; exit 1; }
 "$QAT" quantize --model "$T/m_F32" --out "$T/o2" --bits 9 2> "$T/err"; rc=$?
 [ $rc = 2 ] || { echo "bad --bits: exit $rc"; exit 1; }
+"$QAT" quantize --model "$T/m_F32" --out "$T/o2" --init gptq 2> "$T/err"; rc=$?
+[ $rc = 2 ] && grep -q "gptq" "$T/err" || { echo "bad --init: exit $rc"; cat "$T/err"; exit 1; }
+"$QAT" quantize --model "$T/m_F32" --out "$T/o2" --quant rtn:2g32:mse --bits 2 2> "$T/err"; rc=$?
+[ $rc = 2 ] && grep -q -- "--bits" "$T/err" || { echo "--quant with --bits: exit $rc"; cat "$T/err"; exit 1; }
+"$QAT" quantize --model "$T/m_F32" --out "$T/o2" --quant rtn:2g32:msx 2> "$T/err"; rc=$?
+[ $rc = 2 ] && grep -q "msx" "$T/err" || { echo "bad --quant: exit $rc"; cat "$T/err"; exit 1; }
 "$QAT" quantize --model "$T/m_F32" --out "$T/o2" --bitz 4 2> "$T/err"; rc=$?
 [ $rc = 2 ] && grep -q -- "--bitz" "$T/err" || { echo "unknown flag not named"; exit 1; }
 "$QAT" quantize --model "$T/missing" --out "$T/o3" 2> "$T/err"; rc=$?

@@ -27,6 +27,8 @@ qat_status qat_qspec_check(const qat_qspec *q) {
   if (q->sym != 0 && q->sym != 1) return QAT_FAIL(QAT_EINVAL, "quant.sym must be 0 or 1");
   if (q->grad < QAT_QGRAD_STE || q->grad > QAT_QGRAD_LSQ)
     return QAT_FAIL(QAT_EINVAL, "quant.grad: unknown mode %d", (int)q->grad);
+  if (q->init != QAT_QINIT_MINMAX && q->init != QAT_QINIT_MSE)
+    return QAT_FAIL(QAT_EINVAL, "quant.init: unknown mode %d (0 minmax, 1 mse)", (int)q->init);
   return QAT_OK;
 }
 

@@ -33,11 +33,30 @@ typedef enum qat_qgrad {
   QAT_QGRAD_LSQ,          /* same times gs = 1 / sqrt(n_group * Qp) */
 } qat_qgrad;
 
+/* How fq_init picks s and z. Zero (a zero-initialized spec) is min-max, the REFERENCE default.
+ * QAT_QINIT_MSE is GPTQ's clipping search (quant.py find_params with mse=True, norm 2.4, grid 100,
+ * maxshrink 0.8), per group: for candidates i = 0 .. QAT_MSE_STEPS - 1 with shrink
+ * p_i = (float)(1 - i / QAT_MSE_GRID) (1 - i/100 rounded once to float), (s_i, z_i) is the
+ * min-max init of REFERENCE.md section 1 applied to the shrunk range (p_i * min, p_i * max) in
+ * float (sym: amax = p_i * max|w|), exactly as for min-max; its error is
+ * err_i = sum over the group of |w_hat - w|^2.4 with w_hat the fake-quant forward at (s_i, z_i)
+ * (z~ = clamp(round(z_i), 0, qmax), codes clamped). The smallest err_i wins; ties keep the
+ * earlier candidate (larger p), so p = 1 (min-max, i = 0) wins when nothing is better and the
+ * chosen error is never above min-max's. Per-tensor and per-channel specs search their single
+ * group the same way. */
+typedef enum qat_qinit {
+  QAT_QINIT_MINMAX = 0, /* RTN min-max (default) */
+  QAT_QINIT_MSE,        /* min-max on a shrunk range, minimizing sum |w_hat - w|^2.4 */
+} qat_qinit;
+#define QAT_MSE_GRID 100 /* shrink step 1 / QAT_MSE_GRID */
+#define QAT_MSE_STEPS 80 /* candidates: maxshrink 0.8 * grid; p from 1 down to 0.21 */
+
 typedef struct qat_qspec {
   int bits;  /* 2..8 */
   int group; /* > 0 columns per group; -1 per-channel; 0 per-tensor */
   int sym;   /* 0 asymmetric (default), 1 symmetric */
   qat_qgrad grad;
+  qat_qinit init; /* fq_init only; the forward and backward do not depend on it */
 } qat_qspec;
 
 /* Number of groups per row for a row of C columns (1 for per-channel; per-tensor also 1 but
@@ -45,7 +64,7 @@ typedef struct qat_qspec {
 int64_t qat_qspec_groups(const qat_qspec *q, int64_t cols);
 /* Shape of s / z for W[rows, cols]. */
 void qat_qspec_sshape(const qat_qspec *q, int64_t rows, int64_t cols, int64_t shape[2]);
-/* Validates bits/group/sym; QAT_EINVAL naming the field. */
+/* Validates bits/group/sym/grad/init; QAT_EINVAL naming the field. */
 qat_status qat_qspec_check(const qat_qspec *q);
 /* Argument checks shared by every backend's quantizer ops (messages name the op and tensor):
  * t exists, lives on be's device, has a dtype in `dtypes` (mask of 1u << qat_dtype) and shape
@@ -88,7 +107,8 @@ struct qat_backend {
   qat_status (*convert)(const qat_backend *be, qat_tensor *dst, const qat_tensor *src);
 
   /* ---- quantizer ---- */
-  /* RTN / min-max init of s (and z when asym) from w[R, C] (F32). */
+  /* Init of s (and z when asym) from w[R, C] (F32): min-max, or the MSE clipping search when
+   * q->init == QAT_QINIT_MSE (see qat_qinit). A non-finite weight is QAT_EINVAL. */
   qat_status (*fq_init)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
                         qat_tensor *s, qat_tensor *z);
   /* w_hat[R, C] (F32 or BF16) = fake-quant(w) with the current s, z. */

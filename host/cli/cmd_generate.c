@@ -17,7 +17,8 @@ qat_status cmd_generate(int argc, char **argv) {
       {"temperature", 1, NULL, "sampling temperature; 0 = greedy (default 1.0)"},
       {"top-p", 1, NULL, "nucleus mass (default 0.9; 1 = off)"},
       {"seed", 1, NULL, "random seed (default: from the clock)"},
-      {"quant", 1, NULL, "RTN fake-quant of the decoder Linears, e.g. rtn:4g128"},
+      {"quant", 1, NULL,
+       "RTN fake-quant of the decoder Linears, e.g. rtn:4g128, rtn:2g32:mse (clipping search)"},
       {"device", 1, NULL, "cpu | cuda (default cuda when available)"},
       {"help", 0, NULL, "show this help"},
   };

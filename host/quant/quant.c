@@ -9,7 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define SPEC_HELP "expected [rtn:]<bits>g<group|c|t>[:sym|:asym][:eqat|:lsq|:ste], e.g. rtn:4g128"
+#define SPEC_HELP                                                                                  \
+  "expected [rtn:]<bits>g<group|c|t>[:sym|:asym][:minmax|:mse][:eqat|:lsq|:ste], e.g. rtn:4g128"
 
 /* The "<bits>g<group>" part, e.g. "4g128", "w2g64", "3gc", "8gt". */
 static qat_status parse_format(const char *spec, const char *f, size_t len, qat_qspec *q) {
@@ -57,7 +58,8 @@ static qat_status parse_format(const char *spec, const char *f, size_t len, qat_
 
 qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
   if (!spec || !*spec) return QAT_FAIL(QAT_EUSAGE, "quant spec is empty (%s)", SPEC_HELP);
-  qat_qspec q = {.bits = 0, .group = 0, .sym = 0, .grad = QAT_QGRAD_EFFICIENTQAT};
+  qat_qspec q = {.bits = 0, .group = 0, .sym = 0, .grad = QAT_QGRAD_EFFICIENTQAT,
+                 .init = QAT_QINIT_MINMAX};
   const char *p = spec;
   const char *colon = strchr(p, ':');
   /* optional method prefix: only RTN is a PTQ init the ops implement; trainers pick their own */
@@ -71,7 +73,7 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
   size_t flen = colon ? (size_t)(colon - p) : strlen(p);
   QAT_TRY(parse_format(spec, p, flen, &q));
   p += flen;
-  int seen_sym = 0, seen_grad = 0;
+  int seen_sym = 0, seen_grad = 0, seen_init = 0;
   while (*p == ':') {
     p++;
     const char *e = strchr(p, ':');
@@ -80,6 +82,9 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
     if (IS("sym") || IS("asym")) {
       if (seen_sym++) return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": sym/asym given twice", spec);
       q.sym = IS("sym");
+    } else if (IS("minmax") || IS("mse")) {
+      if (seen_init++) return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": init given twice", spec);
+      q.init = IS("mse") ? QAT_QINIT_MSE : QAT_QINIT_MINMAX;
     } else if (IS("eqat") || IS("lsq") || IS("ste")) {
       if (seen_grad++)
         return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": gradient mode given twice", spec);
@@ -104,7 +109,8 @@ const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n) {
   else
     snprintf(g, sizeof g, "%s", q->group == 0 ? "t" : "c");
   const char *grad = q->grad == QAT_QGRAD_LSQ ? ":lsq" : q->grad == QAT_QGRAD_STE ? ":ste" : "";
-  snprintf(buf, n, "rtn:%dg%s%s%s", q->bits, g, q->sym ? ":sym" : "", grad);
+  snprintf(buf, n, "rtn:%dg%s%s%s%s", q->bits, g, q->sym ? ":sym" : "",
+           q->init == QAT_QINIT_MSE ? ":mse" : "", grad);
   return buf;
 }
 

@@ -1,6 +1,6 @@
 /* The quantizer layer above the fake-quant ops: spec strings ("rtn:4g128", "rtn:2g64:sym",
- * "rtn:3gc", "rtn:8gt") to qat_qspec and back, bits per weight of a format, and RTN of a host
- * float matrix with its error statistics (what `qat quantize` reports per tensor).
+ * "rtn:2g32:mse", "rtn:3gc", "rtn:8gt") to qat_qspec and back, bits per weight of a format, and
+ * RTN of a host float matrix with its error statistics (what `qat quantize` reports per tensor).
  * The ops themselves (fq_init / fq_forward / fq_backward) live behind the backend table. */
 #ifndef QAT_QUANT_QUANT_H
 #define QAT_QUANT_QUANT_H
@@ -13,10 +13,12 @@ extern "C" {
 
 /* Spec grammar: [rtn:][w]<bits>g<group>[:opt]...
  *   bits  2..8;  group: a positive integer, "c" (per-channel, -1) or "t" (per-tensor, 0)
- *   opt   sym | asym (default asym),  eqat | lsq | ste (gradient convention, default eqat)
+ *   opt   sym | asym (default asym),  minmax | mse (init of s, z: qat_qinit, default minmax),
+ *         eqat | lsq | ste (gradient convention, default eqat)
  * Case-insensitive. Errors are QAT_EUSAGE naming the spec and what is wrong. */
 qat_status qat_quant_parse(const char *spec, qat_qspec *out);
-/* Canonical string ("rtn:4g128", "rtn:2g64:sym", "rtn:3gc:lsq") into buf; returns buf. */
+/* Canonical string ("rtn:4g128", "rtn:2g64:sym:mse", "rtn:3gc:lsq"; options in the order sym,
+ * init, grad, defaults left out) into buf; returns buf. */
 const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n);
 
 /* Storage bits per weight for W[rows, cols] (REFERENCE.md section 3): asym N + (N + 16) / g
@@ -30,9 +32,9 @@ typedef struct qat_quant_stats {
   int64_t n;
 } qat_quant_stats;
 
-/* RTN (min-max init + fake-quant forward on the CPU backend) of a host matrix w[rows, cols]:
- * out_w_hat[rows, cols] (may equal w: quantized in place); stats may be NULL. A non-finite
- * weight is QAT_EINVAL (callers add the tensor name with qat_context). */
+/* RTN (q's init, min-max by default, + fake-quant forward on the CPU backend) of a host matrix
+ * w[rows, cols]: out_w_hat[rows, cols] (may equal w: quantized in place); stats may be NULL. A
+ * non-finite weight is QAT_EINVAL (callers add the tensor name with qat_context). */
 qat_status qat_quant_rtn_f32(const qat_qspec *q, const float *w, int64_t rows, int64_t cols,
                              float *out_w_hat, qat_quant_stats *stats);
 /* The same, also returning the scales and zero points: s_out, z_out (each NULL to skip) of

@@ -43,6 +43,7 @@ static const cyaml_strval_t k_method[] = {
 static const cyaml_strval_t k_grad[] = {
     {"ste", QAT_CFG_GRAD_STE}, {"efficientqat", QAT_CFG_GRAD_EFFICIENTQAT}, {"lsq", QAT_CFG_GRAD_LSQ}};
 static const cyaml_strval_t k_train_set[] = {{"all", QAT_TRAIN_ALL}, {"scales", QAT_TRAIN_SCALES}};
+static const cyaml_strval_t k_init[] = {{"minmax", QAT_CFG_INIT_MINMAX}, {"mse", QAT_CFG_INIT_MSE}};
 static const cyaml_strval_t k_sched[] = {
     {"cosine", QAT_SCHED_COSINE}, {"linear", QAT_SCHED_LINEAR}, {"constant", QAT_SCHED_CONSTANT}};
 static const cyaml_strval_t k_resume[] = {
@@ -64,6 +65,7 @@ static const key_def k_keys[] = {
     {"quant.sym", K_BOOL, OFF(quant.sym), "false", NULL, 0},
     {"quant.grad", K_ENUM, OFF(quant.grad), "efficientqat", ENUM(k_grad)},
     {"quant.train", K_ENUM, OFF(quant.train), "all", ENUM(k_train_set)},
+    {"quant.init", K_ENUM, OFF(quant.init), "minmax", ENUM(k_init)},
     {"train.steps", K_I64, OFF(train.steps), "0", NULL, 0},
     {"train.batch", K_INT, OFF(train.batch), "8", NULL, 0},
     {"train.grad_accum", K_INT, OFF(train.grad_accum), "1", NULL, 0},
@@ -572,6 +574,8 @@ qat_status qat_config_validate(const qat_config *c) {
          "must be in 2..8");
   NEED_I(c->quant.group >= -1, "quant.group", c->quant.group,
          "must be -1 (per-channel), 0 (per-tensor) or a group size >= 1");
+  NEED_I(c->quant.init == QAT_CFG_INIT_MINMAX || c->quant.init == QAT_CFG_INIT_MSE, "quant.init",
+         (int)c->quant.init, "must be minmax or mse");
   NEED_I(c->method != QAT_METHOD_QAT || c->train.steps >= 1, "train.steps", c->train.steps,
          "must be >= 1 (required for method qat)");
   NEED_I(c->train.steps >= 0, "train.steps", c->train.steps, "must be >= 0");

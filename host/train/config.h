@@ -36,6 +36,11 @@ typedef enum qat_cfg_train_set {
   QAT_TRAIN_SCALES,  /* s (and z) only; W frozen */
 } qat_cfg_train_set;
 
+typedef enum qat_cfg_init {
+  QAT_CFG_INIT_MINMAX = 0, /* min-max (RTN) step sizes and zero points (REFERENCE.md 1) */
+  QAT_CFG_INIT_MSE,        /* GPTQ clipping search (backend.h qat_qinit) */
+} qat_cfg_init;
+
 typedef enum qat_cfg_resume {
   QAT_RESUME_AUTO = 0, /* resume from the newest checkpoint in checkpoint.dir when there is one */
   QAT_RESUME_NEVER,    /* start from step 0; checkpoints already in the run dir are ignored */
@@ -55,6 +60,7 @@ typedef struct qat_config {
     bool sym;
     qat_cfg_grad grad;
     qat_cfg_train_set train;
+    qat_cfg_init init; /* how s, z start */
   } quant;
   struct {
     int64_t steps; /* optimizer steps */

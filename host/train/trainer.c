@@ -483,7 +483,9 @@ static qat_status setup_common(job *J) {
   QAT_TRY(qat_config_check_files(cfg));
   QAT_TRY(qat_backend_by_name(cfg->device == QAT_DEV_CUDA ? "cuda" : "cpu", &J->be));
   J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
-                     .grad = grad_mode(cfg->quant.grad)};
+                     .grad = grad_mode(cfg->quant.grad),
+                     .init = cfg->quant.init == QAT_CFG_INIT_MSE ? QAT_QINIT_MSE
+                                                                 : QAT_QINIT_MINMAX};
   QAT_TRY(qat_qspec_check(&J->q));
   int64_t train_need = 0;
   const char *train_what = NULL;

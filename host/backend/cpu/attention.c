@@ -116,7 +116,7 @@ qat_status qat_cpu_attention_fwd(const qat_backend *be, const qat_tensor *q, con
                                  const qat_tensor *v, float scale, qat_tensor *out,
                                  qat_tensor *lse) {
   const char *op = "attention_fwd";
-  dims d;
+  dims d = {0};
   QAT_TRY(check_qkv(op, q, k, v, scale, &d));
   CPU_F32(op, out);
   CPU_F32(op, lse);
@@ -172,7 +172,7 @@ qat_status qat_cpu_attention_bwd(const qat_backend *be, const qat_tensor *dout,
                                  const qat_tensor *out, const qat_tensor *lse, float scale,
                                  qat_tensor *dq, qat_tensor *dk, qat_tensor *dv) {
   const char *op = "attention_bwd";
-  dims d;
+  dims d = {0};
   QAT_TRY(check_qkv(op, q, k, v, scale, &d));
   CPU_F32(op, dout);
   CPU_F32(op, out);

@@ -8,10 +8,15 @@
  * OpenMP runs over rows; per-group sums accumulate in double (this is the reference).
  *
  * Rounding is round-half-to-even (rintf) and code clamps are written as comparisons so that a
- * NaN weight stays NaN in w_hat instead of being clamped to a finite code. */
+ * NaN weight stays NaN in w_hat instead of being clamped to a finite code.
+ *
+ * fq_init with q->init == QAT_QINIT_MSE searches QAT_MSE_STEPS shrunk ranges per group (backend.h
+ * qat_qinit): each candidate is a full fake-quant pass over the group plus |e|^2.4, so the search
+ * costs ~80 forwards; the per-element loop is written to vectorize (see mse_cand_err). */
 #include "backend/cpu/qgeom.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +49,154 @@ static void range_of(const float *x, int64_t n, float *mn, float *mx, int *finit
   *finite &= ok;
 }
 
+/* ---- init: MSE clipping search (semantics: backend.h, qat_qinit) ----------------------------- */
+
+/* The per-element loop of a candidate must vectorize (a 7B model is ~6.5e9 weights x 80
+ * candidates). GCC will not if-convert the float comparisons of the clamps under its default
+ * -ftrapping-math, which only matters to code that traps on FP exceptions; qat never does, and
+ * the option changes no result (no reassociation, no contraction), so it is lifted for the
+ * functions between push and pop. Clang does not assume trapping math by default. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
+static inline float f_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static inline uint32_t u_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+
+/* rintf (round half to even) for finite x, inline: below 2^22 adding and removing 1.5 * 2^23
+ * rounds to an integer in the current (nearest-even) mode; from 2^22 on, x is an integer or a
+ * half that lies far outside every code range, so the clamp that follows gives the same code. */
+static inline float rne_code(float x) {
+  float a = fabsf(x), r = copysignf((a + 12582912.0f) - 12582912.0f, x);
+  return a < 4194304.0f ? r : x;
+}
+
+/* x^2.4 for finite x >= 0 within 4e-7 relative of the exact power (powf(x, 2.4f) is off by up to
+ * ~1e-6: 2.4f is not 2.4), in float without library calls so the loop vectorizes:
+ * x = m 2^k with m in [sqrt(1/2), sqrt(2)); 2.4 k = q + r/5 with q = floor(12k / 5) (exact in
+ * float for these k); x^2.4 = 2^q exp(2.4 ln m + r ln2 / 5), ln m from the atanh series in
+ * t = (m - 1) / (m + 1) (|t| <= 0.172, 4 terms, truncation < 3e-8), exp as 2^n times the degree-7
+ * Taylor polynomial on |f| <= ln2 / 2 (truncation < 6e-9). Polynomials in Estrin form: short
+ * dependency chains, which is what bounds this loop's speed. Terms below 2^-52 (x^2.4 < 2^-124)
+ * count as 0; above 2^53 the power overflows float and is +inf. */
+static inline float pow24f(float x) {
+  uint32_t b = u_bits(x);
+  float m = f_bits((b & 0x7fffffu) | 0x3f800000u), mh = 0.5f * m;
+  int big = m > 1.41421356f;
+  m = big ? mh : m;
+  float k12 = 12.0f * (float)((int)(b >> 23) - 127 + big), v = 0.2f * k12, q = rne_code(v);
+  q = q > v ? q - 1.0f : q; /* floor: v is an integer or at least 0.2 away from one */
+  float r = k12 - 5.0f * q;
+  float t = (m - 1.0f) / (m + 1.0f), t2 = t * t, t4 = t2 * t2;
+  float lnm = t * ((2.0f + 0.6666667f * t2) + t4 * (0.4f + 0.2857143f * t2));
+  float y = 2.4f * lnm + r * 0.13862944f; /* + r ln2 / 5 */
+  float n = rne_code(y * 1.44269504f), f = y - n * 0.69314718f, f2 = f * f, f4 = f2 * f2;
+  float e = ((1.0f + f) + f2 * (0.5f + 0.16666667f * f)) +
+            f4 * ((0.041666668f + 0.0083333338f * f) + f2 * (0.0013888889f + 1.984127e-4f * f));
+  float res = f_bits(u_bits(e) + ((uint32_t)(int)(q + n) << 23));
+  res = x > 0x1p53f ? INFINITY : res;
+  return x < 0x1p-52f ? 0.0f : res;
+}
+
+enum { MSE_CHUNK = 16, MSE_LANES = 8 };
+
+static inline double lanes_total(const double *lane, double tail) {
+  for (int j = 0; j < MSE_LANES; j++) tail += lane[j];
+  return tail;
+}
+
+/* err = sum over x[n] of |w_hat - x|^2.4 (double) for the candidate (sv, zt), w_hat the
+ * forward's (code - zt) * sv with code = clamp(round(x / sv) + zt, lo, hi). MSE_LANES running
+ * sums in a fixed order keep it deterministic and vectorizable. Every term is >= 0, so once the
+ * partial total reaches `stop` the final one cannot be below it: returns early (a value >= stop),
+ * which is exact for a strict "<" comparison against stop. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+__attribute__((target_clones("avx2", "default"))) /* 8 lanes where the CPU has them; same result */
+#endif
+static double mse_cand_err(const float *x, int64_t n, float sv, float zt, float lo, float hi,
+                           double stop) {
+  double lane[MSE_LANES] = {0}, tail = 0;
+  float t[MSE_CHUNK];
+  for (int64_t c0 = 0; c0 < n; c0 += MSE_CHUNK) {
+    int m = (int)(n - c0 < MSE_CHUNK ? n - c0 : MSE_CHUNK);
+    const float *xc = x + c0;
+    for (int i = 0; i < m; i++) {
+      float code = rne_code(xc[i] / sv) + zt;
+      code = code < lo ? lo : code;
+      code = code > hi ? hi : code;
+      t[i] = pow24f(fabsf((code - zt) * sv - xc[i]));
+    }
+    int i = 0;
+    for (; i + MSE_LANES <= m; i += MSE_LANES)
+      for (int j = 0; j < MSE_LANES; j++) lane[j] += t[i + j];
+    for (; i < m; i++) tail += t[i];
+    if (c0 + MSE_CHUNK < n && lanes_total(lane, tail) >= stop) return lanes_total(lane, tail);
+  }
+  return lanes_total(lane, tail);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* Shrink factor of candidate i: 1 - i / grid rounded once to float (i = 0: exactly 1). */
+static float mse_shrink(int i) { return (float)(1.0 - (double)i / QAT_MSE_GRID); }
+
+/* Candidate i of a group with range [mn, mx]: s, z as init_from_range makes them, and z~. */
+static void mse_candidate(const qgeom *p, int i, float mn, float mx, float *s, float *z,
+                          float *zt) {
+  float sh = mse_shrink(i);
+  *z = 0.0f;
+  init_from_range(p, sh * mn, sh * mx, s, z);
+  *zt = p->asym ? clampf(rintf(*z), 0.0f, p->hi) : 0.0f;
+}
+
+/* One contiguous group x[n] with range [mn, mx] (finite): the best candidate's s (and z). */
+static void mse_group(const qgeom *p, const float *x, int64_t n, float mn, float mx, float *s,
+                      float *z) {
+  double best = INFINITY;
+  for (int i = 0; i < QAT_MSE_STEPS; i++) {
+    float sc, zc, zt;
+    mse_candidate(p, i, mn, mx, &sc, &zc, &zt);
+    double err = mse_cand_err(x, n, sc, zt, p->lo, p->hi, best);
+    if (i == 0 || err < best) { /* i = 0 (min-max) always stands, even at an infinite error */
+      best = err;
+      *s = sc;
+      *z = zc;
+    }
+  }
+}
+
+/* Per-tensor: one group spanning all rows of W[R, C]; each candidate's error is a fixed-order sum
+ * of per-row errors computed in parallel (part[R] scratch). */
+static void mse_tensor(const qgeom *p, const float *W, float mn, float mx, double *part, float *s,
+                       float *z) {
+  double best = INFINITY;
+  for (int i = 0; i < QAT_MSE_STEPS; i++) {
+    float sc, zc, zt;
+    mse_candidate(p, i, mn, mx, &sc, &zc, &zt);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < p->R; r++)
+      part[r] = mse_cand_err(W + r * p->C, p->C, sc, zt, p->lo, p->hi, INFINITY);
+    double err = 0.0;
+    for (int64_t r = 0; r < p->R; r++) err += part[r];
+    if (i == 0 || err < best) {
+      best = err;
+      *s = sc;
+      *z = zc;
+    }
+  }
+}
+
 /* On error (a non-finite weight) s and z are unspecified. */
 static qat_status cpu_fq_init(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
                               qat_tensor *s, qat_tensor *z) {
@@ -52,21 +205,34 @@ static qat_status cpu_fq_init(const qat_backend *be, const qat_qspec *q, const q
   const float *W = w->data; /* [R, C] */
   float *S = s->data, *Z = p.asym ? z->data : NULL;
   int64_t R = p.R, C = p.C;
-  int finite = 1;
+  int finite = 1, mse = q->init == QAT_QINIT_MSE;
   float zdummy;
   if (p.pertensor) {
     float mn, mx;
     range_of(W, R * C, &mn, &mx, &finite);
-    init_from_range(&p, mn, mx, &S[0], Z ? &Z[0] : &zdummy);
+    if (mse && finite) {
+      double *part = malloc(sizeof(double) * (size_t)R);
+      if (!part)
+        return QAT_FAIL(QAT_ENOMEM, "fq_init: per-tensor partials for %lld rows", (long long)R);
+      mse_tensor(&p, W, mn, mx, part, &S[0], Z ? &Z[0] : &zdummy);
+      free(part);
+    } else {
+      init_from_range(&p, mn, mx, &S[0], Z ? &Z[0] : &zdummy);
+    }
   } else {
 #pragma omp parallel for schedule(static) reduction(& : finite)
     for (int64_t r = 0; r < R; r++) {
       for (int64_t j = 0; j < p.G; j++) {
         int64_t c0, c1, k = sidx(&p, r, j);
         float mn, mx, zd;
+        int ok = 1;
         group_cols(&p, j, &c0, &c1);
-        range_of(W + r * C + c0, c1 - c0, &mn, &mx, &finite);
-        init_from_range(&p, mn, mx, &S[k], Z ? &Z[k] : &zd);
+        range_of(W + r * C + c0, c1 - c0, &mn, &mx, &ok);
+        finite &= ok;
+        if (mse && ok)
+          mse_group(&p, W + r * C + c0, c1 - c0, mn, mx, &S[k], Z ? &Z[k] : &zd);
+        else
+          init_from_range(&p, mn, mx, &S[k], Z ? &Z[k] : &zd);
       }
     }
   }
