@@ -4,6 +4,7 @@
 #include "testutil.h"
 #include "train/config.h"
 
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -526,6 +527,22 @@ START_TEST(test_readme_documents_every_key) {
 }
 END_TEST
 
+/* Every shipped recipe (the .yaml files in configs/) parses and validates: a renamed or mistyped key in a
+ * recipe fails here, not in a user's first run. */
+START_TEST(test_shipped_configs_load) {
+  glob_t g;
+  ck_assert_int_eq(glob("configs/*.yaml", 0, NULL, &g), 0);
+  ck_assert_uint_ge(g.gl_pathc, 9);
+  for (size_t i = 0; i < g.gl_pathc; i++) {
+    qat_config c;
+    qat_status st = qat_config_load(g.gl_pathv[i], NULL, 0, &c);
+    ck_assert_msg(st == QAT_OK, "%s: %s", g.gl_pathv[i], qat_last_error());
+    qat_config_free(&c);
+  }
+  globfree(&g);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("config");
@@ -541,6 +558,7 @@ int main(void) {
   tcase_add_test(tc, test_round_trip);
   tcase_add_test(tc, test_check_files);
   tcase_add_test(tc, test_readme_documents_every_key);
+  tcase_add_test(tc, test_shipped_configs_load);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
