@@ -480,7 +480,8 @@ qat_status run_segments(const qat_backend *be, const W &wk, const FqShape &p, fl
   return QAT_OK;
 }
 
-// Workspace layout: [0, 256) an int flag (init), then float2 partials.
+// Workspace layout: [0, 256) an int flag (init) at 0, the per-tensor MSE (min, max) at 8, the
+// first non-finite index at 16; then float2 partials.
 constexpr size_t kWsFlagBytes = 256;
 float2 *ws_parts(const qat_backend *be, size_t *count) {
   qat_cuda_ctx *cx = qat_cuda(be);
@@ -527,6 +528,43 @@ qat_status launch_mse_init(const qat_backend *be, const FqShape &p, const FqCode
   mse_seg_kernel<<<(unsigned)blocks, kThreads, 0, cx->stream>>>(w, s, z, bad, p, c, lanes);
   QAT_CUDA_LAUNCHED();
   return QAT_OK;
+}
+
+// First non-finite weight of w[n] (error path only): each thread stops at its own first one, so
+// the smallest index reported (atomicMin: order-independent) is the tensor's first.
+__global__ void first_bad_kernel(const float *__restrict__ w, int64_t n,
+                                 unsigned long long *first) {
+  int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    if (!isfinite(w[i])) {
+      atomicMin(first, (unsigned long long)i);
+      return;
+    }
+}
+
+// fq_init's error for a non-finite weight, worded as the CPU's: which element, which value.
+qat_status bad_weight_error(const qat_backend *be, const qat_tensor *w) {
+  qat_cuda_ctx *cx = qat_cuda(be);
+  int64_t C = w->shape[1], n = w->shape[0] * C;
+  unsigned long long *first = (unsigned long long *)((char *)cx->workspace + 16), at = ~0ull;
+  QAT_CUDA_TRY(cudaMemsetAsync(first, 0xff, sizeof at, cx->stream));
+  int64_t blocks = (n + kThreads - 1) / kThreads;
+  int64_t cap = 8 * (int64_t)(cx->sm_count > 0 ? cx->sm_count : 100); // grid-stride beyond
+  first_bad_kernel<<<(unsigned)(blocks < cap ? blocks : cap), kThreads, 0, cx->stream>>>(
+      (const float *)w->data, n, first);
+  QAT_CUDA_LAUNCHED();
+  QAT_CUDA_TRY(cudaMemcpyAsync(&at, first, sizeof at, cudaMemcpyDeviceToHost, cx->stream));
+  QAT_CUDA_TRY(cudaStreamSynchronize(cx->stream));
+  const char *name = w->name ? w->name : "w";
+  if (at >= (unsigned long long)n) // not found again: the weights changed under us
+    return QAT_FAIL(QAT_EINVAL, "fq_init: tensor %s has a non-finite weight (NaN or Inf)", name);
+  float v = 0.0f;
+  QAT_CUDA_TRY(cudaMemcpyAsync(&v, (const float *)w->data + at, sizeof v, cudaMemcpyDeviceToHost,
+                               cx->stream));
+  QAT_CUDA_TRY(cudaStreamSynchronize(cx->stream));
+  int64_t i = (int64_t)at;
+  return QAT_FAIL(QAT_EINVAL, "fq_init: tensor %s has a non-finite weight (%g) at [%lld, %lld]",
+                  name, (double)v, (long long)(i / C), (long long)(i % C));
 }
 
 // ---- forward -------------------------------------------------------------------------------------
@@ -614,9 +652,7 @@ static qat_status cu_fq_init(const qat_backend *be, const qat_qspec *q, const qa
   int hbad = 0;
   QAT_CUDA_TRY(cudaMemcpyAsync(&hbad, bad, sizeof(int), cudaMemcpyDeviceToHost, cx->stream));
   QAT_CUDA_TRY(cudaStreamSynchronize(cx->stream));
-  if (hbad)
-    return QAT_FAIL(QAT_EINVAL, "fq_init: tensor %s has a non-finite weight (NaN or Inf)",
-                    w->name ? w->name : "w");
+  if (hbad) return bad_weight_error(be, w);
   return QAT_OK;
 }
 

@@ -13,7 +13,9 @@
  *   float (double per-tensor) in another order than the CPU's double sums, with FMA-contracted
  *   arithmetic inside the power: a near-tie between two candidates (errors within ~1e-6) may go
  *   either way. So (s, z) must be equal in most groups (>= 97%), and in every group the error
- *   sum |w_hat - w|^2.4 (double, host) of the GPU's choice within 1e-5 relative of the CPU's. */
+ *   sum |w_hat - w|^2.4 (double, host) of the GPU's choice within 1e-5 relative of the CPU's.
+ *   Exact ties (constant groups: candidates with the same s, z~ have bit-identical errors on
+ *   each side) must resolve to the same (s, z) exactly: the earliest candidate. */
 #include "testutil.h"
 
 #include <math.h>
@@ -251,18 +253,17 @@ typedef struct mse_tally {
   int64_t groups, same;
 } mse_tally;
 
-static void mse_parity_case(qat_qspec q, int64_t R, int64_t C, uint64_t seed, mse_tally *t) {
+/* MSE init of w[R, C] on both backends; exact: every group's (s, z) must be the CPU's (groups
+ * whose best candidate is an exact tie: the earliest must win on both sides). */
+static void mse_parity_w(qat_qspec q, int64_t R, int64_t C, float *w, int exact, mse_tally *t) {
   q.init = QAT_QINIT_MSE;
-  int64_t n = R * C, ss[2];
+  int64_t ss[2];
   qat_qspec_sshape(&q, R, C, ss);
   int64_t ns = ss[0] * ss[1];
-  float *w = malloc(sizeof(float) * n), *s = malloc(sizeof(float) * ns);
+  float *s = malloc(sizeof(float) * ns);
   float *z = calloc((size_t)ns, sizeof(float)), *s2 = malloc(sizeof(float) * ns);
   float *z2 = calloc((size_t)ns, sizeof(float));
-  ck_assert(w && s && z && s2 && z2);
-  tu_rng rng = {seed};
-  tu_fill_normal(&rng, w, n, 0.05f);
-  for (int64_t i = 0; i < n; i += 37) w[i] *= 4.0f; /* heavier tails: clipping has work to do */
+  ck_assert(s && z && s2 && z2);
   qat_tensor hw = qat_view2(w, QAT_F32, QAT_DEV_CPU, R, C);
   qat_tensor hs = qat_view2(s, QAT_F32, QAT_DEV_CPU, ss[0], ss[1]), hz = hs;
   hz.data = z;
@@ -275,6 +276,12 @@ static void mse_parity_case(qat_qspec q, int64_t R, int64_t C, uint64_t seed, ms
   if (!q.sym) dev_down(z2, &dz_);
   for (int64_t k = 0; k < ns; k++) {
     t->groups++;
+    if (exact)
+      ck_assert_msg(s[k] == s2[k] && z[k] == z2[k],
+                    "mse tie k %lld (bits %d group %d sym %d [%lld, %lld]): cpu s %.9g z %g, "
+                    "cuda s %.9g z %g",
+                    (long long)k, q.bits, q.group, q.sym, (long long)R, (long long)C, s[k], z[k],
+                    s2[k], z2[k]);
     if (s[k] == s2[k] && z[k] == z2[k]) {
       t->same++;
       continue;
@@ -288,7 +295,35 @@ static void mse_parity_case(qat_qspec q, int64_t R, int64_t C, uint64_t seed, ms
                   s2[k], z2[k], eg);
   }
   dev_free(&dw_), dev_free(&ds_), dev_free(&dz_);
-  free(w), free(s), free(z), free(s2), free(z2);
+  free(s), free(z), free(s2), free(z2);
+}
+
+static void mse_parity_case(qat_qspec q, int64_t R, int64_t C, uint64_t seed, mse_tally *t) {
+  int64_t n = R * C;
+  float *w = malloc(sizeof(float) * n);
+  ck_assert(w);
+  tu_rng rng = {seed};
+  tu_fill_normal(&rng, w, n, 0.05f);
+  for (int64_t i = 0; i < n; i += 37) w[i] *= 4.0f; /* heavier tails: clipping has work to do */
+  /* an outlier opens every row: a trailing partial group that read on into the next row would
+   * take it into its range and pick another (s, z) */
+  for (int64_t r = 0; r < R; r++) w[r * C] = (r % 2 ? -0.6f : 0.6f) + 0.01f * (float)(r % 7);
+  mse_parity_w(q, R, C, w, 0, t);
+  free(w);
+}
+
+/* Constant groups (zero, positive, negative): asym candidates share s = QAT_S_MIN and many share
+ * z~, so their errors tie exactly and the first (min-max) must win on both backends. */
+static void mse_tie_case(qat_qspec q, int64_t R, int64_t C, mse_tally *t) {
+  float *w = malloc(sizeof(float) * R * C);
+  ck_assert(w);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t c = 0; c < C; c++) {
+      int64_t j = q.group > 0 ? c / q.group : 0;
+      w[r * C + c] = q.group == 0 ? 0.03f : 0.01f * (float)((r * 7 + j * 3) % 9 - 4);
+    }
+  mse_parity_w(q, R, C, w, 1, t);
+  free(w);
 }
 
 START_TEST(test_mse_parity) {
@@ -307,6 +342,23 @@ START_TEST(test_mse_parity) {
   mse_parity_case((qat_qspec){2, 32, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 1024, 4096, 10, &t);
   mse_parity_case((qat_qspec){3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 512, 11008, 11, &t);
   mse_parity_case((qat_qspec){2, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 2048, 2048, 12, &t);
+  /* short groups (lanes 1, 2, 4, each with a 1-element trailing group), a group longer than the
+   * row, a per-channel row under 32 */
+  static const pcase k_short[] = {{3, 5, 1}, {4, 9, 2}, {5, 13, 3}, {6, 40, 64}, {9, 12, -1}};
+  for (int ci = 0; ci < 5; ci++)
+    for (int sym = 0; sym < 2; sym++)
+      for (int bits = 2; bits <= 4; bits += 2)
+        mse_parity_case((qat_qspec){bits, k_short[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
+                                    QAT_QINIT_MSE},
+                        k_short[ci].R, k_short[ci].C, 7000 + 13 * ci + 3 * bits + sym, &t);
+  /* exact ties: grouped (lanes 16), per-channel, per-tensor */
+  static const pcase k_tie[] = {{7, 45, 16}, {5, 33, -1}, {3, 10, 0}, {300, 301, 0}};
+  for (int ci = 0; ci < 4; ci++)
+    for (int sym = 0; sym < 2; sym++)
+      for (int bits = 2; bits <= 8; bits += 3)
+        mse_tie_case((qat_qspec){bits, k_tie[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
+                                 QAT_QINIT_MSE},
+                     k_tie[ci].R, k_tie[ci].C, &t);
   ck_assert_msg(t.same * 100 >= t.groups * 97, "mse: %lld of %lld groups with the CPU's (s, z)",
                 (long long)t.same, (long long)t.groups);
 }
@@ -325,6 +377,9 @@ START_TEST(test_cuda_validation) {
   qat_status st = QAT_OP(g_cuda, fq_init, &q, &dw_, &ds_, &dz_);
   ck_assert_int_eq(st, QAT_EINVAL);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "blk3.wo"));
+  /* the CPU's wording: the first bad element and its value */
+  ck_assert_msg(strstr(qat_last_error(), "non-finite weight (nan) at [1, 37]"), "%s",
+                qat_last_error());
   w[77] = 0.5f;
   dev_up(&dw_, w);
   TU_REQUIRE_OK(QAT_OP(g_cuda, fq_init, &q, &dw_, &ds_, &dz_)); /* the flag was reset */
@@ -338,11 +393,15 @@ START_TEST(test_cuda_validation) {
   qmt.group = 0;
   qat_tensor s1 = dev_new(QAT_F32, 1, 1, "s1"), z1 = dev_new(QAT_F32, 1, 1, "z1");
   w[77] = INFINITY;
+  w[100] = -INFINITY; /* a later one: the first is named */
   dev_up(&dw_, w);
   st = QAT_OP(g_cuda, fq_init, &qm, &dw_, &ds_, &dz_);
   ck_assert_int_eq(st, QAT_EINVAL);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "blk3.wo"));
+  ck_assert_msg(strstr(qat_last_error(), "(inf) at [1, 37]"), "%s", qat_last_error());
   ck_assert_int_eq(QAT_OP(g_cuda, fq_init, &qmt, &dw_, &s1, &z1), QAT_EINVAL);
+  ck_assert_msg(strstr(qat_last_error(), "(inf) at [1, 37]"), "%s", qat_last_error());
+  w[100] = 0.25f;
   w[77] = 0.5f;
   dev_up(&dw_, w);
   TU_REQUIRE_OK(QAT_OP(g_cuda, fq_init, &qm, &dw_, &ds_, &dz_));
