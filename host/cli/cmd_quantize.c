@@ -175,11 +175,12 @@ static qat_status spec_from_flags(const qat_flag *fl, int nf, qat_qspec *q) {
   long bits, group;
   QAT_TRY(qat_flag_int(fl, nf, "bits", 2, 8, 4, &bits));
   QAT_TRY(qat_flag_int(fl, nf, "group", -1, 1 << 30, 128, &group));
-  if (init && strcmp(init, "minmax") != 0 && strcmp(init, "mse") != 0)
+  qat_qinit mode = QAT_QINIT_MINMAX;
+  if (init && !qat_qinit_from_name(init, &mode))
     return QAT_FAIL(QAT_EUSAGE, "--init %s: expected minmax or mse", init);
   *q = (qat_qspec){.bits = (int)bits, .group = (int)group,
                    .sym = qat_flag_get(fl, nf, "sym") != NULL, .grad = QAT_QGRAD_STE,
-                   .init = init && strcmp(init, "mse") == 0 ? QAT_QINIT_MSE : QAT_QINIT_MINMAX};
+                   .init = mode};
   return qat_qspec_check(q);
 }
 
@@ -215,7 +216,7 @@ qat_status cmd_quantize(int argc, char **argv) {
     return QAT_FAIL(QAT_EUSAGE, "--method %s: only rtn is available (GPTQ comes later)", method);
   qat_qspec q;
   QAT_TRY(spec_from_flags(fl, nf, &q));
-  const char *init_name = q.init == QAT_QINIT_MSE ? "mse" : "minmax";
+  const char *init_name = qat_qinit_name(q.init);
   char spec[64];
   qat_qspec shown = q;
   shown.grad = QAT_QGRAD_EFFICIENTQAT; /* the spec's default: no gradient option in the record */

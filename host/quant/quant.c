@@ -82,9 +82,9 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
     if (IS("sym") || IS("asym")) {
       if (seen_sym++) return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": sym/asym given twice", spec);
       q.sym = IS("sym");
-    } else if (IS("minmax") || IS("mse")) {
+    } else if (IS(qat_qinit_name(QAT_QINIT_MINMAX)) || IS(qat_qinit_name(QAT_QINIT_MSE))) {
       if (seen_init++) return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": init given twice", spec);
-      q.init = IS("mse") ? QAT_QINIT_MSE : QAT_QINIT_MINMAX;
+      q.init = IS(qat_qinit_name(QAT_QINIT_MSE)) ? QAT_QINIT_MSE : QAT_QINIT_MINMAX;
     } else if (IS("eqat") || IS("lsq") || IS("ste")) {
       if (seen_grad++)
         return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": gradient mode given twice", spec);
@@ -100,6 +100,18 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
     return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": %s", spec, qat_last_error());
   *out = q;
   return QAT_OK;
+}
+
+const char *qat_qinit_name(qat_qinit init) { return init == QAT_QINIT_MSE ? "mse" : "minmax"; }
+
+int qat_qinit_from_name(const char *name, qat_qinit *out) {
+  const qat_qinit all[2] = {QAT_QINIT_MINMAX, QAT_QINIT_MSE};
+  for (int i = 0; i < 2; i++)
+    if (name && strcmp(name, qat_qinit_name(all[i])) == 0) {
+      *out = all[i];
+      return 1;
+    }
+  return 0;
 }
 
 const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n) {

@@ -20,6 +20,10 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out);
 /* Canonical string ("rtn:4g128", "rtn:2g64:sym:mse", "rtn:3gc:lsq"; options in the order sym,
  * init, grad, defaults left out) into buf; returns buf. */
 const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n);
+/* "minmax" or "mse": the init's name in specs, flags and records. */
+const char *qat_qinit_name(qat_qinit init);
+/* The init named name (exactly as qat_qinit_name spells it): 1 and *out set, else 0. */
+int qat_qinit_from_name(const char *name, qat_qinit *out);
 
 /* Storage bits per weight for W[rows, cols] (REFERENCE.md section 3): asym N + (N + 16) / g
  * (fp16 scale + N-bit zero point per group), sym N + 16 / g (no zero point); g = cols for
