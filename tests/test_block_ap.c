@@ -6,6 +6,8 @@
  * - results do not depend on the activation cache's tier (F32 and BF16 caches): device-only,
  *   host-only, disk-only and mixed budgets, and a run stopped after block 0 then resumed, give
  *   bit-identical weights, step sizes, zero points and codes;
+ * - with block_ap.train_norms the RMSNorm gains get the block MSE's gradient (checked against
+ *   central differences) and move; without it they stay bit-identical;
  * - E2E-QP trains only the step sizes: weights, zero points and codes bit-identical after a few
  *   optimizer steps, step sizes changed, loss going down. */
 #include "testutil.h"
@@ -372,6 +374,100 @@ START_TEST(test_cache_tiers_and_resume_identical) {
 }
 END_TEST
 
+/* block_ap.train_norms (the reference code's weight group holds every "*weight", the RMSNorm
+ * gains among them): a Block-AP step gives the gains the gradient of the block MSE (central
+ * differences of the step's own loss at lr 0), cleared every step (two steps at lr 0 give the
+ * same gradient, not twice it); Block-AP leaves the gains bit-identical without train_norms and
+ * moves every gain with it, every block still well below RTN's MSE. */
+START_TEST(test_block_ap_norm_gains) {
+  make_data();
+  const int n = 4, C = 24;
+  const size_t nel = (size_t)n * TT * C;
+  qat_llama *m = make_model(1);
+  m->train_embeddings = 1; /* in block mode: the block's norm gains only */
+  TU_REQUIRE_OK(qat_llama_plan_block(m, n, TT, 1));
+  qat_param *ps = NULL;
+  int np = 0;
+  TU_REQUIRE_OK(qat_llama_block_params(m, 0, &ps, &np));
+  int nnorm = 0;
+  for (int i = 0; i < np; i++) nnorm += ps[i].group == QAT_PG_OTHER;
+  ck_assert_int_eq(nnorm, 2);
+  qat_optim opt;
+  qat_optim_group groups[3] = {{0, 0, 1}, {0, 0, 1}, {0, 0, 1}};
+  TU_REQUIRE_OK(qat_optim_init(&opt, m->be, ps, np, groups));
+  float *x = malloc(nel * 4), *y = malloc(nel * 4), *out = malloc(nel * 4), *d = malloc(nel * 4);
+  for (int i = 0; i < n * TT; i++)
+    memcpy(x + (size_t)i * C, (float *)m->embed.data + (size_t)g_calib[i] * C, (size_t)C * 4);
+  qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, n * TT, C);
+  qat_tensor ty = qat_view2(y, QAT_F32, QAT_DEV_CPU, n * TT, C);
+  qat_tensor to = qat_view2(out, QAT_F32, QAT_DEV_CPU, n * TT, C);
+  qat_tensor td = qat_view2(d, QAT_F32, QAT_DEV_CPU, n * TT, C);
+  TU_REQUIRE_OK(qat_llama_block_forward_fp(m, 0, &tx, &ty, n, TT)); /* targets */
+  const double lr[3] = {0, 0, 0};
+  qat_llama_layer *L = &m->layers[0];
+  qat_tensor *gain[2] = {&L->attn_norm, &L->ffn_norm}, *grad[2] = {&L->d_attn_norm, &L->d_ffn_norm};
+  float g1[2][24], g2[2][24];
+  double loss = 0;
+  TU_REQUIRE_OK(qat_block_ap_step(m, 0, &opt, lr, &tx, &ty, &to, &td, n, TT, &loss));
+  for (int k = 0; k < 2; k++) memcpy(g1[k], grad[k]->data, sizeof g1[k]);
+  TU_REQUIRE_OK(qat_block_ap_step(m, 0, &opt, lr, &tx, &ty, &to, &td, n, TT, &loss));
+  for (int k = 0; k < 2; k++) {
+    memcpy(g2[k], grad[k]->data, sizeof g2[k]);
+    ck_assert_msg(memcmp(g1[k], g2[k], sizeof g1[k]) == 0, "gain %d: gradient not cleared", k);
+  }
+  /* F32 forwards, loss summed in double, eps 1e-3 on gains near 1: truncation O(eps^2) */
+  const float eps = 1e-3f;
+  double worst = 0;
+  for (int k = 0; k < 2; k++)
+    for (int j = 0; j < C; j += 5) {
+      float *g = (float *)gain[k]->data, g0 = g[j];
+      double lp = 0, lm = 0;
+      g[j] = g0 + eps;
+      TU_REQUIRE_OK(qat_block_ap_step(m, 0, &opt, lr, &tx, &ty, &to, &td, n, TT, &lp));
+      g[j] = g0 - eps;
+      TU_REQUIRE_OK(qat_block_ap_step(m, 0, &opt, lr, &tx, &ty, &to, &td, n, TT, &lm));
+      g[j] = g0;
+      double fd = (lp - lm) / (2.0 * eps), an = g1[k][j];
+      double err = fabs(fd - an) / (fabs(fd) + 1e-4);
+      if (err > worst) worst = err;
+      ck_assert_msg(err < 2e-2, "gain %d[%d]: analytic %g vs central difference %g", k, j, an, fd);
+    }
+  printf("norm gains: block-MSE gradient vs central differences: worst rel. err %.3g\n", worst);
+  qat_optim_free(&opt);
+  free(ps);
+  free(x);
+  free(y);
+  free(out);
+  free(d);
+  qat_llama_free(m);
+
+  /* Block-AP with and without train_norms */
+  qat_llama *ref = make_model(0);
+  for (int on = 0; on < 2; on++) {
+    qat_llama *b = make_model(1);
+    rec r;
+    qat_block_ap_opts o = opts(&r);
+    o.train_norms = on;
+    TU_REQUIRE_OK(qat_block_ap_run(b, g_calib, NS, g_val, NV, &o));
+    ck_assert_int_eq(b->train_embeddings, 0); /* restored */
+    for (int l = 0; l < NLAY; l++) {
+      printf("train_norms %d block %d: val mse RTN %.6g -> %.6g\n", on, l, r.st[l].mse_rtn,
+             r.st[l].mse);
+      ck_assert(r.st[l].mse < 0.8 * r.st[l].mse_rtn);
+      const qat_tensor *a[2] = {&b->layers[l].attn_norm, &b->layers[l].ffn_norm};
+      const qat_tensor *z[2] = {&ref->layers[l].attn_norm, &ref->layers[l].ffn_norm};
+      for (int k = 0; k < 2; k++) {
+        int same = memcmp(a[k]->data, z[k]->data, qat_nbytes(a[k])) == 0;
+        ck_assert_msg(same == !on, "train_norms %d: block %d gain %d %s", on, l, k,
+                      same ? "unchanged" : "changed");
+      }
+    }
+    qat_llama_free(b);
+  }
+  qat_llama_free(ref);
+}
+END_TEST
+
 START_TEST(test_e2e_qp_only_scales) {
   qat_llama *m = make_model(1);
   qat_param *ps = NULL;
@@ -451,6 +547,7 @@ int main(void) {
   tcase_add_test(tc, test_block_ap_beats_rtn);
   tcase_add_test(tc, test_block_ap_bf16_cache);
   tcase_add_test(tc, test_cache_tiers_and_resume_identical);
+  tcase_add_test(tc, test_block_ap_norm_gains);
   tcase_add_test(tc, test_e2e_qp_only_scales);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

@@ -5,7 +5,8 @@
 #   below RTN's; results.json has the shape of method qat's;
 # - SIGKILL during Block-AP after the first block checkpoint, then the same command again (with
 #   the activation cache on disk instead of in memory): the final checkpoint's state is
-#   byte-identical to the uninterrupted run's; the same for a resume inside E2E-QP;
+#   byte-identical to the uninterrupted run's; the same for a resume inside E2E-QP (Block-AP
+#   trains the norm gains here, block_ap.train_norms, so a resume must restore them too);
 # - E2E-QP trains on e2e_qp.seq_len windows (128 here, Block-AP and evaluation on data.seq_len =
 #   64, as the paper's 4096 after 2048): the log says so, and method e2e_qp with data.seq_len 64,
 #   e2e_qp.seq_len 128 has step for step the same losses as data.seq_len 128 (evaluation apart);
@@ -25,7 +26,7 @@ data: {train: $T/train.npy, val: $T/val.npy, seq_len: 64}
 method: pipeline
 quant: {bits: 2, group: 32}
 train: {batch: 4, eval_windows: 8, seed: 3}
-block_ap: {samples: 24, epochs: 2, batch: 2, lr_w: 1e-3, lr_quant: 1e-3, val_samples: 4}
+block_ap: {samples: 24, epochs: 2, batch: 2, lr_w: 1e-3, lr_quant: 1e-3, val_samples: 4, train_norms: true}
 e2e_qp: {steps: 16, batch: 4, grad_accum: 1, lr: 1e-3, clip: 0.3, warmup_ratio: 0.1, seq_len: 128}
 checkpoint: {dir: $T/run, every: 8, keep: 2}
 YAML
@@ -125,6 +126,7 @@ bad "block_ap.batch" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.batch=0
 bad "block_ap.val_samples" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.val_samples=-1
 bad "block_ap.cache_host_mb" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_host_mb=-5
 bad "block_ap.cache_dtype" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.cache_dtype=fp16
+bad "block_ap.train_norms" "$T/c.yaml" checkpoint.dir="$T/bad" block_ap.train_norms=maybe
 bad "e2e_qp.warmup_ratio" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.warmup_ratio=1.5
 bad "e2e_qp.grad_accum" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.grad_accum=two
 bad "e2e_qp.seq_len" "$T/c.yaml" checkpoint.dir="$T/bad" e2e_qp.seq_len=1

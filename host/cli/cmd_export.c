@@ -15,7 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Loads the checkpoint's tensors into the model's parameters of the same name. */
+/* Loads the checkpoint's tensors into the model's parameters of the same name: the decoder
+ * Linears and quantizer state, and the norm gains, embeddings and biases a checkpoint carries
+ * when they were trained (Block-AP's train_norms), which are parameters because the caller set
+ * train_embeddings before qat_llama_set_quant built the list. */
 static qat_status load_params(qat_llama *m, const qat_ckpt *ck) {
   float *buf = NULL;
   qat_status st = QAT_OK;
@@ -122,6 +125,7 @@ qat_status cmd_export(int argc, char **argv) {
   char tmp[4096] = "";
   qat_qspec q = {.bits = cfg.quant.bits, .group = cfg.quant.group, .sym = cfg.quant.sym};
   qat_status st = qat_llama_load(cfg.model, qat_backend_cpu(), &m);
+  if (st == QAT_OK) m->train_embeddings = 1; /* norm gains etc. in m->params: load_params */
   if (st == QAT_OK) st = qat_llama_set_quant(m, &q);
   if (st == QAT_OK) st = qat_ckpt_open(ckdir, &ck);
   if (st == QAT_OK) ck_open = 1;

@@ -150,6 +150,9 @@ static qat_status zero_block_grads(qat_llama *m, int l) {
     for (int k = 0; k < 5; k++)
       if (g[k]->data) QAT_TRY(m->be->memset0(m->be, g[k]->data, qat_nbytes(g[k])));
   }
+  qat_tensor *gn[2] = {&L->d_attn_norm, &L->d_ffn_norm}; /* laid out with train_embeddings */
+  for (int k = 0; k < 2; k++)
+    if (gn[k]->data) QAT_TRY(m->be->memset0(m->be, gn[k]->data, qat_nbytes(gn[k])));
   return QAT_OK;
 }
 
@@ -180,8 +183,14 @@ static qat_status train_block(bap *B, int l, qat_block_ap_stats *stats) {
   qat_optim_group groups[3] = {
       [QAT_PG_WEIGHT] = {o->lr_w, 0.0, 1},
       [QAT_PG_QUANT] = {o->lr_quant, 0.0, 1},
-      [QAT_PG_OTHER] = {0.0, 0.0, 0},
+      [QAT_PG_OTHER] = {o->lr_w, 0.0, o->train_norms},
   };
+  /* group OTHER of a block holds its norm gains and biases: the gains train with
+   * train_norms (the reference code's weight group matches every "*weight"), biases never */
+  int k = 0;
+  for (int i = 0; i < np; i++)
+    if (ps[i].group != QAT_PG_OTHER || strstr(ps[i].name, "norm.weight")) ps[k++] = ps[i];
+  np = k;
   qat_status st = qat_optim_init(&opt, B->be, ps, np, groups);
   int64_t nb = (B->ns + B->Bb - 1) / B->Bb, total = nb * o->epochs;
   char what[64];
@@ -204,7 +213,7 @@ static qat_status train_block(bap *B, int l, qat_block_ap_stats *stats) {
     double lr[3];
     lr[QAT_PG_WEIGHT] = qat_lr_at(QAT_SCHED_COSINE, o->lr_w, k, total, 0, o->min_lr_ratio);
     lr[QAT_PG_QUANT] = qat_lr_at(QAT_SCHED_COSINE, o->lr_quant, k, total, 0, o->min_lr_ratio);
-    lr[QAT_PG_OTHER] = 0;
+    lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
     double loss = 0;
     st = qat_block_ap_step(B->m, l, &opt, lr, &x, &y, &out, &d, n, B->T, &loss);
     if (st != QAT_OK) {
@@ -309,8 +318,11 @@ qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
   if (st == QAT_OK)
     st = qat_actcache_create(B.be, 3, B.ntot, (int64_t)B.T * B.C, o->cache_dtype, &o->budget,
                              &B.cache);
+  int temb = m->train_embeddings; /* in block mode: the block's norm (and bias) gradients */
+  if (o->train_norms) m->train_embeddings = 1;
   if (st == QAT_OK) /* the cache prints its placement plan */
     st = run_blocks(&B, calib, val);
+  m->train_embeddings = temb;
   if (B.cache) qat_actcache_free(B.cache);
   qat_arena_free(&B.arena);
   qat_llama_unplan(m, 0, 1); /* the block set is Block-AP's only */
@@ -415,7 +427,7 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
   qat_block_ap_opts o = {
       .T = T, .batch = cfg->block_ap.batch, .epochs = cfg->block_ap.epochs,
       .lr_w = cfg->block_ap.lr_w, .lr_quant = cfg->block_ap.lr_quant,
-      .min_lr_ratio = cfg->train.min_lr_ratio,
+      .train_norms = cfg->block_ap.train_norms, .min_lr_ratio = cfg->train.min_lr_ratio,
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},

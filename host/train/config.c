@@ -99,6 +99,7 @@ static const key_def k_keys[] = {
     {"block_ap.cache_host_mb", K_I64, OFF(block_ap.cache_host_mb), "16384", NULL, 0},
     {"block_ap.cache_dir", K_STR, OFF(block_ap.cache_dir), NULL, NULL, 0},
     {"block_ap.cache_dtype", K_ENUM, OFF(block_ap.cache_dtype), "bf16", ENUM(k_cache_dtype)},
+    {"block_ap.train_norms", K_BOOL, OFF(block_ap.train_norms), "false", NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},

@@ -94,6 +94,7 @@ typedef struct qat_config {
     int64_t cache_device_mb, cache_host_mb; /* activation cache budget per tier */
     char *cache_dir; /* disk tier of the activation cache (NULL: none) */
     qat_dtype cache_dtype; /* slot dtype of the activation cache: QAT_BF16 (default) or QAT_F32 */
+    int train_norms; /* also train the block's RMSNorm gains (at lr_w), as the reference code */
   } block_ap;
   struct {
     int64_t steps;

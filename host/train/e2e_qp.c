@@ -114,6 +114,10 @@ qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scale
         QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->codes, name, w, bufs));
       }
     }
+    /* the norm gains (Block-AP's train_norms changes them) */
+    qat_llama_layer *L = &m->layers[l];
+    QAT_TRY(qat_eqat_ckpt_add_device(m->be, &L->attn_norm, L->attn_norm.name, w, bufs));
+    QAT_TRY(qat_eqat_ckpt_add_device(m->be, &L->ffn_norm, L->ffn_norm.name, w, bufs));
   }
   return QAT_OK;
 }
@@ -152,6 +156,10 @@ qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckp
       snprintf(name, sizeof name, "%s.codes", lins[i]->name);
       QAT_TRY(load_one(m, ck, name, &lins[i]->codes, QAT_U8));
     }
+    qat_llama_layer *L = &m->layers[l];
+    qat_tensor *norms[2] = {&L->attn_norm, &L->ffn_norm};
+    for (int k = 0; k < 2; k++)
+      QAT_TRY(load_one(m, ck, norms[k]->name, norms[k], QAT_F32));
   }
   return QAT_OK;
 }

@@ -94,6 +94,7 @@ typedef struct qat_block_ap_opts {
   int batch;  /* samples per step */
   int epochs; /* passes over the training samples per block */
   double lr_w, lr_quant, min_lr_ratio;
+  int train_norms; /* also train the block's RMSNorm gains at lr_w (group OTHER) */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* activation cache slots: QAT_F32 (0, the zero-initialized default:
                           * exact) or QAT_BF16 (half the bytes; rounded on put, compute F32) */
@@ -152,11 +153,12 @@ qat_status qat_eqat_ckpt_add_device(const qat_backend *be, const qat_tensor *t,
 
 /* Adds layers [l0, l1) to w: "<linear>.weight" (F32: dequantized codes with the current s for
  * frozen layers, else the master), ".scales" when with_scales, ".zeros" (asym), ".codes" (U8,
- * frozen layers). Host copies are kept in bufs until the save. */
+ * frozen layers), and the layer's two RMSNorm gains. Host copies are kept in bufs until the
+ * save. */
 qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scales,
                                     qat_ckpt_writer *w, qat_eqat_bufs *bufs);
-/* Inverse: loads weight, scales, zeros of layers [l0, l1), freezes each layer not frozen yet and
- * restores the stored codes. */
+/* Inverse: loads weight, scales, zeros and norm gains of layers [l0, l1), freezes each layer not
+ * frozen yet and restores the stored codes. */
 qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckpt *ck);
 
 #ifdef __cplusplus
