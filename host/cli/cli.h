@@ -20,6 +20,17 @@ struct qat_llama;
 qat_status qat_cli_open_model(const char *dir, const char *device, const char *quant,
                               struct qat_llama **out);
 
+/* qat_quant.safetensors + qat_quant.json of quantized m into dir (quant_record.c); extra: more
+ * JSON members ("\"damp\": 0.01, ...") or NULL. */
+qat_status qat_cli_write_quant_record(const struct qat_llama *m, const char *dir,
+                                      const char *method, const char *extra);
+
+struct qat_qspec;
+struct qat_flag;
+/* qat quantize --method gptq (quantize_gptq.c), with cmd_quantize's flags. */
+qat_status qat_cli_quantize_gptq(const char *model, const char *out, const struct qat_qspec *q,
+                                 const struct qat_flag *fl, int nf);
+
 /* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
  * booleans. Unknown flags are QAT_EUSAGE naming the flag. */
 typedef struct qat_flag {

@@ -39,48 +39,6 @@ static qat_status load_params(qat_llama *m, const qat_ckpt *ck) {
   return st;
 }
 
-static qat_status write_record(const qat_llama *m, const char *dir) {
-  qat_st_writer w;
-  qat_st_writer_init(&w);
-  qat_status st = QAT_OK;
-  int nbuf = 0;
-  float **bufs = calloc((size_t)m->cfg.n_layers * 14 + 1, sizeof *bufs);
-  if (!bufs) return QAT_FAIL(QAT_ENOMEM, "export: out of memory");
-  char name[160];
-  for (int l = 0; st == QAT_OK && l < m->cfg.n_layers; l++) {
-    const qat_llama_layer *L = &m->layers[l];
-    const qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-    for (int i = 0; st == QAT_OK && i < 7; i++) {
-      const qat_tensor *ts[2] = {&lins[i]->s, &lins[i]->z};
-      const char *suf[2] = {"scales", "zeros"};
-      for (int k = 0; st == QAT_OK && k < 2; k++) {
-        if (!ts[k]->data) continue;
-        float *b = bufs[nbuf++] = malloc(qat_nbytes(ts[k]) + 1);
-        if (!b) st = QAT_FAIL(QAT_ENOMEM, "export: out of memory");
-        if (st == QAT_OK) st = m->be->download(m->be, b, ts[k]->data, qat_nbytes(ts[k]));
-        snprintf(name, sizeof name, "%s.%s", lins[i]->name, suf[k]);
-        if (st == QAT_OK) st = qat_st_writer_add(&w, name, QAT_F32, ts[k]->ndim, ts[k]->shape, b);
-      }
-    }
-  }
-  char path[4096], rec[512];
-  snprintf(rec, sizeof rec, "{\"bits\": %d, \"group\": %d, \"sym\": %s}", m->qspec.bits,
-           m->qspec.group, m->qspec.sym ? "true" : "false");
-  if (st == QAT_OK) st = qat_st_writer_meta(&w, "qat_quant", rec);
-  if (st == QAT_OK) st = qat_path_join(path, sizeof path, dir, "qat_quant.safetensors");
-  if (st == QAT_OK) st = qat_st_write(&w, path);
-  for (int i = 0; i < nbuf; i++) free(bufs[i]);
-  free(bufs);
-  qat_st_writer_free(&w);
-  if (st != QAT_OK) return st;
-  snprintf(rec, sizeof rec,
-           "{\"method\": \"qat\", \"format\": \"fakequant\", \"bits\": %d, \"group\": %d, "
-           "\"sym\": %s, \"scales\": \"qat_quant.safetensors\"}\n",
-           m->qspec.bits, m->qspec.group, m->qspec.sym ? "true" : "false");
-  QAT_TRY(qat_path_join(path, sizeof path, dir, "qat_quant.json"));
-  return qat_write_file_atomic(path, rec, strlen(rec));
-}
-
 qat_status cmd_export(int argc, char **argv) {
   qat_flag fl[] = {
       {"checkpoint", 1, NULL, "run directory (its newest checkpoint) or one ckpt-N directory"},
@@ -132,7 +90,7 @@ qat_status cmd_export(int argc, char **argv) {
   if (st == QAT_OK) st = load_params(m, &ck);
   if (st == QAT_OK) st = qat_dir_begin(out, tmp, sizeof tmp);
   if (st == QAT_OK) st = qat_llama_save_hf(m, cfg.model, tmp);
-  if (st == QAT_OK) st = write_record(m, tmp);
+  if (st == QAT_OK) st = qat_cli_write_quant_record(m, tmp, "qat", NULL);
   if (st == QAT_OK) st = qat_dir_commit(tmp, out);
   if (st != QAT_OK && tmp[0]) qat_dir_abort(tmp);
   if (st == QAT_OK)

@@ -1,4 +1,4 @@
-/* qat quantize: PTQ of a Hugging Face folder. RTN-quantizes every decoder Linear weight
+/* qat quantize: PTQ of a Hugging Face folder (--method gptq: quantize_gptq.c). RTN-quantizes every decoder Linear weight
  * (q/k/v/o/gate/up/down projections) with min-max or MSE-searched (--init mse) step sizes and
  * writes a HF folder whose Linear weights are the fake-quant (dequantized) values in the input's
  * dtype; every other tensor and file is copied unchanged; qat_quant.json records the quantizer.
@@ -188,7 +188,7 @@ qat_status cmd_quantize(int argc, char **argv) {
   qat_flag fl[] = {
       {"model", 1, NULL, "input Hugging Face folder"},
       {"out", 1, NULL, "output folder (replaced atomically)"},
-      {"method", 1, NULL, "rtn (default)"},
+      {"method", 1, NULL, "rtn (default) or gptq (needs --calib)"},
       {"bits", 1, NULL, "bits per weight, 2..8 (default 4)"},
       {"group", 1, NULL, "group size; -1 per-channel, 0 per-tensor (default 128)"},
       {"sym", 0, NULL, "symmetric quantizer (default asymmetric)"},
@@ -197,14 +197,23 @@ qat_status cmd_quantize(int argc, char **argv) {
        "with the least sum |w_hat - w|^2.4 per group"},
       {"quant", 1, NULL,
        "the whole quantizer as a spec instead, e.g. rtn:2g32:mse or rtn:4g128:sym"},
+      {"calib", 1, NULL, "gptq: calibration tokens (.npy, e.g. from qat tokenize)"},
+      {"samples", 1, NULL, "gptq: calibration windows (default 128)"},
+      {"seq-len", 1, NULL, "gptq: tokens per window (default min(2048, max_position_embeddings))"},
+      {"damp", 1, NULL, "gptq: Hessian damping, a fraction of its mean diagonal (default 0.01)"},
+      {"block", 1, NULL, "gptq: columns per lazy-update block (default 128)"},
+      {"batch", 1, NULL, "gptq: windows per block pass (default 4)"},
+      {"seed", 1, NULL, "gptq: window sampling seed (default 0)"},
+      {"device", 1, NULL, "gptq: cpu or cuda (default cuda when usable)"},
       {"help", 0, NULL, "show this help"},
   };
   int nf = (int)(sizeof fl / sizeof fl[0]);
   QAT_TRY(qat_parse_flags(argc, argv, fl, nf, "quantize"));
   if (qat_flag_get(fl, nf, "help")) {
     qat_print_usage("quantize",
-                    "--model DIR --out DIR [--method rtn] [--bits N] [--group G] [--sym] "
-                    "[--init minmax|mse] | [--quant SPEC]",
+                    "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
+                    "[--init minmax|mse] | [--quant SPEC]  [gptq: --calib T.npy [--samples N] "
+                    "[--seq-len T] [--damp D] [--block B] [--batch B] [--seed S] [--device D]]",
                     fl, nf);
     return QAT_OK;
   }
@@ -212,10 +221,17 @@ qat_status cmd_quantize(int argc, char **argv) {
   const char *method = qat_flag_get(fl, nf, "method");
   if (!model) return QAT_FAIL(QAT_EUSAGE, "--model is required");
   if (!out) return QAT_FAIL(QAT_EUSAGE, "--out is required");
-  if (method && strcmp(method, "rtn") != 0)
-    return QAT_FAIL(QAT_EUSAGE, "--method %s: only rtn is available (GPTQ comes later)", method);
+  if (method && strcmp(method, "rtn") != 0 && strcmp(method, "gptq") != 0)
+    return QAT_FAIL(QAT_EUSAGE, "--method %s: expected rtn or gptq", method);
   qat_qspec q;
   QAT_TRY(spec_from_flags(fl, nf, &q));
+  int gptq = method && strcmp(method, "gptq") == 0;
+  if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
+  const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
+                             "device"};
+  for (int i = 0; i < 8; i++)
+    if (qat_flag_get(fl, nf, gptq_only[i]))
+      return QAT_FAIL(QAT_EUSAGE, "--%s: only for --method gptq", gptq_only[i]);
   const char *init_name = qat_qinit_name(q.init);
   char spec[64];
   qat_qspec shown = q;

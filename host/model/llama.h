@@ -193,6 +193,11 @@ qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n);
  * The next forward of the layer refreshes its w_hat again. */
 qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_in,
                                       qat_tensor *x_out, int B, int T);
+/* Views of the Linear inputs the last block pass of B x T tokens (block_forward or
+ * block_forward_fp) left in the block activation set, in m->act_dtype: in[0] = h1 [B*T, C]
+ * (input of q, k, v), in[1] = att [B*T, Hq*D] (o), in[2] = h2 [B*T, C] (gate, up), in[3] =
+ * act [B*T, F] (down). Valid until the next block pass (GPTQ's calibration statistics). */
+qat_status qat_llama_block_linear_inputs(qat_llama *m, int B, int T, qat_tensor in[4]);
 /* Layer l (or every layer when l < 0): codes = fq_codes(w, s, z), w <- w_hat (the weights
  * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
  * forward is (codes - z) * s and only s receives gradients (E2E-QP). */

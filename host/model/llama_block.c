@@ -80,6 +80,20 @@ qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_i
   return qat_llama_layer_fwd(m, &m->layers[l], &P->bact, &P->bscr, x_out, B, T);
 }
 
+qat_status qat_llama_block_linear_inputs(qat_llama *m, int B, int T, qat_tensor in[4]) {
+  struct qat_llama_priv *P = m->priv;
+  if (P->bB <= 0 || B <= 0 || T <= 0 || B > P->bB || T > P->bT)
+    return QAT_FAIL(QAT_EINVAL, "model block_linear_inputs: batch %d x %d outside the plan %d x %d",
+                    B, T, P->bB, P->bT);
+  const qat_llama_config *c = &m->cfg;
+  int64_t N = (int64_t)B * T, QD = (int64_t)c->n_heads * c->head_dim;
+  in[0] = V2(P->bact.h1, N, c->dim);
+  in[1] = V2(P->bact.att, N, QD);
+  in[2] = V2(P->bact.h2, N, c->dim);
+  in[3] = V2(P->bact.act, N, c->hidden);
+  return QAT_OK;
+}
+
 qat_status qat_llama_block_params(qat_llama *m, int l, qat_param **out, int *n) {
   *out = NULL;
   *n = 0;

@@ -440,3 +440,41 @@ void qat_actcache_stats(const qat_actcache *c, int64_t *hits, int64_t *sync_read
   *sync_reads = c->sync_reads;
   *dropped = c->dropped;
 }
+
+/* ---- batches */
+
+qat_status qat_actcache_get_batch(qat_actcache *c, int set, int64_t i0, int n, int T,
+                                  const qat_tensor *stage, qat_tensor *x) {
+  int bf = c->dtype != QAT_F32;
+  if (bf && (!stage || stage->dtype != c->dtype))
+    return QAT_FAIL(QAT_EINVAL, "actcache get_batch: a %s cache needs a %s staging tensor",
+                    qat_dtype_name(c->dtype), qat_dtype_name(c->dtype));
+  qat_tensor dst = bf ? qat_rows(stage, 0, (int64_t)n * T) : *x; /* [n*T, C] */
+  for (int k = 0; k < n; k++) {
+    qat_tensor v = qat_rows(&dst, (int64_t)k * T, T);
+    QAT_TRY(qat_actcache_get(c, set, i0 + k, &v));
+  }
+  return bf ? QAT_OP(c->be, convert, x, &dst) : QAT_OK;
+}
+
+qat_status qat_actcache_put_batch(qat_actcache *c, int set, int64_t i0, int n, int T,
+                                  const qat_tensor *stage, const qat_tensor *x) {
+  int bf = c->dtype != QAT_F32;
+  if (bf && (!stage || stage->dtype != c->dtype))
+    return QAT_FAIL(QAT_EINVAL, "actcache put_batch: a %s cache needs a %s staging tensor",
+                    qat_dtype_name(c->dtype), qat_dtype_name(c->dtype));
+  qat_tensor src = bf ? qat_rows(stage, 0, (int64_t)n * T) : *x; /* [n*T, C] */
+  if (bf) QAT_TRY(QAT_OP(c->be, convert, &src, x));
+  for (int k = 0; k < n; k++) {
+    qat_tensor v = qat_rows(&src, (int64_t)k * T, T);
+    QAT_TRY(qat_actcache_put(c, set, i0 + k, &v));
+  }
+  return QAT_OK;
+}
+
+qat_status qat_actcache_prefetch_range(qat_actcache *c, int set, int64_t i0, int n, int64_t lo,
+                                       int64_t hi) {
+  for (int k = 0; k < n; k++)
+    if (i0 + k >= lo && i0 + k < hi) QAT_TRY(qat_actcache_prefetch(c, set, i0 + k));
+  return QAT_OK;
+}

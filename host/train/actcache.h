@@ -47,6 +47,18 @@ void qat_actcache_stats(const qat_actcache *c, int64_t *hits, int64_t *sync_read
 /* Hint: slot i of set will be read soon (starts the disk read in the background). */
 qat_status qat_actcache_prefetch(qat_actcache *c, int set, int64_t i);
 
+/* Batches of samples as rows of an F32 tensor (Block-AP, GPTQ): x = F32 [n*T, C] on the device,
+ * slot i holding sample i's [T, C]. A BF16 cache goes through stage (the cache dtype, at least
+ * [n*T, C]) with one convert per batch: rounding to nearest even on put, exact widening on get.
+ * An F32 cache ignores stage (may be NULL then). */
+qat_status qat_actcache_get_batch(qat_actcache *c, int set, int64_t i0, int n, int T,
+                                  const qat_tensor *stage, qat_tensor *x);
+qat_status qat_actcache_put_batch(qat_actcache *c, int set, int64_t i0, int n, int T,
+                                  const qat_tensor *stage, const qat_tensor *x);
+/* Hints slots [i0, i0 + n) clipped to [lo, hi). */
+qat_status qat_actcache_prefetch_range(qat_actcache *c, int set, int64_t i0, int n, int64_t lo,
+                                       int64_t hi);
+
 #ifdef __cplusplus
 }
 #endif

@@ -40,34 +40,14 @@ typedef struct bap {
 
 static qat_tensor rows(const qat_tensor *t, int64_t r0, int64_t n) { return qat_rows(t, r0, n); }
 
-/* Reads slots [i0, i0 + n) of a set into rows of x (n samples of T rows; F32 [n*T, C]); a BF16
- * cache's slots land in the staging buffer and are widened into x in one convert. */
 static qat_status get_batch(bap *B, int set, int64_t i0, int n, qat_tensor *x) {
-  int bf = B->stage.data != NULL;
-  qat_tensor dst = bf ? rows(&B->stage, 0, (int64_t)n * B->T) : *x; /* [n*T, C] */
-  for (int k = 0; k < n; k++) {
-    qat_tensor v = rows(&dst, (int64_t)k * B->T, B->T);
-    QAT_TRY(qat_actcache_get(B->cache, set, i0 + k, &v));
-  }
-  return bf ? QAT_OP(B->be, convert, x, &dst) : QAT_OK;
+  return qat_actcache_get_batch(B->cache, set, i0, n, B->T, &B->stage, x);
 }
-/* Hints slots [i0, i0 + n) within [lo, hi) so that a disk tier streams while a batch computes. */
 static qat_status prefetch(bap *B, int set, int64_t i0, int n, int64_t lo, int64_t hi) {
-  for (int k = 0; k < n; k++)
-    if (i0 + k >= lo && i0 + k < hi) QAT_TRY(qat_actcache_prefetch(B->cache, set, i0 + k));
-  return QAT_OK;
+  return qat_actcache_prefetch_range(B->cache, set, i0, n, lo, hi);
 }
-/* Writes rows of x (F32 [n*T, C]) to slots [i0, i0 + n) of a set; for a BF16 cache they are
- * rounded (round to nearest even) into the staging buffer first, in one convert. */
 static qat_status put_batch(bap *B, int set, int64_t i0, int n, const qat_tensor *x) {
-  int bf = B->stage.data != NULL;
-  qat_tensor src = bf ? rows(&B->stage, 0, (int64_t)n * B->T) : *x; /* [n*T, C] */
-  if (bf) QAT_TRY(QAT_OP(B->be, convert, &src, x));
-  for (int k = 0; k < n; k++) {
-    qat_tensor v = rows(&src, (int64_t)k * B->T, B->T);
-    QAT_TRY(qat_actcache_put(B->cache, set, i0 + k, &v));
-  }
-  return QAT_OK;
+  return qat_actcache_put_batch(B->cache, set, i0, n, B->T, &B->stage, x);
 }
 static int batch_n(const bap *B, int64_t i0, int64_t end) {
   return (int)(end - i0 < B->Bb ? end - i0 : B->Bb);
