@@ -126,20 +126,22 @@ qat_status qat_gptq_linear(const qat_qspec *q, const qat_gptq_opts *o, float *W,
     const int64_t i2 = i1 + B < in ? i1 + B : in, nb = i2 - i1;
     if (q->group > 0)
       for (int64_t r = 0; r < out; r++) memcpy(snap + r * nb, W + r * in + i1, (size_t)nb * 4);
-    for (int64_t i = i1; st == QAT_OK && i < i2; i++) {
-      if (q->group > 0 && i % g == 0) {
-        int64_t gw = in - i < g ? in - i : g;
-        st = group_params(q, W, out, in, snap, i1, i2, i, gw, tmp, s, z, ng, i / g);
-        if (st != QAT_OK) break;
-      }
-      const double *Ui = H + i * in;
-      const double d = Ui[i];
-      const int64_t gi = q->group > 0 ? i / g : 0;
-      for (int64_t r = 0; r < out; r++) {
-        float *wr = W + r * in;
-        const int64_t si = q->group == 0 ? 0 : r * ng + gi;
+    /* the grids of the groups starting in this block: they read the block as it began and later
+     * columns no in-block update reaches, so all can be taken now */
+    for (int64_t i = i1; st == QAT_OK && q->group > 0 && i < i2; i++)
+      if (i % g == 0)
+        st = group_params(q, W, out, in, snap, i1, i2, i, in - i < g ? in - i : g, tmp, s, z, ng,
+                          i / g);
+    if (st != QAT_OK) break;
+    /* rows are independent inside a block: each runs the block's columns in order */
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+    for (int64_t r = 0; r < out; r++) {
+      float *wr = W + r * in;
+      for (int64_t i = i1; i < i2; i++) {
+        const double *Ui = H + i * in;
+        const int64_t si = q->group == 0 ? 0 : r * ng + (q->group > 0 ? i / g : 0);
         float w = wr[i], wh = grid(q, w, s[si], q->sym ? 0.0f : z[si]);
-        double e = ((double)w - wh) / d;
+        double e = ((double)w - wh) / Ui[i];
         loss += e * e / 2;
         wr[i] = wh;
         err[r * nb + (i - i1)] = (float)e;
