@@ -11,8 +11,9 @@
 
 qat_status cmd_generate(int argc, char **argv) {
   qat_flag f[] = {
-      {"model", 1, NULL, "Hugging Face model folder (with tokenizer.model or tokenizer.bin)"},
-      {"prompt", 1, NULL, "text to continue (default: none, BOS only)"},
+      {"model", 1, NULL,
+       "Hugging Face model folder (with tokenizer.model, tokenizer.json or tokenizer.bin)"},
+      {"prompt", 1, NULL, "text to continue (default: none, BOS only; required without a BOS)"},
       {"steps", 1, NULL, "tokens to generate at most (default 256)"},
       {"temperature", 1, NULL, "sampling temperature; 0 = greedy (default 1.0)"},
       {"top-p", 1, NULL, "nucleus mass (default 0.9; 1 = off)"},
@@ -45,10 +46,17 @@ qat_status cmd_generate(int argc, char **argv) {
                                     &m),
             done);
   QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
+  /* Without a BOS (Qwen2) an empty prompt would leave no token to start from. */
+  const char *prompt = qat_flag_get(f, nf, "prompt");
+  if (qat_tokenizer_bos(tok) < 0 && (!prompt || !prompt[0])) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat generate: %s's tokenizer has no BOS token: give a --prompt",
+                  dir);
+    goto done;
+  }
   qat_sampler s;
   qat_sampler_init(&s, (float)temp, (float)top_p, (uint64_t)seed);
   qat_generate_stats gs;
-  QAT_CHECK(st, qat_generate(m, tok, qat_flag_get(f, nf, "prompt"), (int)steps, &s, stdout, &gs),
+  QAT_CHECK(st, qat_generate(m, tok, prompt, (int)steps, &s, stdout, &gs),
             done);
   fprintf(stderr, "generate: %d tokens in %.2f s (%.1f tokens/s, %d prompt tokens)\n",
           gs.new_tokens, gs.seconds, gs.seconds > 0 ? gs.new_tokens / gs.seconds : 0.0,

@@ -1,6 +1,7 @@
 /* qat tokenize: a text file -> a .npy token shard (REFERENCE.md sections 5 and 6), the input
- * of training and of `qat eval`. Documents are BOS + encode(document); the train / held-out
- * split is by whole documents, so the two shards never share a story. */
+ * of training and of `qat eval`. Documents are BOS + encode(document) (no BOS when the
+ * tokenizer has none: Qwen2); the train / held-out split is by whole documents, so the two
+ * shards never share a story. */
 #include "cli/cli.h"
 #include "core/log.h"
 #include "io/fsutil.h"
@@ -13,13 +14,15 @@
 
 qat_status cmd_tokenize(int argc, char **argv) {
   qat_flag f[] = {
-      {"tokenizer", 1, NULL, "tokenizer.model, tokenizer.bin, or a model folder holding one"},
+      {"tokenizer", 1, NULL,
+       "tokenizer.model, tokenizer.json, tokenizer.bin, or a model folder holding one"},
       {"in", 1, NULL, "input text file"},
       {"out", 1, NULL, "output token shard (.npy, written atomically; uint16 when the vocab fits)"},
       {"docs", 1, NULL,
        "blank-line (default: documents split on blank lines and <|endoftext|>) | none"},
       {"split", 1, NULL, "all (default) | train (first 90% of documents) | heldout (last 10%)"},
-      {"vocab", 1, NULL, "vocabulary size of a tokenizer.bin (default: read to end of file)"},
+      {"vocab", 1, NULL, "vocabulary size of a tokenizer.bin (default: read to end of file); "
+                         "for the others, the model's vocab the ids must fit"},
       {"help", 0, NULL, "show this help"},
   };
   const int nf = (int)(sizeof f / sizeof f[0]);

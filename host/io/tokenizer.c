@@ -1,5 +1,6 @@
-/* Tokenizers behind one handle (tokenizer.h): llama2.c tokenizer.bin (tokenizer_bpe.c) or a
- * SentencePiece tokenizer.model (spm_shim.cc), told apart by content; streaming piece decoding
+/* Tokenizers behind one handle (tokenizer.h): llama2.c tokenizer.bin (tokenizer_bpe.c), a
+ * SentencePiece tokenizer.model (spm_shim.cc) or a Hugging Face tokenizer.json (byte-level BPE,
+ * tokenizer_hf.c), told apart by content; streaming piece decoding
  * for generation; and the document splitting that turns a text file into training / held-out
  * token streams (REFERENCE.md section 5). */
 #include "io/tokenizer.h"
@@ -9,13 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KIND_BIN = 1, KIND_SPM = 2 };
+enum { KIND_BIN = 1, KIND_SPM = 2, KIND_HF = 3 };
 
 struct qat_tokenizer {
   int kind;
   int vocab, bos, eos;
   qat_bpe *bpe;
   qat_spm *spm;
+  qat_hf *hf;
   char *piece; /* qat_tokenizer_piece's result buffer */
   size_t piece_cap;
 };
@@ -39,6 +41,33 @@ qat_status qat_ivec_push(qat_ivec *a, int32_t x) {
 
 /* ---- loading ---------------------------------------------------------------------------------- */
 
+/* A JSON object: '{' after an optional UTF-8 BOM and whitespace, and text (no control bytes but
+ * whitespace) in the first 256 bytes, which a SentencePiece proto's scores and tags are not. */
+static int looks_like_json(const unsigned char *u, size_t size) {
+  size_t i = size >= 3 && u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF ? 3 : 0;
+  while (i < size && (u[i] == ' ' || u[i] == '\t' || u[i] == '\r' || u[i] == '\n')) i++;
+  if (i == size || u[i] != '{') return 0;
+  for (size_t k = 0; k < size && k < 256; k++)
+    if (u[k] < 0x20 && u[k] != '\t' && u[k] != '\r' && u[k] != '\n') return 0;
+  return 1;
+}
+
+static qat_status load_hf(qat_tokenizer *t, const char *path, const char *data, size_t size,
+                          int vocab_hint) {
+  t->kind = KIND_HF;
+  if (size >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3)) data += 3, size -= 3; /* cJSON: no BOM */
+  QAT_TRY(qat_hf_load(path, data, size, &t->hf));
+  t->vocab = qat_hf_vocab(t->hf);
+  t->bos = qat_hf_bos(t->hf);
+  t->eos = qat_hf_eos(t->hf);
+  /* A model's embedding may have padding rows (Qwen2: 151936 for 151646 tokens): every id must
+   * fit, not the sizes agree. */
+  if (vocab_hint > 0 && t->vocab > vocab_hint)
+    return QAT_FAIL(QAT_EINVAL, "%s: tokenizer ids reach %d, more than the vocab of %d", path,
+                    t->vocab, vocab_hint);
+  return QAT_OK;
+}
+
 qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **out) {
   *out = NULL;
   char *data;
@@ -61,6 +90,8 @@ qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **
     t->vocab = qat_bpe_vocab(t->bpe);
     t->bos = 1;
     t->eos = 2;
+  } else if (looks_like_json(u, size)) {
+    QAT_CHECK(st, load_hf(t, path, data, size, vocab_hint), fail);
   } else if (size >= 2 && u[0] == 0x0A) {
     t->kind = KIND_SPM;
     QAT_CHECK(st, qat_spm_load(path, data, size, &t->spm), fail);
@@ -73,8 +104,9 @@ qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **
       goto fail;
     }
   } else {
-    st = QAT_FAIL(QAT_EFORMAT, "%s: neither a llama2.c tokenizer.bin nor a SentencePiece model",
-                  path);
+    st = QAT_FAIL(QAT_EFORMAT,
+                  "%s: neither a llama2.c tokenizer.bin, a SentencePiece model nor a "
+                  "tokenizer.json", path);
     goto fail;
   }
   free(data);
@@ -89,18 +121,34 @@ fail:
 qat_status qat_tokenizer_load_dir(const char *dir, int vocab_hint, qat_tokenizer **out) {
   *out = NULL;
   char p[4096];
-  static const char *const names[] = {"tokenizer.model", "tokenizer.bin"};
-  for (int i = 0; i < 2; i++) {
+  /* Llama-2 folders ship both tokenizer.model and tokenizer.json: the SentencePiece model stays
+   * the one read there. */
+  static const char *const names[] = {"tokenizer.model", "tokenizer.json", "tokenizer.bin"};
+  for (int i = 0; i < 3; i++) {
     QAT_TRY(qat_path_join(p, sizeof p, dir, names[i]));
-    if (qat_path_exists(p)) return qat_tokenizer_load(p, vocab_hint, out);
+    if (!qat_path_exists(p)) continue;
+    QAT_TRY(qat_tokenizer_load(p, vocab_hint, out));
+    qat_tokenizer *t = *out;
+    if (t->kind != KIND_HF) return QAT_OK;
+    qat_status st = qat_hf_load_folder(t->hf, dir);
+    if (st != QAT_OK) {
+      qat_tokenizer_free(t);
+      *out = NULL;
+      return st;
+    }
+    t->bos = qat_hf_bos(t->hf);
+    t->eos = qat_hf_eos(t->hf);
+    return QAT_OK;
   }
-  return QAT_FAIL(QAT_EIO, "%s: no tokenizer.model or tokenizer.bin in this folder", dir);
+  return QAT_FAIL(QAT_EIO, "%s: no tokenizer.model, tokenizer.json or tokenizer.bin in this folder",
+                  dir);
 }
 
 void qat_tokenizer_free(qat_tokenizer *t) {
   if (!t) return;
   qat_bpe_free(t->bpe);
   qat_spm_free(t->spm);
+  qat_hf_free(t->hf);
   free(t->piece);
   free(t);
 }
@@ -113,11 +161,9 @@ int qat_tokenizer_eos(const qat_tokenizer *t) { return t->eos; }
 
 static qat_status encode_into(const qat_tokenizer *t, const char *text, size_t len, int bos,
                               qat_ivec *out) {
-  if (bos) {
-    if (t->bos < 0) return QAT_FAIL(QAT_EUNSUPPORTED, "tokenizer has no BOS token");
-    QAT_TRY(qat_ivec_push(out, t->bos));
-  }
+  if (bos && t->bos >= 0) QAT_TRY(qat_ivec_push(out, t->bos)); /* Qwen2 has no BOS */
   if (t->kind == KIND_BIN) return qat_bpe_encode(t->bpe, text, len, out);
+  if (t->kind == KIND_HF) return qat_hf_encode(t->hf, text, len, out);
   return qat_spm_encode(t->spm, text, len, out);
 }
 
@@ -180,6 +226,12 @@ const char *qat_tokenizer_piece(qat_tokenizer *t, int prev, int id) {
     return r ? r : "";
   }
   size_t n;
+  if (t->kind == KIND_HF) {
+    /* byte-level: the token's bytes, even when they end inside a UTF-8 character */
+    const char *s = qat_hf_piece(t->hf, id, &n);
+    const char *r = s ? set_piece(t, s, n) : NULL;
+    return r ? r : "";
+  }
   int kind;
   const char *s = qat_spm_piece(t->spm, id, &n, &kind);
   if (!s || kind == QAT_SPM_CONTROL) return "";

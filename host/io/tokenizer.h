@@ -1,5 +1,13 @@
-/* Tokenizers: llama2.c tokenizer.bin (REFERENCE.md section 6, implemented here) and
- * SentencePiece tokenizer.model (through the sentencepiece library, spm_shim.cc). */
+/* Tokenizers: llama2.c tokenizer.bin (REFERENCE.md section 6, implemented here), SentencePiece
+ * tokenizer.model (through the sentencepiece library, spm_shim.cc) and Hugging Face tokenizer.json
+ * byte-level BPE as Llama-3, Qwen2 and GPT-2 ship it (tokenizer_hf.c: the `tokenizers` library's
+ * semantics for that subset; other tokenizer.json kinds are refused with the file and the key).
+ *
+ * BOS / EOS of a tokenizer.json: from the folder's tokenizer_config.json ("bos_token" /
+ * "eos_token"; null means none), else its config.json ("bos_token_id" / "eos_token_id"), else
+ * the file's post-processor template or an added token named <|begin_of_text|> or <s> (BOS),
+ * <|end_of_text|>, <|endoftext|> or </s> (EOS). Without a BOS (Qwen2) qat_tokenizer_bos is -1,
+ * nothing is prepended anywhere and documents are simply concatenated. */
 #ifndef QAT_IO_TOKENIZER_H
 #define QAT_IO_TOKENIZER_H
 
@@ -13,24 +21,29 @@ extern "C" {
 
 typedef struct qat_tokenizer qat_tokenizer;
 
-/* By content: a SentencePiece model proto or a llama2.c tokenizer.bin. vocab_hint is the vocab
- * size for tokenizer.bin (which does not store it; 0 = infer from file length). */
+/* By content: a SentencePiece model proto, a llama2.c tokenizer.bin or a tokenizer.json (the
+ * file alone: no tokenizer_config.json is read). vocab_hint is the vocab size for tokenizer.bin
+ * (which does not store it; 0 = infer from file length); a SentencePiece model must have exactly
+ * that many pieces, a tokenizer.json's ids must be below it. */
 qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **out);
-/* Finds tokenizer.model or tokenizer.bin in a model folder. */
+/* Finds tokenizer.model, else tokenizer.json (with the folder's BOS / EOS), else tokenizer.bin in
+ * a model folder. */
 qat_status qat_tokenizer_load_dir(const char *dir, int vocab_hint, qat_tokenizer **out);
 void qat_tokenizer_free(qat_tokenizer *t);
 int qat_tokenizer_vocab(const qat_tokenizer *t);
-int qat_tokenizer_bos(const qat_tokenizer *t); /* 1 for Llama-2 / llama2.c */
-int qat_tokenizer_eos(const qat_tokenizer *t); /* 2 */
-/* ids (malloc'd) = [BOS if bos] + encode(text[0..len)). */
+int qat_tokenizer_bos(const qat_tokenizer *t); /* 1 for Llama-2 / llama2.c; -1 when none */
+int qat_tokenizer_eos(const qat_tokenizer *t); /* 2; -1 when none */
+/* ids (malloc'd) = [BOS if bos and the tokenizer has one] + encode(text[0..len)). */
 qat_status qat_tokenizer_encode(const qat_tokenizer *t, const char *text, size_t len, int bos,
                                 int32_t **ids, int64_t *n);
 /* Text of one token for streaming output (leading space after BOS stripped, <0xNN> bytes
- * decoded); returns a pointer valid until the next call. */
+ * decoded; a byte-level token's bytes, possibly part of a UTF-8 character, so a stream of pieces
+ * concatenates to the text); returns a pointer valid until the next call. */
 const char *qat_tokenizer_piece(qat_tokenizer *t, int prev, int id);
 
 /* Documents of a text file: mode "blank-line" splits on blank lines and on <|endoftext|>
- * (empty documents dropped); "none" is one document. Each document becomes BOS + encode(doc).
+ * (empty documents dropped); "none" is one document. Each document becomes BOS + encode(doc)
+ * (just encode(doc) for a tokenizer without BOS).
  * split: "all", "train" (first 90% of documents), "heldout" (last 10%; REFERENCE.md section 5). */
 qat_status qat_tokenize_docs(const qat_tokenizer *t, const char *text, size_t len,
                              const char *mode, const char *split, int32_t **ids, int64_t *n,

@@ -107,12 +107,14 @@ int qat_sample(qat_sampler *s, float *logits, int V) {
   return pick;
 }
 
-/* Prints a piece, skipping lone unprintable bytes (raw control bytes from byte fallback). */
+/* Prints a piece, skipping a lone ASCII control byte (raw control bytes from byte fallback, as
+ * llama2.c's safe_printf). Bytes >= 0x80 pass: byte-level BPE tokens (Llama-3, Qwen2) are often
+ * one byte of a multi-byte UTF-8 character, completed by the next token. */
 static void put_piece(FILE *out, const char *piece) {
   if (!piece || !piece[0]) return;
   if (piece[1] == 0) {
     unsigned char c = (unsigned char)piece[0];
-    if (!(isprint(c) || isspace(c))) return;
+    if (c < 0x80 && !(isprint(c) || isspace(c))) return;
   }
   fputs(piece, out);
   fflush(out);
@@ -131,6 +133,11 @@ qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt, in
   qat_status st = QAT_OK;
   int32_t *ctx = NULL; /* [T] the whole context, rerun every step */
   float *row = NULL;   /* [V] logits of the last position */
+  if (n == 0) {
+    st = QAT_FAIL(QAT_EINVAL, "generate: no token to start from (the tokenizer has no BOS and the "
+                              "prompt is empty)");
+    goto done;
+  }
   if (n > max_seq) {
     st = QAT_FAIL(QAT_EINVAL, "generate: the prompt is %lld tokens, more than max_seq %d",
                   (long long)n, max_seq);
@@ -151,8 +158,9 @@ qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt, in
       goto done;
     }
   stats->prompt_tokens = (int)n;
-  /* echo the prompt as the tokenizer decodes it */
-  for (int64_t i = 1; i < n; i++) put_piece(out, qat_tokenizer_piece(tok, ctx[i - 1], ctx[i]));
+  /* echo the prompt as the tokenizer decodes it (from token 1 after a BOS, else from 0) */
+  for (int64_t i = bos >= 0 && n > 0 && ctx[0] == bos ? 1 : 0; i < n; i++)
+    put_piece(out, qat_tokenizer_piece(tok, i > 0 ? ctx[i - 1] : -1, ctx[i]));
   if (tmax > n) QAT_CHECK(st, qat_llama_plan(m, 1, (int)tmax, 0), done);
   double t0 = qat_now();
   int64_t T = n;

@@ -27,8 +27,9 @@ typedef struct qat_generate_stats {
   double seconds;    /* of the decode loop */
 } qat_generate_stats;
 
-/* Encodes BOS + prompt (NULL/"" = BOS only), then generates up to steps tokens, stopping at EOS,
- * BOS or max_seq; each piece goes to out as it is produced (then a final newline). */
+/* Encodes BOS (when the tokenizer has one) + prompt (NULL/"" = BOS only; QAT_EINVAL when that
+ * leaves no token), then generates up to steps tokens, stopping at EOS, BOS or max_seq; each
+ * piece goes to out as it is produced (then a final newline). */
 qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt, int steps,
                         qat_sampler *s, FILE *out, qat_generate_stats *stats);
 

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Hugging Face `tokenizers` as the independent reference for qat's tokenizer.json support
+(tests/test_tokenizer_hf.sh). No real Llama-3 / Qwen2 tokenizer.json is available offline, so
+`build` trains small byte-level BPEs (vocab 2000, on TinyStories + WikiText-2 + the stress
+text) configured exactly as those files are:
+
+  llama3/  Split(Llama-3 regex, Isolated) + ByteLevel(use_regex=false), ignore_merges, special
+           <|begin_of_text|> (BOS through a TemplateProcessing post-processor), <|end_of_text|>,
+           <|eot|> and <|eot_id|> (one a prefix of the other), merges saved as [a, b] pairs;
+           tokenizer_config.json names BOS / EOS.
+  qwen2/   NFC normalizer, Split(Qwen2 regex) + ByteLevel(use_regex=false), specials
+           <|endoftext|>, <|im_start|>, <|im_end|>, a non-special added token and a
+           normalized one written decomposed; merges saved as "a b" strings;
+           tokenizer_config.json has bos_token null (config.json's bos_token_id must lose).
+  gpt2/    ByteLevel(use_regex=true) alone, <|endoftext|> inside model.vocab; "a b" merges;
+           only a config.json (bos_token_id = eos_token_id = <|endoftext|>).
+Each folder gets expect.json: the BOS id qat must prepend to every document (null: none).
+
+  hf_tokenizer_ref.py stress OUT.txt                   # the hand-written stress text
+  hf_tokenizer_ref.py build OUTDIR --assets DIR --stress STRESS.txt
+  hf_tokenizer_ref.py check --tok DIR --in TEXT --docs blank-line|none --npy QAT.npy [--no-bos]
+  hf_tokenizer_ref.py decode --tok DIR --in TEXT --out EXPECTED   # what the pieces must give
+check: documents are split as tests/ref/llama2c_tokenizer.py does (an independent reading of
+REFERENCE.md section 5), each decoded bytes -> str with errors="replace" (the only way to hand
+tokenizers invalid UTF-8), encoded without special tokens, with BOS prepended when the folder
+has one. Exit status 0 when every token matches.
+"""
+import argparse
+import json
+import os
+import sys
+import unicodedata
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama2c_tokenizer import split_docs  # noqa: E402
+
+LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+          r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+         r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def corpus(files, extra):
+    """The training text: the asset files line by line, then the stress text 50 times, so that
+    merges cross its scripts, emoji, runs of spaces, CRLFs and the like: a pre-tokenizer that
+    splits differently from tokenizers' then gives different tokens, not just other pieces."""
+    for path in files:
+        with open(path, encoding="utf-8", newline="") as f:
+            yield from f
+    for _ in range(50):
+        yield extra
+
+
+def train(kind, files, extra):
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                            pre_tokenizers, processors, trainers)
+    bl = pre_tokenizers.ByteLevel
+    if kind == "gpt2":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = bl(add_prefix_space=False, use_regex=True)
+        specials = ["<|endoftext|>"]  # trained in: part of model.vocab, as in GPT-2
+    else:
+        tok = Tokenizer(models.BPE(ignore_merges=(kind == "llama3")))
+        pattern = LLAMA3 if kind == "llama3" else QWEN2
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            bl(add_prefix_space=False, trim_offsets=(kind == "llama3"), use_regex=False)])
+        if kind == "qwen2":
+            tok.normalizer = normalizers.NFC()
+        specials = []
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, initial_alphabet=bl.alphabet(),
+                                  special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(corpus(files, extra), trainer)
+    # Llama-3's and Qwen2's special tokens live after model.vocab, in added_tokens only.
+    if kind == "llama3":
+        tok.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>", "<|eot|>", "<|eot_id|>",
+                                "<|reserved_special_token_0|>"])
+        bos = tok.token_to_id("<|begin_of_text|>")
+        tok.post_processor = processors.Sequence([
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                          pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
+                                          special_tokens=[("<|begin_of_text|>", bos)])])
+    elif kind == "qwen2":
+        tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+        tok.add_tokens([AddedToken("<tool>", special=False, normalized=False),
+                        AddedToken("e\u0301t\u00e9", special=False, normalized=True)])
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def write_folder(tok, kind, d):
+    os.makedirs(d, exist_ok=True)
+    j = json.loads(tok.to_str())
+    if kind != "llama3":  # the old merges format: "a b" strings
+        j["model"]["merges"] = [m if isinstance(m, str) else " ".join(m)
+                                for m in j["model"]["merges"]]
+    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False, indent=2)
+    eot = tok.token_to_id("<|endoftext|>")
+    if kind == "llama3":
+        cfg = {"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|end_of_text|>",
+                                                               "special": True}}
+        bos = tok.token_to_id("<|begin_of_text|>")
+        assert tok.encode("x").ids[0] == bos, "the template does not add BOS"
+    elif kind == "qwen2":
+        cfg = {"bos_token": None, "eos_token": "<|endoftext|>"}
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"bos_token_id": eot, "eos_token_id": eot}, f)
+        bos = None
+    else:
+        cfg = None
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"bos_token_id": eot, "eos_token_id": [eot]}, f)
+        bos = eot
+    if cfg is not None:
+        with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+            json.dump(cfg, f)
+    with open(os.path.join(d, "expect.json"), "w") as f:
+        json.dump({"bos": bos, "vocab": max(tok.get_vocab(with_added_tokens=True).values()) + 1}, f)
+
+
+def stress_text():
+    parts = [
+        "Mixed scripts: 我们今天去北京大学。中文分词测试，标点！ مرحبا بالعالم، هذا اختبار. "
+        "Привет, мир! ЁЖИК в тумане. Ελληνικά κείμενα. हिन्दी पाठ। 한국어 텍스트 日本語のテキスト",
+        "Emoji: 👩\u200d👩\u200d👧\u200d👦 family, 👍🏽 thumbs, 🏳\ufe0f\u200d🌈 flag, 🧑🏿\u200d💻 "
+        "dev, ❤\ufe0f",
+        "Decomposed: Cafe\u0301 re\u0301sume\u0301 nai\u0308ve A\u030angstro\u0308m "
+        "e\u0301te\u0301 été \u1e9b\u0323 \uac00 \u1100\u1161",
+        "Contractions: IT'S THEY'LL WE'VE I'M YOU'D DON'T 'S 'LL 'Re it's they'll x'\u017f "
+        "o'\u212a",
+        "Digits: 1 12 123 1234 12345 123456 1234567 0.5 3,141,592 ٣٤٥ ١٢٣٤ ①②③ ½ Ⅻ 99999999999",
+        "CRLF line\r\nnext line\r\nlone CR\rafter CR\n\r\nend",
+        "\tTabs\t\tand \t mixed\t \n\t\n",
+        "Trailing spaces   \nmore    \n      \n   leading",
+        "Specials: <|begin_of_text|>Hello<|end_of_text|> <|endoftext|>x<|eot_id|><|eot|>y "
+        "<|im_start|>user\nhi<|im_end|> <tool>call</tool> <|endoftext <|reserved_special_token_0|>"
+        "<|begin_of_text|><|begin_of_text|>",
+        "Spaces: a\u00a0b\u3000c\u180ed\u2028e\u0085f\u200bg \u2003 h\x1c\x1di\x0b\x0cj "
+        "!!\u180e?? \u180e \u180e\u180e x,\u180e\u180e y  \u180eabc  \u180e  z",  # U+180E: \s in
+        # PCRE2, not in Oniguruma (tokenizers)
+        "Long: " + " " * 3000 + "x " + "a" * 2000 + " " + "9" * 100 + " " + "!?" * 500,
+        "Nul: before\x00after",
+    ]
+    text = "\n\n".join(parts).encode("utf-8")
+    # invalid UTF-8: stray continuation, truncated sequences, surrogates, overlongs, 0xFF
+    bad = (b"\n\nInvalid: \xff\xfe bad \xc3( \xe2\x82 x \xf0\x9f\x98 trunc \xed\xa0\x80 surrogate "
+           b"\xc0\xaf overlong \xf4\x90\x80\x80 big \xe0\x80\x80 end\x80\n")
+    return text + bad
+
+
+def load(d):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    with open(os.path.join(d, "expect.json")) as f:
+        return tok, json.load(f)
+
+
+def cmd_check(a):
+    tok, exp = load(a.tok)
+    bos = None if a.no_bos else exp["bos"]
+    data = open(a.inp, "rb").read()
+    docs = split_docs(data, a.docs)
+    texts = [d.decode("utf-8", errors="replace") for d in docs]
+    ref = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        if bos is not None:
+            ref.append(bos)
+        ref.extend(enc.ids)
+    ref = np.array(ref, dtype=np.int64)
+    got = np.load(a.npy)
+    want_dtype = np.uint16 if exp["vocab"] <= 65536 else np.uint32
+    if got.dtype != want_dtype or got.ndim != 1:
+        print(f"FAIL {a.npy}: dtype {got.dtype} shape {got.shape}, want 1-D {np.dtype(want_dtype)}")
+        return 1
+    if len(got) != len(ref) or not np.array_equal(got.astype(np.int64), ref):
+        m = min(len(got), len(ref))
+        diff = np.nonzero(got[:m].astype(np.int64) != ref[:m])[0]
+        at = int(diff[0]) if len(diff) else m
+        print(f"FAIL {a.npy}: qat {len(got)} tokens, tokenizers {len(ref)}; first difference at "
+              f"{at}: qat {got[at:at + 8].tolist()} ref {ref[at:at + 8].tolist()} "
+              f"({tok.decode(ref[max(0, at - 4):at + 8].tolist())!r})")
+        return 1
+    print(f"ok {os.path.basename(a.tok)} {os.path.basename(a.inp)} --docs {a.docs}: "
+          f"{len(ref)} tokens match over {len(docs)} documents")
+    return 0
+
+
+def bytes_to_unicode():
+    """GPT-2's table: printable Latin-1 bytes map to themselves, the rest to U+0100.. in order."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + \
+        list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def cmd_decode(a):
+    """The bytes of every id of encode(text), concatenated: an added token gives its content, a
+    vocab token the bytes its characters stand for. That is tokenizers' decode wherever no
+    non-ASCII added token occurs (tokenizers runs added tokens through the ByteLevel decoder too,
+    which turns a normalized "\u00e9t\u00e9" into U+FFFD t U+FFFD), and must be the input text
+    (NFC for a normalizing tokenizer) unless a normalized added token was matched."""
+    tok, _ = load(a.tok)
+    with open(os.path.join(a.tok, "tokenizer.json"), encoding="utf-8") as f:
+        added = {t["id"]: t for t in json.load(f)["added_tokens"]}
+    inv = {c: b for b, c in bytes_to_unicode().items()}
+    text = open(a.inp, "rb").read().decode("utf-8", errors="replace")
+    ids = tok.encode(text, add_special_tokens=False).ids
+    out = b"".join(added[i]["content"].encode() if i in added else
+                   bytes(inv[c] for c in tok.id_to_token(i)) for i in ids)
+    odd = [i for i in set(ids) if i in added and not added[i]["content"].isascii()]
+    if not odd and tok.decode(ids, skip_special_tokens=False).encode() != out:
+        print(f"FAIL {a.inp}: the reference decode differs from tokenizers' decode")
+        return 1
+    want = unicodedata.normalize("NFC", text) if tok.normalizer is not None else text
+    if out != want.encode():
+        if not any(added[i]["normalized"] for i in odd):
+            print(f"FAIL {a.inp}: decode(encode(text)) is not the text")
+            return 1
+        print(f"note: {a.inp}: decodes to the text except a normalized added token's content")
+    with open(a.out, "wb") as f:
+        f.write(out)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("out")
+    b.add_argument("--assets", required=True)
+    b.add_argument("--stress", required=True)
+    s = sub.add_parser("stress")
+    s.add_argument("out")
+    c = sub.add_parser("check")
+    c.add_argument("--tok", required=True)
+    c.add_argument("--in", dest="inp", required=True)
+    c.add_argument("--docs", default="blank-line", choices=["blank-line", "none"])
+    c.add_argument("--npy", required=True)
+    c.add_argument("--no-bos", action="store_true", help="the tokenizer.json alone: no BOS")
+    d = sub.add_parser("decode")
+    d.add_argument("--tok", required=True)
+    d.add_argument("--in", dest="inp", required=True)
+    d.add_argument("--out", required=True)
+    a = ap.parse_args()
+    if a.cmd == "build":
+        files = [os.path.join(a.assets, "text", f)
+                 for f in ("tinystories_val.txt", "wikitext2_test.raw")]
+        extra = open(a.stress, "rb").read().decode("utf-8", errors="replace")
+        for kind in ("llama3", "qwen2", "gpt2"):
+            write_folder(train(kind, files, extra), kind, os.path.join(a.out, kind))
+        return 0
+    if a.cmd == "stress":
+        with open(a.out, "wb") as f:
+            f.write(stress_text())
+        return 0
+    return cmd_check(a) if a.cmd == "check" else cmd_decode(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# `qat tokenize` on Hugging Face tokenizer.json folders, token for token against the `tokenizers`
+# library (tests/ref/hf_tokenizer_ref.py), which trains three byte-level BPEs configured as
+# Llama-3's, Qwen2's and GPT-2's tokenizer.json are (no real one is available offline):
+#  - TinyStories, WikiText-2 and a stress text (mixed scripts, ZWJ emoji, decomposed accents,
+#    upper-case contractions, digit runs, CRLF / lone CR, tabs, trailing spaces, literal special
+#    tokens, U+180E, invalid UTF-8 read as U+FFFD), each with --docs blank-line and --docs none;
+#    BOS per document from the folder (Llama-3: the template / tokenizer_config.json; Qwen2: none;
+#    GPT-2: config.json), and the tokenizer.json alone (no folder files);
+#  - decoding: the pieces of every id concatenate to what tokenizers' decode gives (the input,
+#    NFC-normalized for Qwen2), through the round-trip mode of tests/test_tokenizer_json.c;
+#  - encode speed (MB/s) on TinyStories;
+#  - bad files (truncated, model.type Unigram, a merge naming an unknown symbol, ...): exit status
+#    1 with one line naming the file and the key, no output left behind.
+# Skips (77) only when the assets are absent.
+set -u
+cd "$(dirname "$0")/.."
+QAT=${QAT_BIN:-build/qat}
+ASSETS=${QAT_ASSETS:-../shared/assets}
+TS=$ASSETS/text/tinystories_val.txt
+WT=$ASSETS/text/wikitext2_test.raw
+for f in "$TS" "$WT"; do
+  if [ ! -f "$f" ]; then
+    echo "skipped: asset $f not found (set QAT_ASSETS)"
+    exit 77
+  fi
+done
+[ -x "$QAT" ] || { echo "FAIL: qat binary $QAT not found (set QAT_BIN)"; exit 1; }
+RT=$(dirname "$QAT")/test_tokenizer_json # its --roundtrip mode decodes with qat_tokenizer_piece
+[ -x "$RT" ] || { echo "FAIL: $RT not built"; exit 1; }
+python3 -c 'import tokenizers, numpy' ||
+  { echo "FAIL: python tokenizers package missing (pip install tokenizers)"; exit 1; }
+export RAYON_RS_NUM_CPUS=1 RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+
+TMP=$(mktemp -d /tmp/qat-hftok-XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+REF="python3 tests/ref/hf_tokenizer_ref.py"
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+
+ST=$TMP/stress.txt
+$REF stress "$ST" && $REF build "$TMP" --assets "$ASSETS" --stress "$ST" ||
+  { echo "FAIL: could not train the reference tokenizers"; exit 1; }
+
+# --- ids against tokenizers ---------------------------------------------------------------------
+for k in llama3 qwen2 gpt2; do
+  for f in "$TS" "$WT" "$ST"; do
+    for d in blank-line none; do
+      out=$TMP/$k-$(basename "$f")-$d.npy
+      "$QAT" tokenize --tokenizer "$TMP/$k" --in "$f" --out "$out" --docs "$d" >"$TMP/log" ||
+        { die "qat tokenize $k $f --docs $d: $(cat "$TMP/log")"; continue; }
+      $REF check --tok "$TMP/$k" --in "$f" --docs "$d" --npy "$out" || die "$k $f --docs $d"
+    done
+  done
+done
+# the tokenizer.json alone: Llama-3's BOS comes from its template; GPT-2's file names none
+"$QAT" tokenize --tokenizer "$TMP/llama3/tokenizer.json" --in "$ST" --out "$TMP/l3.npy" \
+  >/dev/null && $REF check --tok "$TMP/llama3" --in "$ST" --npy "$TMP/l3.npy" ||
+  die "llama3 tokenizer.json alone"
+"$QAT" tokenize --tokenizer "$TMP/gpt2/tokenizer.json" --in "$ST" --out "$TMP/g2.npy" \
+  >/dev/null && $REF check --tok "$TMP/gpt2" --in "$ST" --npy "$TMP/g2.npy" --no-bos ||
+  die "gpt2 tokenizer.json alone"
+
+# --- decoding -----------------------------------------------------------------------------------
+# qat_tokenizer_piece returns C strings, so the stress text's one NUL byte cannot come back.
+for k in llama3 qwen2 gpt2; do
+  for f in "$TS" "$WT" "$ST"; do
+    $REF decode --tok "$TMP/$k" --in "$f" --out "$TMP/want.txt" &&
+      "$RT" --roundtrip "$TMP/$k" "$f" "$TMP/got.txt" >/dev/null &&
+      tr -d '\000' < "$TMP/want.txt" | cmp -s - "$TMP/got.txt" &&
+      echo "ok decode $k $(basename "$f"): $(wc -c < "$TMP/got.txt") bytes" ||
+      die "decode $k $f differs from tokenizers' decode"
+  done
+done
+
+# --- qat generate: the prompt is echoed as decoded, with or without a BOS -------------------------
+# a random 1-layer model with a vocab that holds every id (the echo needs no trained weights:
+# --steps 0 generates nothing); Qwen2's folder has no BOS, so an empty prompt is refused
+for k in llama3 qwen2 gpt2; do
+  M=$TMP/model-$k
+  mkdir -p "$M" && cp "$TMP/$k"/*.json "$M/"
+  PYTHONPATH=tests/ref python3 - "$M" <<'PY' || die "could not write the $k test model"
+import json, os, sys
+import numpy as np
+import st_np
+d = sys.argv[1]
+cfg = json.load(open(os.path.join(d, "config.json"))) if os.path.exists(os.path.join(d, "config.json")) else {}
+V, C, F = 2048, 16, 32
+cfg.update({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C,
+            "intermediate_size": F, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "vocab_size": V, "max_position_embeddings": 256,
+            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": True})
+json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+r = np.random.default_rng(0)
+p = "model.layers.0."
+t = {"model.embed_tokens.weight": r.normal(0, 1, (V, C)), "model.norm.weight": np.ones(C),
+     p + "input_layernorm.weight": np.ones(C), p + "post_attention_layernorm.weight": np.ones(C)}
+for n, sh in [("self_attn.q_proj", (C, C)), ("self_attn.k_proj", (C, C)), ("self_attn.v_proj", (C, C)),
+              ("self_attn.o_proj", (C, C)), ("mlp.gate_proj", (F, C)), ("mlp.up_proj", (F, C)),
+              ("mlp.down_proj", (C, F))]:
+    t[p + n + ".weight"] = r.normal(0, 0.1, sh)
+st_np.write(os.path.join(d, "model.safetensors"), t)
+PY
+  prompt="Once upon a time, Zoë's café served 42 crêpes."
+  "$QAT" generate --model "$M" --device cpu --prompt "$prompt" --steps 0 --temperature 0     > "$TMP/gen.txt" 2>"$TMP/gen.err" || { die "generate $k: $(cat "$TMP/gen.err")"; continue; }
+  printf '%s\n' "$prompt" | cmp -s - "$TMP/gen.txt" && echo "ok generate echo $k" ||
+    die "generate $k echoed '$(cat "$TMP/gen.txt")' for '$prompt'"
+done
+"$QAT" generate --model "$TMP/model-qwen2" --device cpu --steps 1 > /dev/null 2> "$TMP/gen.err"
+[ $? = 2 ] && grep -q "no BOS" "$TMP/gen.err" || die "generate without BOS or prompt: $(cat "$TMP/gen.err")"
+
+# --- speed --------------------------------------------------------------------------------------
+for k in llama3 qwen2; do
+  "$QAT" tokenize --tokenizer "$TMP/$k" --in "$TS" --out "$TMP/speed.npy" --docs none >"$TMP/log"
+  awk -v k="$k" -v bytes="$(wc -c < "$TS")" '{for (i = 1; i < NF; i++) if ($(i + 1) == "s" &&
+    $i + 0 > 0) printf "speed %s TinyStories (--docs none): %.1f MB/s\n", k, bytes / 1e6 / $i}' \
+    "$TMP/log"
+done
+
+# --- bad files ----------------------------------------------------------------------------------
+# expect_error STATUS TEXT-IN-MESSAGE ARGS...
+expect_error() {
+  local want=$1 name=$2
+  shift 2
+  rm -f "$TMP/err.npy"
+  "$QAT" tokenize "$@" >/dev/null 2>"$TMP/err.txt"
+  local rc=$?
+  [ "$rc" = "$want" ] || die "$* -> exit $rc, want $want"
+  [ "$(wc -l < "$TMP/err.txt")" = 1 ] || die "$* -> not one line of stderr: $(cat "$TMP/err.txt")"
+  grep -qF -- "$name" "$TMP/err.txt" || die "$* -> message lacks $name: $(cat "$TMP/err.txt")"
+  [ ! -e "$TMP/err.npy" ] || die "$* -> left an output file"
+  echo "ok error: $(cat "$TMP/err.txt")"
+}
+L3=$TMP/llama3/tokenizer.json
+mkdir -p "$TMP/bad"
+head -c 50000 "$L3" > "$TMP/bad/truncated.json"
+expect_error 1 "$TMP/bad/truncated.json: not valid JSON" \
+  --tokenizer "$TMP/bad/truncated.json" --in "$ST" --out "$TMP/err.npy"
+python3 - "$L3" "$TMP/bad" <<'EOF'
+import json, sys
+src, d = sys.argv[1], sys.argv[2]
+def variant(name, edit):
+    j = json.load(open(src, encoding="utf-8"))
+    edit(j)
+    json.dump(j, open(f"{d}/{name}.json", "w", encoding="utf-8"), ensure_ascii=False)
+variant("unigram", lambda j: j["model"].update(type="Unigram"))
+variant("unknown_merge", lambda j: j["model"]["merges"].insert(7, ["\u0120the", "zz\u00e9\u00e9"]))
+variant("nfkc", lambda j: j.update(normalizer={"type": "NFKC"}))
+variant("dropout", lambda j: j["model"].update(dropout=0.1))
+variant("no_model", lambda j: j.pop("model"))
+EOF
+B=$TMP/bad
+expect_error 1 "$B/unigram.json: model.type \"Unigram\"" --tokenizer "$B/unigram.json" --in "$ST" \
+  --out "$TMP/err.npy"
+expect_error 1 "$B/unknown_merge.json: model.merges[7]: \"zzéé\" is not in model.vocab" \
+  --tokenizer "$B/unknown_merge.json" --in "$ST" --out "$TMP/err.npy"
+expect_error 1 "$B/nfkc.json: normalizer.type" --tokenizer "$B/nfkc.json" --in "$ST" \
+  --out "$TMP/err.npy"
+expect_error 1 "$B/dropout.json: model.dropout" --tokenizer "$B/dropout.json" --in "$ST" \
+  --out "$TMP/err.npy"
+expect_error 1 "$B/no_model.json: no \"model\"" --tokenizer "$B/no_model.json" --in "$ST" \
+  --out "$TMP/err.npy"
+expect_error 1 "$L3: tokenizer ids reach 2005, more than the vocab of 1000" --tokenizer "$L3" \
+  --vocab 1000 --in "$ST" --out "$TMP/err.npy"
+cp "$L3" "$B/tokenizer.json"
+echo '{"bos_token": "<|nope|>"}' > "$B/tokenizer_config.json"
+expect_error 1 "$B/tokenizer_config.json: bos_token \"<|nope|>\"" --tokenizer "$B" --in "$ST" \
+  --out "$TMP/err.npy"
+
+if [ $fail = 0 ]; then echo "PASS test_tokenizer_hf"; fi
+exit $fail
