@@ -3,6 +3,7 @@
 // waits for it.
 #include "cuda/common.cuh"
 
+#include <cuda_fp16.h>
 #include <string.h>
 
 extern "C" int qat_cuda_device_count(void) {
@@ -60,32 +61,76 @@ static qat_status cu_sync(const qat_backend *be) {
   return QAT_OK;
 }
 
+// ---- convert: dst = src between F32, BF16 and F16 ------------------------------------------------
+// Bit for bit the CPU's conversions (host/core/tensor.c): widening is exact (a NaN keeps its sign
+// and payload), narrowing rounds to nearest even and overflows to Inf, and a NaN narrows to its
+// sign with the quiet bit set (BF16 keeps the payload's top bits, F16 becomes 0x7e00). The hardware
+// conversions do the rest; NaN is handled apart because they return a canonical NaN instead.
+// F16 <-> BF16 (which the CPU convert does in two steps through F32) goes through F32 here too:
+// F32 holds every F16 and BF16 value exactly, so there is one rounding.
+__device__ __forceinline__ float cv_ld(const float *p, int64_t i) { return p[i]; }
+__device__ __forceinline__ float cv_ld(const __nv_bfloat16 *p, int64_t i) {
+  return __uint_as_float((uint32_t)__bfloat16_as_ushort(p[i]) << 16);
+}
+__device__ __forceinline__ float cv_ld(const __half *p, int64_t i) {
+  const uint32_t h = __half_as_ushort(p[i]);
+  if ((h & 0x7c00u) == 0x7c00u && (h & 0x03ffu) != 0)
+    return __uint_as_float(((h & 0x8000u) << 16) | 0x7f800000u | ((h & 0x03ffu) << 13));
+  return __half2float(p[i]);
+}
+__device__ __forceinline__ void cv_st(float *p, int64_t i, float v) { p[i] = v; }
+__device__ __forceinline__ void cv_st(__nv_bfloat16 *p, int64_t i, float v) {
+  const uint32_t x = __float_as_uint(v);
+  p[i] = isnan(v) ? __ushort_as_bfloat16((unsigned short)((x >> 16) | 0x40u))
+                  : __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ void cv_st(__half *p, int64_t i, float v) {
+  const uint32_t x = __float_as_uint(v);
+  p[i] = isnan(v) ? __ushort_as_half((unsigned short)(((x >> 16) & 0x8000u) | 0x7e00u))
+                  : __float2half_rn(v);
+}
+
 template <typename TO, typename TI>
 __global__ void convert_kernel(TO *dst, const TI *src, int64_t n) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x)
-    qat_st(dst, i, qat_ld(src, i));
+    cv_st(dst, i, cv_ld(src, i));
 }
+
+static int cv_dtype_ok(qat_dtype t) { return t == QAT_F32 || t == QAT_BF16 || t == QAT_F16; }
+
+// CV_DISPATCH(dt, T, body): body with T the element type of float dtype dt (F32, BF16 or F16).
+#define CV_DISPATCH(dt, T, ...)                                                                    \
+  do {                                                                                             \
+    if ((dt) == QAT_F32) {                                                                         \
+      typedef float T;                                                                             \
+      __VA_ARGS__;                                                                                 \
+    } else if ((dt) == QAT_BF16) {                                                                 \
+      typedef __nv_bfloat16 T;                                                                     \
+      __VA_ARGS__;                                                                                 \
+    } else {                                                                                       \
+      typedef __half T;                                                                            \
+      __VA_ARGS__;                                                                                 \
+    }                                                                                              \
+  } while (0)
 
 static qat_status cu_convert(const qat_backend *be, qat_tensor *dst, const qat_tensor *src) {
   int64_t n = qat_numel(src);
   if (qat_numel(dst) != n) return QAT_FAIL(QAT_EINVAL, "convert: numel mismatch");
-  if (!qat_is_float(dst) || !qat_is_float(src))
+  if (!cv_dtype_ok(dst->dtype) || !cv_dtype_ok(src->dtype))
     return QAT_FAIL(QAT_EUNSUPPORTED, "cuda convert %s -> %s", qat_dtype_name(src->dtype),
                     qat_dtype_name(dst->dtype));
   if (dst->dtype == src->dtype) return cu_copy(be, dst->data, src->data, qat_nbytes(src));
+  if (n == 0) return QAT_OK;
   const int threads = 256;
   int64_t nb = (n + threads - 1) / threads;  // capped in 64 bits: the grid-stride loop does the rest
   if (nb > 65535 * 8) nb = 65535 * 8;
-  if (nb < 1) nb = 1;
   const unsigned blocks = (unsigned)nb;
   cudaStream_t s = qat_cuda(be)->stream;
-  if (dst->dtype == QAT_F32)
-    convert_kernel<<<blocks, threads, 0, s>>>((float *)dst->data,
-                                              (const __nv_bfloat16 *)src->data, n);
-  else
-    convert_kernel<<<blocks, threads, 0, s>>>((__nv_bfloat16 *)dst->data,
-                                              (const float *)src->data, n);
+  CV_DISPATCH(dst->dtype, TO,
+              CV_DISPATCH(src->dtype, TI,
+                          convert_kernel<TO, TI><<<blocks, threads, 0, s>>>(
+                              (TO *)dst->data, (const TI *)src->data, n)));
   QAT_CUDA_LAUNCHED();
   return QAT_OK;
 }

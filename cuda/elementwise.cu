@@ -111,10 +111,10 @@ template <typename T> struct bias_rows {
 static qat_status cu_bias_fwd(const qat_backend *be, qat_tensor *y, const qat_tensor *b) {
   QAT_TRY(nn_check_float("bias_fwd", y, "y"));
   QAT_TRY(nn_check_float("bias_fwd", b, "b"));
-  const int64_t C = qat_numel(b), n = qat_numel(y);
-  if (C == 0 || nn_last_dim(y) != C || n % C != 0)
-    return QAT_FAIL(QAT_EINVAL, "cuda bias_fwd: y %s rows do not match b %s (%lld elements)",
-                    nn_name(y, "y"), nn_name(b, "b"), (long long)C);
+  // y is [N, C] with C its last dim, as on the CPU; C = 0 (or N = 0) is a no-op
+  if (y->ndim < 1) return QAT_FAIL(QAT_EINVAL, "cuda bias_fwd: y %s has ndim 0", nn_name(y, "y"));
+  const int64_t C = nn_last_dim(y), n = qat_numel(y);
+  QAT_TRY(nn_check_numel("bias_fwd", b, "b", C));
   if (n == 0) return QAT_OK;
   unsigned blocks = nn_blocks(n, 256, 4, 8 * 65535);
   cudaStream_t s = qat_cuda(be)->stream;
@@ -128,12 +128,13 @@ static qat_status cu_bias_fwd(const qat_backend *be, qat_tensor *y, const qat_te
 static qat_status cu_bias_bwd(const qat_backend *be, const qat_tensor *dy, qat_tensor *db) {
   QAT_TRY(nn_check_float("bias_bwd", dy, "dy"));
   QAT_TRY(nn_check_float("bias_bwd", db, "db"));
-  const int64_t C = qat_numel(db), n = qat_numel(dy);
-  if (C == 0 || nn_last_dim(dy) != C || n % C != 0)
-    return QAT_FAIL(QAT_EINVAL, "cuda bias_bwd: dy %s rows do not match db %s (%lld elements)",
-                    nn_name(dy, "dy"), nn_name(db, "db"), (long long)C);
+  // dy is [N, C] with C its last dim, as on the CPU; C = 0 (or N = 0) is a no-op
+  if (dy->ndim < 1)
+    return QAT_FAIL(QAT_EINVAL, "cuda bias_bwd: dy %s has ndim 0", nn_name(dy, "dy"));
+  const int64_t C = nn_last_dim(dy), n = qat_numel(dy);
+  QAT_TRY(nn_check_numel("bias_bwd", db, "db", C));
+  if (n == 0) return QAT_OK;
   const int64_t N = n / C;
-  if (N == 0) return QAT_OK;
   NN_DISPATCH(dy->dtype, TY, NN_DISPATCH(db->dtype, TB, {
                 bias_rows<TY> f = {(const TY *)dy->data, C};
                 QAT_TRY(nn_colsum(be, f, N, C, (TB *)db->data));

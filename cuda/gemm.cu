@@ -159,7 +159,14 @@ static qat_status cu_gemm(const qat_backend *be, int ta, int tb, int64_t M, int6
   QAT_TRY(nn_check_numel("gemm", A, "A", M * K));
   QAT_TRY(nn_check_numel("gemm", B, "B", K * N));
   QAT_TRY(nn_check_numel("gemm", C, "C", M * N));
+  // Each operand's last dim is its stored row length (the CPU backend's rules): A [M, K]
+  // ([K, M] when ta), B [K, N] ([N, K] when tb), C [M, N]; an empty operand has no rows to check.
+  if (M * K > 0) QAT_TRY(nn_check_cols("gemm", A, "A", ta ? M : K));
+  if (K * N > 0) QAT_TRY(nn_check_cols("gemm", B, "B", tb ? K : N));
+  if (M * N > 0) QAT_TRY(nn_check_cols("gemm", C, "C", N));
   if (M == 0 || N == 0) return QAT_OK;
+  if (K > 0 && (nn_overlaps(C, A) || nn_overlaps(C, B)))
+    return QAT_FAIL(QAT_EINVAL, "cuda gemm: output %s overlaps an input", nn_name(C, "C"));
   if (K == 0) return launch_gemm_beta(be, C, beta);
 
   gemm_key key;

@@ -75,6 +75,23 @@ static inline qat_status nn_check_same_dtype(const char *op, const qat_tensor *a
   return QAT_OK;
 }
 
+// t has ndim >= 1 and its last dim is `cols` (t is then [rows, cols], rows = the product of the
+// leading dims), as the CPU backend's CPU_COLS checks.
+static inline qat_status nn_check_cols(const char *op, const qat_tensor *t, const char *role,
+                                       int64_t cols) {
+  if (t->ndim >= 1 && t->shape[t->ndim - 1] == cols) return QAT_OK;
+  char buf[64];
+  return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s has shape %s (expected a last dim of %lld)", op,
+                  nn_name(t, role), qat_shape_str(t, buf, sizeof buf), (long long)cols);
+}
+
+// The byte ranges of a and b intersect (device pointers share one address space).
+static inline int nn_overlaps(const qat_tensor *a, const qat_tensor *b) {
+  const uintptr_t a0 = (uintptr_t)a->data, a1 = a0 + qat_nbytes(a);
+  const uintptr_t b0 = (uintptr_t)b->data, b1 = b0 + qat_nbytes(b);
+  return a0 < b1 && b0 < a1;
+}
+
 // Last dimension of a tensor (its row length C); 1 for a scalar-like 0-dim tensor.
 static inline int64_t nn_last_dim(const qat_tensor *t) {
   return t->ndim > 0 ? t->shape[t->ndim - 1] : 1;

@@ -58,6 +58,7 @@ template <typename TX> struct rms_dw_rows {
 
 static qat_status rms_shape(const char *op, const qat_tensor *x, const qat_tensor *w, int64_t *N,
                             int64_t *C) {
+  if (x->ndim < 1) return QAT_FAIL(QAT_EINVAL, "cuda %s: x %s has ndim 0", op, nn_name(x, "x"));
   *C = nn_last_dim(x);
   if (*C <= 0) return QAT_FAIL(QAT_EINVAL, "cuda %s: x %s has no channels", op, nn_name(x, "x"));
   *N = qat_numel(x) / *C;
@@ -76,13 +77,14 @@ static qat_status cu_rmsnorm_fwd(const qat_backend *be, const qat_tensor *x, con
   int64_t N, C;
   QAT_TRY(rms_shape("rmsnorm_fwd", x, w, &N, &C));
   QAT_TRY(nn_check_numel("rmsnorm_fwd", out, "out", N * C));
-  if (rstd) {
-    QAT_TRY(nn_check_dtype("rmsnorm_fwd", rstd, "rstd", QAT_F32));
-    QAT_TRY(nn_check_numel("rmsnorm_fwd", rstd, "rstd", N));
-  }
+  // rstd is required, as on the CPU: the backward reads it
+  QAT_TRY(nn_check_dtype("rmsnorm_fwd", rstd, "rstd", QAT_F32));
+  QAT_TRY(nn_check_numel("rmsnorm_fwd", rstd, "rstd", N));
+  if (!(eps >= 0.0f))
+    return QAT_FAIL(QAT_EINVAL, "cuda rmsnorm_fwd: eps %g is not >= 0", (double)eps);
   if (N == 0) return QAT_OK;
   cudaStream_t s = qat_cuda(be)->stream;
-  float *rp = rstd ? (float *)rstd->data : NULL;
+  float *rp = (float *)rstd->data;
   NN_DISPATCH(x->dtype, TX,
               NN_DISPATCH(w->dtype, TW,
                           rmsnorm_fwd_kernel<TX, TW><<<(unsigned)N, rms_threads(C), 0, s>>>(

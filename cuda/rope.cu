@@ -1,5 +1,5 @@
 // Rotary position embedding on the CUDA backend (backend.h "LLaMA blocks"), in place on
-// x[B, T, H, D] (F32 or BF16; [T, H, D] is taken as B = 1), Hugging Face rotate-half pairs
+// x[B, T, H, D] (F32 or BF16; exactly 4 dims, as on the CPU), Hugging Face rotate-half pairs
 // (x[i], x[i + D/2]) for i < D/2. The angle is computed in F32 as (float)(pos0 + t) * inv_freq[i],
 // as Hugging Face does, with the accurate sincosf. The backward is the same kernel rotating by -a
 // (inverse != 0): a rotation's transpose is its inverse.
@@ -28,11 +28,10 @@ static qat_status cu_rope(const qat_backend *be, qat_tensor *x, const qat_tensor
                           int64_t pos0, int inverse) {
   QAT_TRY(nn_check_float("rope", x, "x"));
   QAT_TRY(nn_check_dtype("rope", inv_freq, "inv_freq", QAT_F32));
-  if (x->ndim != 4 && x->ndim != 3)
+  if (x->ndim != 4)
     return QAT_FAIL(QAT_EINVAL, "cuda rope: x %s must be [B, T, H, D] (ndim %d)", nn_name(x, "x"),
                     x->ndim);
-  const int o = x->ndim - 3;
-  const int64_t T_ = x->shape[o], H = x->shape[o + 1], D = x->shape[o + 2];
+  const int64_t T_ = x->shape[1], H = x->shape[2], D = x->shape[3];
   if (D % 2 != 0)
     return QAT_FAIL(QAT_EINVAL, "cuda rope: x %s head dim %lld is odd", nn_name(x, "x"),
                     (long long)D);

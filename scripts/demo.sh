@@ -2,7 +2,8 @@
 # make demo: the main job on the embedded default. Takes stories260K (from $QAT_ASSETS,
 # ../shared/assets, or its public home), converts it to a Hugging Face folder, tokenizes the
 # TinyStories text (first 90% of documents for training, the last 10% held out: REFERENCE.md
-# section 5), then QAT at W4 g32 and W2 g32 and prints fp vs RTN vs QAT held-out perplexity.
+# section 5), then QAT at W4 g32 and W2 g32 and GPTQ at the same formats, and prints fp vs RTN vs
+# GPTQ vs QAT held-out perplexity.
 # Writes runs/demo/summary.json. Minutes on 2 CPU cores.
 set -euo pipefail
 QAT=${1:-build/qat}
@@ -47,18 +48,32 @@ for cfg in w4g32 w2g32; do
   "$QAT" train "configs/stories260k-$cfg-qat.yaml" checkpoint.dir="$OUT/$cfg"
 done
 
+# the PTQ baseline with calibration data: GPTQ (MSE grid, as the QAT recipes' init) on 128
+# windows of the training split, evaluated like the trained models
+for b in 4 2; do
+  echo
+  echo "demo: GPTQ W${b} g32 (qat quantize --method gptq)"
+  rm -rf "$OUT/gptq-w${b}g32"
+  "$QAT" quantize --method gptq --model "$OUT/stories260k" --out "$OUT/gptq-w${b}g32" \
+    --bits "$b" --group 32 --init mse --calib "$OUT/tinystories_train.npy" --samples 128 \
+    --seq-len 512 --device cpu
+  "$QAT" eval --model "$OUT/gptq-w${b}g32" --data "$OUT/tinystories_heldout.npy" --seq-len 512 \
+    --device cpu --json > "$OUT/gptq-w${b}g32.json"
+done
+
 python3 - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 s = {}
 for k, d in (("w4", "w4g32"), ("w2", "w2g32")):
     r = json.load(open(f"{out}/{d}/results.json"))
-    s[k] = {"fp": r["fp"]["ppl"], "rtn": r["rtn"]["ppl"], "qat": r["qat"]["ppl"]}
+    g = json.load(open(f"{out}/gptq-{d}.json"))
+    s[k] = {"fp": r["fp"]["ppl"], "rtn": r["rtn"]["ppl"], "gptq": g["ppl"], "qat": r["qat"]["ppl"]}
 json.dump(s, open(f"{out}/summary.json", "w"), indent=1)
 print()
 print("held-out perplexity (TinyStories, last 10% of documents, stories260K)")
-print(f"{'':6} {'fp':>8} {'RTN':>10} {'QAT':>8}")
+print(f"{'':6} {'fp':>8} {'RTN':>10} {'GPTQ':>10} {'QAT':>8}")
 for k in ("w4", "w2"):
-    print(f"{k.upper()}g32 {s[k]['fp']:8.3f} {s[k]['rtn']:10.3f} {s[k]['qat']:8.3f}")
+    print(f"{k.upper()}g32 {s[k]['fp']:8.3f} {s[k]['rtn']:10.3f} {s[k]['gptq']:10.3f} {s[k]['qat']:8.3f}")
 print(f"\nwritten {out}/summary.json")
 PY

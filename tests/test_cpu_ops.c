@@ -275,11 +275,35 @@ START_TEST(test_adamw_closed_form) {
 }
 END_TEST
 
+/* convert between the 16-bit float types (through an exact F32 step, one rounding) and within one
+ * type (a copy); hand-computed encodings: F16 1.0, 1/3, the smallest subnormal, -0; BF16 pi (as
+ * bf16), its max finite (overflows F16 to +Inf), 1.0. */
+START_TEST(test_convert_16bit_pairs) {
+  qat_backend *be = qat_backend_cpu();
+  uint16_t h[4] = {0x3c00, 0x3555, 0x0001, 0x8000}, hb[4], want_hb[4] = {0x3f80, 0x3eab, 0x3380, 0x8000};
+  uint16_t b[3] = {0x4049, 0x7f7f, 0x3f80}, bh[3], want_bh[3] = {0x4248, 0x7c00, 0x3c00};
+  qat_tensor th = qat_view1(h, QAT_F16, QAT_DEV_CPU, 4), thb = qat_view1(hb, QAT_BF16, QAT_DEV_CPU, 4);
+  qat_tensor tb = qat_view1(b, QAT_BF16, QAT_DEV_CPU, 3), tbh = qat_view1(bh, QAT_F16, QAT_DEV_CPU, 3);
+  TU_REQUIRE_OK(QAT_OP(be, convert, &thb, &th));
+  TU_REQUIRE_OK(QAT_OP(be, convert, &tbh, &tb));
+  ck_assert_mem_eq(hb, want_hb, sizeof hb);
+  ck_assert_mem_eq(bh, want_bh, sizeof bh);
+  uint16_t c[4];
+  qat_tensor tc = qat_view1(c, QAT_F16, QAT_DEV_CPU, 4);
+  TU_REQUIRE_OK(QAT_OP(be, convert, &tc, &th));
+  ck_assert_mem_eq(c, h, sizeof c);
+  int32_t iv[4];
+  qat_tensor ti = qat_view1(iv, QAT_I32, QAT_DEV_CPU, 4);
+  ck_assert_int_eq(QAT_OP(be, convert, &ti, &th), QAT_EUNSUPPORTED);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cpu_ops");
   TCase *tc = tcase_create("cpu_ops");
   tcase_add_checked_fixture(tc, NULL, tc_free_all);
   tcase_add_test(tc, test_gemm_transposes);
+  tcase_add_test(tc, test_convert_16bit_pairs);
   tcase_add_test(tc, test_gemm_k0_and_3d);
   tcase_add_test(tc, test_gemm_bad);
   tcase_add_test(tc, test_axpy_scale_sumsq);

@@ -103,7 +103,8 @@ struct qat_backend {
    * of /proc/meminfo, else sysinfo; CUDA: cudaMemGetInfo): jobs check their estimate against
    * it at start. */
   qat_status (*mem_info)(const qat_backend *be, size_t *free_bytes, size_t *total_bytes);
-  /* dst = src converted between float dtypes (F32, BF16, F16), same numel. */
+  /* dst = src converted between float dtypes (F32, BF16, F16; any pair, round to nearest even,
+   * F16 <-> BF16 through an exact F32 step), same numel. */
   qat_status (*convert)(const qat_backend *be, qat_tensor *dst, const qat_tensor *src);
 
   /* ---- quantizer ---- */

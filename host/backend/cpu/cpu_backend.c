@@ -52,8 +52,23 @@ static qat_status cpu_convert(const qat_backend *be, qat_tensor *dst, const qat_
   if ((size_t)qat_numel(dst) != n) return QAT_FAIL(QAT_EINVAL, "convert: numel mismatch");
   if (src->dtype == QAT_F32) return qat_convert_from_f32(src->data, dst->data, dst->dtype, n);
   if (dst->dtype == QAT_F32) return qat_convert_to_f32(src->data, src->dtype, dst->data, n);
-  return QAT_FAIL(QAT_EUNSUPPORTED, "convert %s -> %s", qat_dtype_name(src->dtype),
-                  qat_dtype_name(dst->dtype));
+  int fl = (src->dtype == QAT_BF16 || src->dtype == QAT_F16) &&
+           (dst->dtype == QAT_BF16 || dst->dtype == QAT_F16);
+  if (!fl)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "convert %s -> %s", qat_dtype_name(src->dtype),
+                    qat_dtype_name(dst->dtype));
+  if (src->dtype == dst->dtype) {
+    memmove(dst->data, src->data, n * 2);
+    return QAT_OK;
+  }
+  /* F16 <-> BF16: widening to F32 is exact, so one rounding, in chunks */
+  float buf[4096];
+  for (size_t i = 0; i < n; i += 4096) {
+    size_t k = n - i < 4096 ? n - i : 4096;
+    QAT_TRY(qat_convert_to_f32((const uint16_t *)src->data + i, src->dtype, buf, k));
+    QAT_TRY(qat_convert_from_f32(buf, (uint16_t *)dst->data + i, dst->dtype, k));
+  }
+  return QAT_OK;
 }
 
 qat_backend *qat_backend_cpu(void) {
