@@ -110,9 +110,16 @@ static void invert(double *a, int n) {
   free(b);
 }
 
-/* The OBS form (see the top): W [OUT, IN] double in place -> w^, codes, s, z [OUT, ng]. */
-static void ref_gptq(const qat_qspec *q, double damp, int block, double *W, const double *H,
-                     int *codes, float *s, float *z) {
+/* The OBS form (see the top): W [OUT, IN] double in place -> w^, codes, s, z [OUT, ng]. With
+ * act: static grids from W (after the dead columns) and columns by decreasing H[i,i]. */
+static const double *g_hd;
+static int desc_diag(const void *a, const void *b) {
+  int i = *(const int *)a, j = *(const int *)b;
+  if (g_hd[i] != g_hd[j]) return g_hd[i] > g_hd[j] ? -1 : 1;
+  return i - j;
+}
+static void ref_gptq(const qat_qspec *q, double damp, int block, int act, double *W,
+                     const double *H, int *codes, float *s, float *z) {
   const int g = q->group > 0 ? q->group : IN, ng = IN / g;
   double *Hi = malloc(sizeof *Hi * IN * IN), mean = 0;
   memcpy(Hi, H, sizeof *Hi * IN * IN);
@@ -121,22 +128,48 @@ static void ref_gptq(const qat_qspec *q, double damp, int block, double *W, cons
       Hi[i * IN + i] = 1;
       for (int r = 0; r < OUT; r++) W[r * IN + i] = 0;
     }
+  float v[OUT * IN];
+  int perm[IN];
+  for (int i = 0; i < IN; i++) perm[i] = i;
+  if (act) {
+    double dg[IN];
+    for (int i = 0; i < IN; i++) dg[i] = Hi[i * IN + i];
+    g_hd = dg;
+    qsort(perm, IN, sizeof *perm, desc_diag);
+    for (int c0 = 0; c0 < IN; c0 += g) /* static grids, natural groups */
+      for (int r = 0; r < OUT; r++) {
+        for (int c = 0; c < g; c++) v[c] = (float)W[r * IN + c0 + c];
+        ref_params(q, v, g, &s[r * ng + c0 / g], &z[r * ng + c0 / g]);
+      }
+    /* permute W's columns and H */
+    double *t = malloc(sizeof *t * IN * IN);
+    for (int r = 0; r < OUT; r++) {
+      double row[IN];
+      for (int i = 0; i < IN; i++) row[i] = W[r * IN + perm[i]];
+      memcpy(W + r * IN, row, sizeof row);
+    }
+    for (int a = 0; a < IN; a++)
+      for (int b = 0; b < IN; b++) t[a * IN + b] = Hi[perm[a] * IN + perm[b]];
+    memcpy(Hi, t, sizeof *t * IN * IN);
+    free(t);
+  }
   for (int i = 0; i < IN; i++) mean += Hi[i * IN + i] / IN;
   for (int i = 0; i < IN; i++) Hi[i * IN + i] += damp * mean;
   invert(Hi, IN);
   double *snap = malloc(sizeof *snap * OUT * IN);
-  float v[OUT * IN];
+  int rc[OUT * IN];
   for (int i = 0; i < IN; i++) {
-    if (i % block == 0) memcpy(snap, W, sizeof *snap * OUT * IN);
-    if (i % g == 0)
+    if (!act && i % block == 0) memcpy(snap, W, sizeof *snap * OUT * IN);
+    if (!act && i % g == 0)
       for (int r = 0; r < OUT; r++) {
         for (int c = 0; c < g; c++) v[c] = (float)snap[r * IN + i + c];
         ref_params(q, v, g, &s[r * ng + i / g], &z[r * ng + i / g]);
       }
     double d = Hi[i * IN + i];
+    int gi = perm[i] / g;
     for (int r = 0; r < OUT; r++) {
       double w = W[r * IN + i];
-      double wq = ref_quant(q, w, s[r * ng + i / g], z[r * ng + i / g], &codes[r * IN + i]);
+      double wq = ref_quant(q, w, s[r * ng + gi], z[r * ng + gi], &rc[r * IN + i]);
       W[r * IN + i] = wq;
       double e = (w - wq) / d;
       for (int j = i + 1; j < IN; j++) W[r * IN + j] -= e * Hi[i * IN + j];
@@ -146,6 +179,12 @@ static void ref_gptq(const qat_qspec *q, double damp, int block, double *W, cons
     for (int a = 0; a < IN; a++) row[a] = Hi[i * IN + a], col[a] = Hi[a * IN + i];
     for (int a = 0; a < IN; a++)
       for (int b = 0; b < IN; b++) Hi[a * IN + b] -= col[a] * row[b] / d;
+  }
+  /* back to the natural order */
+  for (int r = 0; r < OUT; r++) {
+    double row[IN];
+    for (int i = 0; i < IN; i++) row[perm[i]] = W[r * IN + i], codes[r * IN + perm[i]] = rc[r * IN + i];
+    memcpy(W + r * IN, row, sizeof row);
   }
   free(snap);
   free(Hi);
@@ -170,7 +209,7 @@ static int code_of(const qat_qspec *q, float w, float s, float z) {
 }
 
 /* One configuration against the reference; returns the GPTQ / RTN output error ratio. */
-static double check_config(const qat_qspec *q, int block, int dead_col, uint64_t seed) {
+static double check_config(const qat_qspec *q, int block, int act, int dead_col, uint64_t seed) {
   static float W[OUT * IN], Wg[OUT * IN], Wr[OUT * IN];
   static double H[IN * IN], Hc[IN * IN], Wd[OUT * IN];
   make_data(seed, W, H, dead_col);
@@ -179,12 +218,12 @@ static double check_config(const qat_qspec *q, int block, int dead_col, uint64_t
   int rc[OUT * IN];
   memcpy(Wg, W, sizeof W);
   memcpy(Hc, H, sizeof H);
-  qat_gptq_opts o = {.damp = 0.01, .block = block};
+  qat_gptq_opts o = {.damp = 0.01, .block = block, .act_order = act};
   qat_gptq_stats st;
   TU_REQUIRE_OK(qat_gptq_linear(q, &o, Wg, OUT, IN, Hc, s, z, &st));
   ck_assert_int_eq(st.dead, dead_col >= 0);
   for (int i = 0; i < OUT * IN; i++) Wd[i] = W[i];
-  ref_gptq(q, 0.01, block, Wd, H, rc, rs, rz);
+  ref_gptq(q, 0.01, block, act, Wd, H, rc, rs, rz);
   /* grid parameters and codes */
   int diff_sz = 0, diff_code = 0;
   /* s to float rounding (the init may divide in another order), z exactly */
@@ -200,9 +239,10 @@ static double check_config(const qat_qspec *q, int block, int dead_col, uint64_t
   /* RTN for comparison */
   TU_REQUIRE_OK(qat_quant_rtn_f32(q, W, OUT, IN, Wr, NULL));
   double eg = out_err(Wg, W, H), er = out_err(Wdf, W, H), rtn = out_err(Wr, W, H);
-  printf("W%d g%d %s block %d%s: codes differing %d / %d, s/z differing %d / %d; output error "
+  printf("W%d g%d %s block %d%s%s: codes differing %d / %d, s/z differing %d / %d; output error "
          "GPTQ %.5g, reference %.5g, RTN %.5g\n",
-         q->bits, q->group, q->sym ? "sym" : "asym", block, dead_col >= 0 ? " (dead column)" : "",
+         q->bits, q->group, q->sym ? "sym" : "asym", block, act ? " act-order" : "",
+         dead_col >= 0 ? " (dead column)" : "",
          diff_code, OUT * IN, diff_sz, OUT * ng, eg, er, rtn);
   /* float vs double paths: a rounding tie may flip a code, and a flip changes the later columns'
    * targets a little; the error measures must still agree closely */
@@ -242,14 +282,15 @@ START_TEST(test_gptq_matches_reference) {
     int g = q->group > 0 ? q->group : IN;
     /* blocks of one group, of two groups, of all columns */
     int blocks[3] = {g, 2 * g <= IN ? 2 * g : g, IN};
-    for (int b = 0; b < 3; b++) {
-      double ratio = check_config(q, blocks[b], -1, 11 + k);
+    for (int b = 0; b < 4; b++) { /* the last: act-order, blocks of two groups */
+      double ratio = check_config(q, blocks[b < 3 ? b : 1], b == 3, -1, 11 + k);
       /* correlated inputs: GPTQ must recover a clear share of RTN's output error */
       ck_assert_msg(ratio < 0.85, "W%d g%d: GPTQ / RTN output error %g", q->bits, q->group, ratio);
     }
   }
   qat_qspec q = {.bits = 3, .group = 16};
-  check_config(&q, 32, 5, 99);
+  check_config(&q, 32, 0, 5, 99);
+  check_config(&q, 32, 1, 5, 99);
 }
 END_TEST
 

@@ -202,6 +202,9 @@ qat_status cmd_quantize(int argc, char **argv) {
       {"seq-len", 1, NULL, "gptq: tokens per window (default min(2048, max_position_embeddings))"},
       {"damp", 1, NULL, "gptq: Hessian damping, a fraction of its mean diagonal (default 0.01)"},
       {"block", 1, NULL, "gptq: columns per lazy-update block (default 128)"},
+      {"act-order", 0, NULL,
+       "gptq: columns by decreasing Hessian diagonal, with static groups (grids from the weights "
+       "before the loop)"},
       {"batch", 1, NULL, "gptq: windows per block pass (default 4)"},
       {"seed", 1, NULL, "gptq: window sampling seed (default 0)"},
       {"device", 1, NULL, "gptq: cpu or cuda (default cuda when usable)"},
@@ -213,7 +216,8 @@ qat_status cmd_quantize(int argc, char **argv) {
     qat_print_usage("quantize",
                     "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
                     "[--init minmax|mse] | [--quant SPEC]  [gptq: --calib T.npy [--samples N] "
-                    "[--seq-len T] [--damp D] [--block B] [--batch B] [--seed S] [--device D]]",
+                    "[--seq-len T] [--damp D] [--block B] [--act-order] [--batch B] [--seed S] "
+                    "[--device D]]",
                     fl, nf);
     return QAT_OK;
   }
@@ -228,8 +232,8 @@ qat_status cmd_quantize(int argc, char **argv) {
   int gptq = method && strcmp(method, "gptq") == 0;
   if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
   const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
-                             "device"};
-  for (int i = 0; i < 8; i++)
+                             "device", "act-order"};
+  for (int i = 0; i < 9; i++)
     if (qat_flag_get(fl, nf, gptq_only[i]))
       return QAT_FAIL(QAT_EUSAGE, "--%s: only for --method gptq", gptq_only[i]);
   const char *init_name = qat_qinit_name(q.init);

@@ -70,6 +70,84 @@ static qat_status group_params(const qat_qspec *q, const float *W, int64_t out, 
   return QAT_OK;
 }
 
+/* Descending diag(H) order (ties: lower index first), as the reference's argsort. */
+static const double *g_diag;
+static int by_diag_desc(const void *a, const void *b) {
+  int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+  if (g_diag[i] != g_diag[j]) return g_diag[i] > g_diag[j] ? -1 : 1;
+  return i < j ? -1 : i > j;
+}
+
+/* The grids of every group from W as it is now (per-channel / per-tensor: over all of W). */
+static qat_status static_params(const qat_qspec *q, const float *W, int64_t out, int64_t in,
+                                int64_t g, int64_t ng, float *tmp, float *s, float *z) {
+  if (q->group == 0) {
+    float *all = malloc((size_t)(out * in) * 4);
+    qat_status st = all ? qat_quant_rtn_f32_sz(q, W, out, in, all, s, z, NULL)
+                        : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
+    if (z && q->sym) z[0] = 0;
+    free(all);
+    return st;
+  }
+  for (int64_t c = 0; c < in; c += g)
+    QAT_TRY(group_params(q, W, out, in, NULL, 0, 0, c, in - c < g ? in - c : g, tmp, s, z, ng,
+                         c / g));
+  return QAT_OK;
+}
+
+/* The column loop over W [out, in] (loop order) with U (row-major upper factor of the loop-order
+ * H^-1); loop column i uses group gcol[i] of s, z. dynamic: a group's grid is taken when the loop
+ * reaches its first column (natural order; else all grids are set already). */
+static qat_status column_loop(const qat_qspec *q, int64_t block, float *W, int64_t out, int64_t in,
+                              const double *H, float *s, float *z, int64_t g, int64_t ng,
+                              const int64_t *gcol, int dynamic, float *tmp, double *loss_out) {
+  const int64_t B = block < in ? block : in;
+  float *err = malloc((size_t)(out * B) * 4);  /* E [out, B] */
+  float *u = malloc((size_t)(B * in) * 4);     /* U rows of the block, F32 */
+  float *snap = malloc((size_t)(out * B) * 4); /* the block at its start */
+  qat_status st = err && u && snap ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
+  double loss = 0;
+  for (int64_t i1 = 0; st == QAT_OK && i1 < in; i1 += B) {
+    const int64_t i2 = i1 + B < in ? i1 + B : in, nb = i2 - i1;
+    if (dynamic) {
+      for (int64_t r = 0; r < out; r++) memcpy(snap + r * nb, W + r * in + i1, (size_t)nb * 4);
+      /* the grids of the groups starting in this block: they read the block as it began and
+       * later columns no in-block update reaches, so all can be taken now */
+      for (int64_t i = i1; st == QAT_OK && i < i2; i++)
+        if (i % g == 0)
+          st = group_params(q, W, out, in, snap, i1, i2, i, in - i < g ? in - i : g, tmp, s, z,
+                            ng, i / g);
+      if (st != QAT_OK) break;
+    }
+    /* rows are independent inside a block: each runs the block's columns in order */
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+    for (int64_t r = 0; r < out; r++) {
+      float *wr = W + r * in;
+      for (int64_t i = i1; i < i2; i++) {
+        const double *Ui = H + i * in;
+        const int64_t si = q->group == 0 ? 0 : r * ng + gcol[i];
+        float w = wr[i], wh = grid(q, w, s[si], q->sym ? 0.0f : z[si]);
+        double e = ((double)w - wh) / Ui[i];
+        loss += e * e / 2;
+        wr[i] = wh;
+        err[r * nb + (i - i1)] = (float)e;
+        for (int64_t j = i + 1; j < i2; j++) wr[j] -= (float)(e * Ui[j]);
+      }
+    }
+    if (i2 == in) continue;
+    /* W[:, i2:] -= E[out, nb] @ U[i1:i2, i2:] */
+    for (int64_t k = 0; k < nb; k++)
+      for (int64_t j = i2; j < in; j++) u[k * in + j] = (float)H[(i1 + k) * in + j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)(in - i2), (int)nb,
+                -1.0f, err, (int)nb, u + i2, (int)in, 1.0f, W + i2, (int)in);
+  }
+  free(err);
+  free(u);
+  free(snap);
+  *loss_out = loss;
+  return st;
+}
+
 qat_status qat_gptq_linear(const qat_qspec *q, const qat_gptq_opts *o, float *W, int64_t out,
                            int64_t in, double *H, float *s, float *z, qat_gptq_stats *stats) {
   if (!q || !o || !W || !H || !s || (!z && !q->sym))
@@ -98,67 +176,51 @@ qat_status qat_gptq_linear(const qat_qspec *q, const qat_gptq_opts *o, float *W,
       st0.dead++;
     }
   }
-  QAT_TRY(inverse_factor(H, in, o->damp));
-
   int64_t ss[2];
   qat_qspec_sshape(q, out, in, ss);
   const int64_t ng = ss[1], g = q->group > 0 ? q->group : in;
-  const int64_t B = o->block < in ? o->block : in;
-  float *err = malloc((size_t)(out * B) * 4);              /* E [out, B] */
-  float *u = malloc((size_t)(B * in) * 4);                 /* U rows of the block, F32 */
+  const int act = o->act_order != 0;
   float *tmp = malloc((size_t)(out * g + 2 * out) * 4 + 4); /* a group's columns + its s, z */
-  float *snap = malloc((size_t)(out * B) * 4);             /* the block at its start */
-  qat_status st = err && u && tmp && snap ? QAT_OK
-                                          : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
-  if (st == QAT_OK && q->group <= 0) { /* per-channel / per-tensor: the grid from all of W */
-    if (q->group < 0)
-      st = group_params(q, W, out, in, NULL, 0, 0, 0, in, tmp, s, z, 1, 0);
-    else {
-      float *all = malloc((size_t)(out * in) * 4);
-      st = all ? qat_quant_rtn_f32_sz(q, W, out, in, all, s, z, NULL)
-               : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
-      if (z && q->sym) z[0] = 0;
-      free(all);
+  int64_t *perm = malloc((size_t)in * 8), *gcol = malloc((size_t)in * 8);
+  float *Wp = act ? malloc((size_t)(out * in) * 4) : W; /* W in loop order */
+  double *Hp = act ? malloc((size_t)(in * in) * 8) : H; /* H in loop order */
+  qat_status st = tmp && perm && gcol && Wp && Hp
+                      ? QAT_OK
+                      : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
+  for (int64_t i = 0; st == QAT_OK && i < in; i++) perm[i] = i;
+  if (st == QAT_OK && act) { /* columns by decreasing H[i,i]; static grids from W as given */
+    double *dg = malloc((size_t)in * 8);
+    if (!dg) st = QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
+    for (int64_t i = 0; st == QAT_OK && i < in; i++) dg[i] = H[i * in + i];
+    if (st == QAT_OK) {
+      g_diag = dg;
+      qsort(perm, (size_t)in, sizeof *perm, by_diag_desc);
+      st = static_params(q, W, out, in, g, ng, tmp, s, z);
     }
+    free(dg);
+    for (int64_t r = 0; st == QAT_OK && r < out; r++)
+      for (int64_t i = 0; i < in; i++) Wp[r * in + i] = W[r * in + perm[i]];
+    for (int64_t a = 0; st == QAT_OK && a < in; a++)
+      for (int64_t b = 0; b < in; b++) Hp[a * in + b] = H[perm[a] * in + perm[b]];
+  } else if (st == QAT_OK && q->group <= 0) {
+    st = static_params(q, W, out, in, g, ng, tmp, s, z);
   }
+  for (int64_t i = 0; st == QAT_OK && i < in; i++) gcol[i] = q->group > 0 ? perm[i] / g : 0;
   double loss = 0;
-  for (int64_t i1 = 0; st == QAT_OK && i1 < in; i1 += B) {
-    const int64_t i2 = i1 + B < in ? i1 + B : in, nb = i2 - i1;
-    if (q->group > 0)
-      for (int64_t r = 0; r < out; r++) memcpy(snap + r * nb, W + r * in + i1, (size_t)nb * 4);
-    /* the grids of the groups starting in this block: they read the block as it began and later
-     * columns no in-block update reaches, so all can be taken now */
-    for (int64_t i = i1; st == QAT_OK && q->group > 0 && i < i2; i++)
-      if (i % g == 0)
-        st = group_params(q, W, out, in, snap, i1, i2, i, in - i < g ? in - i : g, tmp, s, z, ng,
-                          i / g);
-    if (st != QAT_OK) break;
-    /* rows are independent inside a block: each runs the block's columns in order */
-#pragma omp parallel for schedule(static) reduction(+ : loss)
-    for (int64_t r = 0; r < out; r++) {
-      float *wr = W + r * in;
-      for (int64_t i = i1; i < i2; i++) {
-        const double *Ui = H + i * in;
-        const int64_t si = q->group == 0 ? 0 : r * ng + (q->group > 0 ? i / g : 0);
-        float w = wr[i], wh = grid(q, w, s[si], q->sym ? 0.0f : z[si]);
-        double e = ((double)w - wh) / Ui[i];
-        loss += e * e / 2;
-        wr[i] = wh;
-        err[r * nb + (i - i1)] = (float)e;
-        for (int64_t j = i + 1; j < i2; j++) wr[j] -= (float)(e * Ui[j]);
-      }
-    }
-    if (st != QAT_OK || i2 == in) continue;
-    /* W[:, i2:] -= E[out, nb] @ U[i1:i2, i2:] */
-    for (int64_t k = 0; k < nb; k++)
-      for (int64_t j = i2; j < in; j++) u[k * in + j] = (float)H[(i1 + k) * in + j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)(in - i2), (int)nb,
-                -1.0f, err, (int)nb, u + i2, (int)in, 1.0f, W + i2, (int)in);
+  if (st == QAT_OK) st = inverse_factor(Hp, in, o->damp);
+  if (st == QAT_OK)
+    st = column_loop(q, o->block, Wp, out, in, Hp, s, z, g, ng, gcol, !act && q->group > 0, tmp,
+                     &loss);
+  if (st == QAT_OK && act) /* back to the natural column order */
+    for (int64_t r = 0; r < out; r++)
+      for (int64_t i = 0; i < in; i++) W[r * in + perm[i]] = Wp[r * in + i];
+  if (act) {
+    free(Wp);
+    free(Hp);
   }
-  free(err);
-  free(u);
   free(tmp);
-  free(snap);
+  free(perm);
+  free(gcol);
   if (st == QAT_OK && stats) {
     *stats = st0;
     stats->loss = loss;

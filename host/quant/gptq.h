@@ -14,8 +14,10 @@
  * over a group's columns, taken when the loop reaches the group's first column, from the values
  * those columns had when the current block began (later blocks' updates included, the current
  * block's not: the reference code reads W, not the block's working copy, there); per-channel /
- * per-tensor: over all of W before the loop. No act-order (columns in their natural order, so
- * static groups are not needed).
+ * per-tensor: over all of W before the loop. With act_order the columns go by decreasing H[i,i]
+ * (H and W permuted, W permuted back at the end) and every grid is static: taken from W (after
+ * the dead columns are zeroed) before the loop, so a group's scale still covers its natural
+ * columns and the stored layout does not change.
  * The result is on the grid: fake-quant of W^ with s, z returns W^ exactly. */
 #ifndef QAT_QUANT_GPTQ_H
 #define QAT_QUANT_GPTQ_H
@@ -28,6 +30,8 @@ extern "C" {
 
 typedef struct qat_gptq_opts {
   double damp; /* fraction of mean(diag H) added to the diagonal (reference: 0.01) */
+  int act_order; /* columns by decreasing H[i,i], with static groups: every group's grid taken
+                  * from W before the loop (the reference's --act-order --static-groups) */
   int block;   /* columns per lazy-update block (reference: 128) */
 } qat_gptq_opts;
 
@@ -39,7 +43,8 @@ typedef struct qat_gptq_stats {
 
 /* GPTQ of W[out, in] (host F32, row-major) in place: on return W holds w^, and s, z (host F32,
  * shape qat_qspec_sshape(q, out, in); z all zeros when sym; z may be NULL when sym) the grid.
- * H[in, in] (host F64, symmetric, row-major) is consumed (overwritten by the factor).
+ * H[in, in] (host F64, symmetric, row-major) is consumed (overwritten; with act_order only its
+ * dead diagonal entries change).
  * QAT_EINVAL for non-finite W or H, a negative diagonal, bad options, or an H that is not
  * positive definite even with the damping (the message names the damp value). stats may be
  * NULL. */
