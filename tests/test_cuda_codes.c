@@ -18,14 +18,7 @@
 
 static qat_backend *g_cuda;
 
-static int need_gpu(void) {
-  if (!qat_cuda_available()) {
-    tu_skip("no CUDA GPU");
-    return 0;
-  }
-  TU_REQUIRE_OK(qat_backend_cuda(&g_cuda));
-  return 1;
-}
+static int need_gpu(void) { return tu_need_gpu(&g_cuda); }
 
 static qat_tensor dev_new(qat_dtype dt, int64_t r, int64_t c, const char *name) {
   void *p = NULL;

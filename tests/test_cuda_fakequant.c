@@ -42,14 +42,7 @@ static void dev_down(void *host, const qat_tensor *t) {
 }
 static void dev_free(qat_tensor *t) { g_cuda->free(g_cuda, t->data); }
 
-static int need_gpu(void) {
-  if (!qat_cuda_available()) {
-    tu_skip("no CUDA GPU");
-    return 0;
-  }
-  TU_REQUIRE_OK(qat_backend_cuda(&g_cuda));
-  return 1;
-}
+static int need_gpu(void) { return tu_need_gpu(&g_cuda); }
 
 typedef struct pcase {
   int64_t R, C;

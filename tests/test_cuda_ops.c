@@ -32,14 +32,7 @@
 static qat_backend *g_gpu;
 
 /* Returns 0 (after tu_skip) when no GPU is usable. */
-static int need_gpu(void) {
-  if (!qat_cuda_available()) {
-    tu_skip("no CUDA GPU");
-    return 0;
-  }
-  TU_REQUIRE_OK(qat_backend_cuda(&g_gpu));
-  return 1;
-}
+static int need_gpu(void) { return tu_need_gpu(&g_gpu); }
 
 static qat_backend *cpu(void) { return qat_backend_cpu(); }
 

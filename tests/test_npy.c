@@ -23,12 +23,6 @@ static const char *tmp_path(const char *name) {
   return buf;
 }
 
-static void write_bytes(const char *path, const void *p, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(p, 1, n, f), n);
-  fclose(f);
-}
 
 static long file_size(const char *path) {
   FILE *f = fopen(path, "rb");
@@ -55,7 +49,7 @@ static size_t make_npy(const char *path, int major, const char *dict, const void
   memset(b + pre + dl, ' ', pad);
   b[pre + hlen - 1] = '\n';
   if (nbytes) memcpy(b + pre + hlen, data, nbytes);
-  write_bytes(path, b, n);
+  tu_write_file(path, b, n);
   free(b);
   return n;
 }

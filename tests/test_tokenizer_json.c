@@ -31,16 +31,10 @@ static const char *tmp_path(const char *name) {
   return buf;
 }
 
-static void write_text(const char *path, const char *s, size_t n) {
-  FILE *f = fopen(path, "wb");
-  ck_assert_ptr_nonnull(f);
-  ck_assert_uint_eq(fwrite(s, 1, n, f), n);
-  fclose(f);
-}
 
 static void write_json(const char *path, cJSON *j) {
   char *s = cJSON_PrintUnformatted(j);
-  write_text(path, s, strlen(s));
+  tu_write_file(path, s, strlen(s));
   free(s);
 }
 
@@ -395,19 +389,19 @@ START_TEST(test_bos_eos) {
 
   /* config.json ids override the file's; tokenizer_config.json overrides config.json, and its
    * null means no BOS */
-  write_text(tmp_path("config.json"), "{\"bos_token_id\": 300, \"eos_token_id\": [301, 2]}", 48);
+  tu_write_file(tmp_path("config.json"), "{\"bos_token_id\": 300, \"eos_token_id\": [301, 2]}", 48);
   t = load_dir();
   ck_assert_int_eq(qat_tokenizer_bos(t), 300);
   ck_assert_int_eq(qat_tokenizer_eos(t), 301);
   qat_tokenizer_free(t);
   const char *cfg = "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|s|>x\"}}";
-  write_text(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
+  tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
   t = load_dir();
   ck_assert_int_eq(qat_tokenizer_bos(t), -1);
   ck_assert_int_eq(qat_tokenizer_eos(t), 301);
   qat_tokenizer_free(t);
   cfg = "{\"bos_token\": \"ab\", \"eos_token\": \"<nope>\"}";
-  write_text(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
+  tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
   t = NULL;
   ck_assert_int_ne(qat_tokenizer_load_dir(g_dir, 0, &t), QAT_OK);
   ck_assert_ptr_null(t);
@@ -420,7 +414,7 @@ START_TEST(test_folder_preference_and_vocab_hint) {
   cJSON *j = base_json();
   write_json(tmp_path("tokenizer.json"), j);
   cJSON_Delete(j);
-  write_text(tmp_path("tokenizer.bin"), "\x01\0\0\0\0\0\0\0\x01\0\0\0a", 13);
+  tu_write_file(tmp_path("tokenizer.bin"), "\x01\0\0\0\0\0\0\0\x01\0\0\0a", 13);
   qat_tokenizer *t = load_dir();
   ck_assert_int_eq(qat_tokenizer_vocab(t), 303);
   qat_tokenizer_free(t);
@@ -445,7 +439,7 @@ START_TEST(test_folder_preference_and_vocab_hint) {
   char *body = cJSON_PrintUnformatted(j), *file = malloc(strlen(body) + 8);
   cJSON_Delete(j);
   sprintf(file, "\xEF\xBB\xBF\n  %s", body);
-  write_text(tmp_path("bom.json"), file, strlen(file));
+  tu_write_file(tmp_path("bom.json"), file, strlen(file));
   free(body);
   free(file);
   TU_REQUIRE_OK(qat_tokenizer_load(tmp_path("bom.json"), 0, &t));
@@ -482,7 +476,7 @@ START_TEST(test_refused) {
   cJSON *j = base_json();
   char *body = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
-  write_text(tmp_path("bad.json"), body, strlen(body) / 2); /* truncated */
+  tu_write_file(tmp_path("bad.json"), body, strlen(body) / 2); /* truncated */
   free(body);
   qat_tokenizer *t = NULL;
   ck_assert_int_eq(qat_tokenizer_load(tmp_path("bad.json"), 0, &t), QAT_EFORMAT);

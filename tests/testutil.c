@@ -110,3 +110,19 @@ int tu_run_suite(Suite *s) {
   if (g_ran > 0 && g_skipped >= g_ran) return 77;
   return 0;
 }
+
+int tu_need_gpu(qat_backend **gpu) {
+  if (!qat_cuda_available()) {
+    tu_skip("no CUDA GPU");
+    return 0;
+  }
+  TU_REQUIRE_OK(qat_backend_cuda(gpu));
+  return 1;
+}
+
+void tu_write_file(const char *path, const void *p, size_t n) {
+  FILE *f = fopen(path, "wb");
+  ck_assert_msg(f != NULL, "cannot open %s", path);
+  ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+  ck_assert_int_eq(fclose(f), 0);
+}

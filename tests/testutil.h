@@ -31,6 +31,11 @@ double tu_nerr(const float *a, const float *b, size_t n);
 
 /* Mark a test as skipped: prints "skipped: why" and counts it. */
 void tu_skip(const char *why);
+/* The CUDA backend into *gpu and 1 when a GPU is usable; else the test is skipped ("no CUDA
+ * GPU") and 0. */
+int tu_need_gpu(qat_backend **gpu);
+/* Writes n bytes to path (fails the test on an I/O error). */
+void tu_write_file(const char *path, const void *p, size_t n);
 /* srunner over the suite; returns 0 pass, 1 fail, 77 when everything was skipped. */
 int tu_run_suite(Suite *s);
 
