@@ -232,7 +232,7 @@ START_TEST(test_overrides) {
   has("unknown key 'train.lrr'");
   has("did you mean 'train.lr'");
   const char *bads[][2] = {{"train.steps=12x", "12x"},    {"quant.bits=4.5", "4.5"},
-                           {"quant.sym=maybe", "maybe"},  {"method=gptq", "gptq"},
+                           {"quant.sym=maybe", "maybe"},  {"method=awq", "awq"},
                            {"train.lr=fast", "fast"},
                            {"train.batch=99999999999", "99999999999"},
                            {"block_ap.cache_dtype=fp16", "fp16"},

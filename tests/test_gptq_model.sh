@@ -8,6 +8,8 @@
 #   gives w back, with s, z from qat_quant.safetensors; qat_quant.json records the run;
 # - GPTQ beats RTN (same spec) on held-out perplexity: W3 g32 (also with --act-order), W2 g32,
 #   W3 g32 sym;
+# - method gptq in a config: the command's weights, results.json rows, a finished run loads its
+#   checkpoint, export reproduces the loss, a bad gptq key exits 2;
 # - bad flags and files: exit 2 (usage) or 1 (input), one line naming the flag or file, and
 #   nothing left at --out.
 set -euo pipefail
@@ -87,6 +89,39 @@ assert r["g3"] < r["r3"] - 0.05, r
 assert r["g2"] < r["r2"] - 0.5, r
 assert r["g3s"] < r["r3s"] - 0.05, r
 PY
+
+# method: gptq in a training config: the same weights as the command (same windows: the sampler,
+# train.seed 0), fp / RTN / GPTQ rows in results.json, a second run loads its checkpoint, export
+# reproduces the held-out loss, a bad gptq key exits 2 naming it
+cat > "$T/g.yaml" <<YAML
+model: $T/m
+data: {train: $T/train.npy, val: $T/val.npy, seq_len: 128}
+method: gptq
+quant: {bits: 3, group: 32}
+train: {batch: 4, eval_windows: 32, seed: 0}
+gptq: {samples: 16, batch: 4}
+block_ap: {cache_dtype: f32}
+checkpoint: {dir: $T/run}
+YAML
+"$QAT" train "$T/g.yaml" > /dev/null 2> "$T/run1.err" || { cat "$T/run1.err"; exit 1; }
+"$QAT" train "$T/g.yaml" > /dev/null 2> "$T/run2.err" || { cat "$T/run2.err"; exit 1; }
+grep -q "resumed from .*GPTQ done" "$T/run2.err" || { echo "second run did not load"; cat "$T/run2.err"; exit 1; }
+"$QAT" export --checkpoint "$T/run" --out "$T/gx" > /dev/null
+ev --model "$T/gx" > "$T/e_gx.json"
+python3 - "$T" <<'PY'
+import json, sys
+d = sys.argv[1]
+r = json.load(open(f"{d}/run/results.json"))
+cli, exp = json.load(open(f"{d}/e_g3.json")), json.load(open(f"{d}/e_gx.json"))
+assert r["qat"]["nll"] < r["rtn"]["nll"] - 0.05, r
+assert abs(r["qat"]["nll"] - cli["nll"]) < 1e-4, (r["qat"], cli)   # the command's weights
+assert abs(exp["nll"] - r["qat"]["nll"]) < 1e-4, (exp, r["qat"])   # export reproduces it
+print("method gptq: fp %.4f rtn %.4f gptq %.4f (qat quantize: %.4f, export: %.4f)" %
+      (r["fp"]["nll"], r["rtn"]["nll"], r["qat"]["nll"], cli["nll"], exp["nll"]))
+PY
+set +e; "$QAT" train "$T/g.yaml" checkpoint.dir="$T/bad" gptq.damp=2 > /dev/null 2> "$T/err"; rc=$?; set -e
+[ $rc = 2 ] && grep -q "gptq.damp" "$T/err" && [ ! -e "$T/bad" ] ||
+  { echo "gptq.damp=2: exit $rc"; cat "$T/err"; exit 1; }
 
 # bad input: exit code, the flag or file named, nothing at --out
 bad() { # rc pattern args...

@@ -39,7 +39,7 @@ typedef struct key_def {
 
 static const cyaml_strval_t k_method[] = {
     {"qat", QAT_METHOD_QAT}, {"block_ap", QAT_METHOD_BLOCK_AP},
-    {"e2e_qp", QAT_METHOD_E2E_QP}, {"pipeline", QAT_METHOD_PIPELINE}};
+    {"e2e_qp", QAT_METHOD_E2E_QP}, {"pipeline", QAT_METHOD_PIPELINE}, {"gptq", QAT_METHOD_GPTQ}};
 static const cyaml_strval_t k_grad[] = {
     {"ste", QAT_CFG_GRAD_STE}, {"efficientqat", QAT_CFG_GRAD_EFFICIENTQAT}, {"lsq", QAT_CFG_GRAD_LSQ}};
 static const cyaml_strval_t k_train_set[] = {{"all", QAT_TRAIN_ALL}, {"scales", QAT_TRAIN_SCALES}};
@@ -100,6 +100,11 @@ static const key_def k_keys[] = {
     {"block_ap.cache_dir", K_STR, OFF(block_ap.cache_dir), NULL, NULL, 0},
     {"block_ap.cache_dtype", K_ENUM, OFF(block_ap.cache_dtype), "bf16", ENUM(k_cache_dtype)},
     {"block_ap.train_norms", K_BOOL, OFF(block_ap.train_norms), "false", NULL, 0},
+    {"gptq.samples", K_INT, OFF(gptq.samples), "128", NULL, 0},
+    {"gptq.batch", K_INT, OFF(gptq.batch), "4", NULL, 0},
+    {"gptq.damp", K_FLOAT, OFF(gptq.damp), "0.01", NULL, 0},
+    {"gptq.block", K_INT, OFF(gptq.block), "128", NULL, 0},
+    {"gptq.act_order", K_BOOL, OFF(gptq.act_order), "false", NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},
@@ -607,6 +612,10 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->checkpoint.every >= 0, "checkpoint.every", c->checkpoint.every,
          "must be >= 0 (0 = only at the end)");
   NEED_I(c->checkpoint.keep >= 1, "checkpoint.keep", c->checkpoint.keep, "must be >= 1");
+  NEED_I(c->gptq.samples >= 1, "gptq.samples", c->gptq.samples, "must be >= 1");
+  NEED_I(c->gptq.batch >= 1, "gptq.batch", c->gptq.batch, "must be >= 1");
+  NEED_F(c->gptq.damp >= 0 && c->gptq.damp < 1, "gptq.damp", c->gptq.damp, "must be in [0, 1)");
+  NEED_I(c->gptq.block >= 1, "gptq.block", c->gptq.block, "must be >= 1");
   NEED_I(c->block_ap.samples >= 1, "block_ap.samples", c->block_ap.samples, "must be >= 1");
   NEED_I(c->block_ap.epochs >= 1, "block_ap.epochs", c->block_ap.epochs, "must be >= 1");
   NEED_F(c->block_ap.lr_w >= 0 && isfinite(c->block_ap.lr_w), "block_ap.lr_w", c->block_ap.lr_w,

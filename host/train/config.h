@@ -23,6 +23,7 @@ typedef enum qat_cfg_method {
   QAT_METHOD_BLOCK_AP, /* EfficientQAT block-wise reconstruction */
   QAT_METHOD_E2E_QP,   /* EfficientQAT end-to-end step sizes only */
   QAT_METHOD_PIPELINE, /* block_ap then e2e_qp */
+  QAT_METHOD_GPTQ,     /* PTQ baseline with calibration windows (train/gptq_run.h) */
 } qat_cfg_method;
 
 typedef enum qat_cfg_grad {
@@ -96,6 +97,13 @@ typedef struct qat_config {
     qat_dtype cache_dtype; /* slot dtype of the activation cache: QAT_BF16 (default) or QAT_F32 */
     int train_norms; /* also train the block's RMSNorm gains (at lr_w), as the reference code */
   } block_ap;
+  struct {
+    int samples;   /* calibration windows of data.seq_len from data.train (train.seed) */
+    int batch;     /* windows per block pass */
+    double damp;   /* Hessian damping, a fraction of its mean diagonal */
+    int block;     /* columns per lazy-update block */
+    int act_order; /* columns by decreasing Hessian diagonal, static groups */
+  } gptq;
   struct {
     int64_t steps;
     double lr;

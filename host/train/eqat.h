@@ -141,6 +141,12 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
  * zero points, codes and weights never change. */
 qat_status qat_e2e_qp_prepare(qat_llama *m, qat_param **params, int *n);
 
+/* ---- method gptq (gptq_phase.c): GPTQ of J->m (quantized, fp / RTN rows already evaluated)
+ * on gptq.samples windows of data.seq_len from J->train (train.seed), the layers frozen to their
+ * codes, one checkpoint of phase "gptq" in the run directory (already open). ck: a checkpoint of
+ * that phase to load instead (a finished run), or NULL. */
+qat_status qat_gptq_phase(qat_train_job *J, const char *ck);
+
 /* ---- checkpoint tensors of frozen layers */
 typedef struct qat_eqat_bufs {
   void **p;

@@ -292,7 +292,10 @@ static qat_status final_table(job *J) {
          J->q.bits, J->q.group, J->q.sym ? "sym" : "asym", (long long)tr.tokens);
   printf("%-10s %10.4f %10.3f\n", "fp", fp.nll, fp.ppl);
   printf("%-10s %10.4f %10.3f\n", "rtn", rtn.nll, rtn.ppl);
-  printf("%-10s %10.4f %10.3f\n", cfg->method == QAT_METHOD_QAT ? "qat" : "eqat", tr.nll, tr.ppl);
+  const char *row = cfg->method == QAT_METHOD_QAT    ? "qat"
+                    : cfg->method == QAT_METHOD_GPTQ ? "gptq"
+                                                     : "eqat";
+  printf("%-10s %10.4f %10.3f\n", row, tr.nll, tr.ppl);
   printf("recovered %.1f%% of RTN's gap in log-perplexity\n", 100 * rec);
   char buf[1024], path[4096];
   snprintf(buf, sizeof buf,
@@ -376,6 +379,22 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
     int train_q = cfg->quant.grad != QAT_CFG_GRAD_STE;
     n->optim = L * moments_layer(&c, q, !scales_only, train_q, train_q);
+  } else if (cfg->method == QAT_METHOD_GPTQ) {
+    mem_need *n = &ph[nph++];
+    *n = (mem_need){.phase = "GPTQ"};
+    int Bb = cfg->gptq.batch < cfg->gptq.samples ? cfg->gptq.batch : cfg->gptq.samples;
+    qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .block_B = Bb, .block_T = T,
+                            .frozen_codes = 1};
+    QAT_TRY(est(&c, &js, &n->model));
+    /* one cache set of [T, C] slots (at most its device budget), 2 [Bb*T, C] F32 buffers, the
+     * tokens, a BF16 staging buffer, and the four input second-moment matrices (gptq_run.c) */
+    double esz = (double)qat_dtype_size(cfg->block_ap.cache_dtype);
+    double set = (double)cfg->gptq.samples * T * c.dim * esz;
+    double dev = (double)((size_t)cfg->block_ap.cache_device_mb << 20);
+    double qd = (double)c.n_heads * c.head_dim;
+    n->cache = (set < dev ? set : dev) + 2.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T +
+               (cfg->block_ap.cache_dtype == QAT_BF16 ? (double)Bb * T * c.dim * esz : 0) +
+               4.0 * (2.0 * c.dim * c.dim + qd * qd + (double)c.hidden * c.hidden);
   } else {
     double teacher = 0;
     if (eqat_teacher(cfg)) { /* held from the start; planned for E2E-QP's batches */
@@ -692,6 +711,17 @@ static qat_status eqat_run(job *J) {
   return final_table(J);
 }
 
+/* ---- GPTQ (gptq_phase.c): fp and RTN rows, GPTQ (or its checkpoint), the final table */
+static qat_status gptq_method(job *J) {
+  QAT_TRY(eqat_ref_rows(J));
+  char ck[4096];
+  int64_t ckstep = -1;
+  QAT_TRY(find_ckpt(J, ck, sizeof ck, &ckstep));
+  QAT_TRY(open_run_dir(J));
+  QAT_TRY(qat_gptq_phase(J, ckstep >= 0 ? ck : NULL));
+  return final_table(J);
+}
+
 qat_status qat_train_run(const qat_config *cfg) {
   job J = {.cfg = cfg};
   qat_status st = setup(&J);
@@ -705,6 +735,8 @@ qat_status qat_train_run(const qat_config *cfg) {
       st = start_run_dir(&J);
       if (st == QAT_OK) st = train_loop(&J);
       if (st == QAT_OK) st = final_table(&J);
+    } else if (cfg->method == QAT_METHOD_GPTQ) {
+      st = gptq_method(&J);
     } else {
       st = eqat_run(&J);
     }

@@ -1,0 +1,90 @@
+/* method: gptq in the trainer (eqat.h): GPTQ (train/gptq_run.h) of the student on calibration
+ * windows of data.seq_len drawn from data.train with train.seed, then the layers frozen to their
+ * integer codes and one checkpoint (phase "gptq", the EfficientQAT layer tensors: weights,
+ * scales, zeros, codes, norm gains), so `qat export` and the final table work as for the other
+ * methods. A run directory that already holds that checkpoint is loaded instead of recomputed. */
+#include "train/eqat.h"
+#include "train/gptq_run.h"
+
+#include "core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static qat_status save(qat_train_job *J, const qat_gptq_run_stats *gs) {
+  const qat_config *cfg = J->cfg;
+  qat_ckpt_writer w;
+  qat_ckpt_writer_init(&w);
+  qat_eqat_bufs bufs = {0};
+  qat_status st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 1, &w, &bufs);
+  if (st == QAT_OK) st = qat_ckpt_set_str(&w, "phase", "gptq");
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
+  if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
+  if (st == QAT_OK) st = qat_ckpt_set_float(&w, "rel_err_rtn", gs->rel_err_rtn);
+  if (st == QAT_OK) st = qat_ckpt_set_float(&w, "rel_err_gptq", gs->rel_err_gptq);
+  char path[4096];
+  if (st == QAT_OK)
+    st = qat_ckpt_save(cfg->checkpoint.dir, 0, &w, cfg->checkpoint.keep, path, sizeof path);
+  if (st == QAT_OK) qat_log("checkpoint: %s", path);
+  qat_eqat_bufs_free(&bufs);
+  qat_ckpt_writer_free(&w);
+  return st;
+}
+
+qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
+  const qat_config *cfg = J->cfg;
+  const int L = J->m->cfg.n_layers;
+  if (ck) { /* done before: the checkpoint holds the result */
+    qat_ckpt c;
+    QAT_TRY(qat_ckpt_open(ck, &c));
+    const char *phase = "";
+    qat_status st = qat_ckpt_get_str(&c, "phase", &phase);
+    if (st == QAT_OK && strcmp(phase, "gptq") != 0)
+      st = QAT_FAIL(QAT_EFORMAT, "%s: a checkpoint of phase '%s' cannot resume method gptq", ck,
+                    phase);
+    if (st == QAT_OK) st = qat_eqat_ckpt_load_layers(J->m, 0, L, &c);
+    qat_ckpt_close(&c);
+    QAT_TRY(st);
+    qat_log("resumed from %s (GPTQ done)", ck);
+    return QAT_OK;
+  }
+  const int T = cfg->data.seq_len;
+  const int64_t ns = cfg->gptq.samples;
+  int32_t *calib = malloc((size_t)(ns * T) * 4);
+  if (!calib) return QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
+  qat_window_sampler smp;
+  qat_window_sampler_init(&smp, (uint64_t)cfg->train.seed);
+  qat_status st = QAT_OK;
+  for (int64_t i = 0; st == QAT_OK && i < ns; i++) {
+    int64_t start = 0;
+    st = qat_window_next(&smp, J->ntrain, T, &start);
+    if (st == QAT_OK) memcpy(calib + i * T, J->train + start, (size_t)T * 4);
+  }
+  qat_gptq_run_opts o = {
+      .T = T, .batch = cfg->gptq.batch,
+      .gptq = {.damp = cfg->gptq.damp, .block = cfg->gptq.block, .act_order = cfg->gptq.act_order},
+      .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
+                 .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
+                 .disk_dir = cfg->block_ap.cache_dir},
+      .cache_dtype = cfg->block_ap.cache_dtype};
+  qat_gptq_run_stats gs = {0};
+  if (st == QAT_OK) {
+    qat_log("gptq: %lld windows of %d tokens from %s, damp %g, block %d%s", (long long)ns, T,
+            cfg->data.train, o.gptq.damp, o.gptq.block, o.gptq.act_order ? ", act-order" : "");
+    st = qat_gptq_run(J->m, calib, ns, &o, &gs);
+  }
+  free(calib);
+  QAT_TRY(st);
+  qat_log("gptq: rel. output error on the calibration data (mean of %lld Linears) RTN %.5g -> "
+          "GPTQ %.5g, %lld dead input columns, %.1f s",
+          (long long)gs.linears, gs.rel_err_rtn, gs.rel_err_gptq, (long long)gs.dead, gs.seconds);
+  if (J->metrics) {
+    fprintf(J->metrics, "{\"gptq\": {\"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g, "
+                        "\"linears\": %lld, \"seconds\": %.3f}}\n",
+            gs.rel_err_rtn, gs.rel_err_gptq, (long long)gs.linears, gs.seconds);
+    fflush(J->metrics);
+  }
+  QAT_TRY(qat_llama_freeze_codes(J->m, -1)); /* the result is integer codes */
+  return save(J, &gs);
+}
