@@ -11,15 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *g_dir;
 
-static void setup(void) { g_dir = tu_tmpdir(); }
-static void teardown(void) {
-  tu_rmrf(g_dir);
-  free(g_dir);
-}
-
-static void path(char *buf, const char *name) { snprintf(buf, 4096, "%s/%s", g_dir, name); }
+static void path(char *buf, const char *name) { snprintf(buf, 4096, "%s", tu_dir_path(name)); }
 
 static void put(const char *p, const char *text) {
   FILE *f = fopen(p, "wb");
@@ -93,7 +86,7 @@ START_TEST(test_read_file) {
   ck_assert_int_eq(qat_read_file(p, &data, &len), QAT_EIO);
   ck_assert_ptr_null(data);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), p));
-  ck_assert_int_eq(qat_read_file(g_dir, &data, &len), QAT_EIO); /* a directory */
+  ck_assert_int_eq(qat_read_file(tu_dir(), &data, &len), QAT_EIO); /* a directory */
 }
 END_TEST
 
@@ -113,12 +106,12 @@ START_TEST(test_write_atomic) {
   ck_assert_uint_eq(len, 7);
   ck_assert_str_eq(data, "second!");
   free(data);
-  ck_assert_int_eq(count_entries(g_dir), 1); /* no temporaries left */
+  ck_assert_int_eq(count_entries(tu_dir()), 1); /* no temporaries left */
   /* a missing directory: fails naming the path, creates nothing anywhere */
   path(p, "nodir/out.txt");
   ck_assert_int_eq(qat_write_file_atomic(p, "x", 1), QAT_EIO);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "nodir/out.txt"));
-  ck_assert_int_eq(count_entries(g_dir), 1);
+  ck_assert_int_eq(count_entries(tu_dir()), 1);
   /* zero bytes */
   path(p, "zero");
   TU_REQUIRE_OK(qat_write_file_atomic(p, NULL, 0));
@@ -134,9 +127,9 @@ START_TEST(test_atomic_stream) {
   TU_REQUIRE_OK(qat_atomic_open(&f, p));
   TU_REQUIRE_OK(qat_atomic_write(&f, "abc", 3));
   ck_assert(!qat_path_exists(p)); /* invisible until committed */
-  ck_assert_int_eq(count_entries(g_dir), 1);
+  ck_assert_int_eq(count_entries(tu_dir()), 1);
   qat_atomic_abort(&f);
-  ck_assert_int_eq(count_entries(g_dir), 0);
+  ck_assert_int_eq(count_entries(tu_dir()), 0);
   qat_atomic_abort(&f); /* twice is harmless */
 
   TU_REQUIRE_OK(qat_atomic_open(&f, p));
@@ -149,7 +142,7 @@ START_TEST(test_atomic_stream) {
   TU_REQUIRE_OK(qat_read_file(p, &data, &len));
   ck_assert_str_eq(data, "abcdef");
   free(data);
-  ck_assert_int_eq(count_entries(g_dir), 1);
+  ck_assert_int_eq(count_entries(tu_dir()), 1);
   /* a zeroed struct aborts without touching fd 0 */
   int before = fcntl(0, F_GETFD);
   qat_atomic_file z;
@@ -180,7 +173,7 @@ START_TEST(test_copy_file) {
   free(buf);
   path(a, "missing");
   ck_assert_int_eq(qat_copy_file(a, b), QAT_EIO);
-  ck_assert_int_eq(count_entries(g_dir), 2);
+  ck_assert_int_eq(count_entries(tu_dir()), 2);
 }
 END_TEST
 
@@ -195,7 +188,7 @@ START_TEST(test_list_dir) {
   TU_REQUIRE_OK(qat_mkdir_p(p));
   char **v;
   int n;
-  TU_REQUIRE_OK(qat_list_dir(g_dir, &v, &n));
+  TU_REQUIRE_OK(qat_list_dir(tu_dir(), &v, &n));
   ck_assert_int_eq(n, 5);
   const char *want[] = {"Alpha", "b", "beta", "sub", "zeta"}; /* byte order */
   for (int i = 0; i < 5; i++)
@@ -296,7 +289,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("fsutil");
   TCase *tc = tcase_create("fsutil");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
   tcase_add_test(tc, test_path_join);
   tcase_add_test(tc, test_mkdir_exists);
   tcase_add_test(tc, test_read_file);

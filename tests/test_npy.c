@@ -9,19 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static char *g_dir;
 
-static void setup(void) { g_dir = tu_tmpdir(); }
-static void teardown(void) {
-  tu_rmrf(g_dir);
-  free(g_dir);
-}
-
-static const char *tmp_path(const char *name) {
-  static char buf[4096];
-  snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
-  return buf;
-}
+static const char *tmp_path(const char *name) { return tu_dir_path(name); }
 
 
 static long file_size(const char *path) {
@@ -103,7 +92,7 @@ START_TEST(test_round_trip_u2_u4) {
   /* no temporary files left beside the output */
   char *out;
   char cmd[4200];
-  snprintf(cmd, sizeof cmd, "ls -A '%s'", g_dir);
+  snprintf(cmd, sizeof cmd, "ls -A '%s'", tu_dir());
   ck_assert_int_eq(tu_run(cmd, &out), 0);
   ck_assert_msg(strstr(out, "tmp") == NULL, "leftover temporary: %s", out);
   free(out);
@@ -263,7 +252,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("npy");
   TCase *tc = tcase_create("npy");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
   tcase_add_test(tc, test_round_trip_u2_u4);
   tcase_add_test(tc, test_write_rejects_out_of_vocab);
   tcase_add_test(tc, test_read_all_dtypes_and_versions);

@@ -17,14 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *g_dir;
-static void setup(void) { g_dir = tu_tmpdir(); }
-static void teardown(void) {
-  tu_rmrf(g_dir);
-  free(g_dir);
-}
 
-static void path(char *buf, const char *name) { snprintf(buf, 4096, "%s/%s", g_dir, name); }
+static void path(char *buf, const char *name) { snprintf(buf, 4096, "%s", tu_dir_path(name)); }
 
 /* A raw file: the 8-byte little-endian length hlen, then body (body_len bytes). */
 static void put_raw(const char *p, uint64_t hlen, const void *body, size_t body_len) {
@@ -302,14 +296,14 @@ START_TEST(test_writer_errors) {
   ck_assert(!qat_path_exists(p));
   char **names;
   int n;
-  TU_REQUIRE_OK(qat_list_dir(g_dir, &names, &n));
+  TU_REQUIRE_OK(qat_list_dir(tu_dir(), &names, &n));
   ck_assert_int_eq(n, 0);
   qat_free_list(names, n);
   /* overwriting an existing file leaves just the file */
   path(p, "x.safetensors");
   TU_REQUIRE_OK(qat_st_write(&w, p));
   TU_REQUIRE_OK(qat_st_write(&w, p));
-  TU_REQUIRE_OK(qat_list_dir(g_dir, &names, &n));
+  TU_REQUIRE_OK(qat_list_dir(tu_dir(), &names, &n));
   ck_assert_int_eq(n, 1);
   qat_free_list(names, n);
   qat_st_writer_free(&w);
@@ -343,13 +337,13 @@ static void write_text(const char *dir, const char *file, const char *text) {
 #define S2 "model-00002-of-00002.safetensors"
 
 START_TEST(test_sharded) {
-  write_shard(g_dir, S1, (const char *[]){"a", "b"}, 2, 10);
-  write_shard(g_dir, S2, (const char *[]){"c"}, 1, 20);
-  write_text(g_dir, "model.safetensors.index.json",
+  write_shard(tu_dir(), S1, (const char *[]){"a", "b"}, 2, 10);
+  write_shard(tu_dir(), S2, (const char *[]){"c"}, 1, 20);
+  write_text(tu_dir(), "model.safetensors.index.json",
              "{\"metadata\": {\"total_size\": 24}, \"weight_map\": "
              "{\"a\": \"" S1 "\", \"c\": \"" S2 "\", \"b\": \"" S1 "\"}}");
   qat_st_set s;
-  TU_REQUIRE_OK(qat_st_set_open(g_dir, &s));
+  TU_REQUIRE_OK(qat_st_set_open(tu_dir(), &s));
   ck_assert_int_eq(s.nfiles, 2); /* each shard once although S1 is named twice */
   const qat_st_file *file;
   const struct {
@@ -371,52 +365,52 @@ START_TEST(test_sharded) {
   ck_assert_int_eq(s.nfiles, 0);
 
   /* the index names a tensor its shard does not hold */
-  write_text(g_dir, "model.safetensors.index.json",
+  write_text(tu_dir(), "model.safetensors.index.json",
              "{\"weight_map\": {\"a\": \"" S1 "\", \"c\": \"" S1 "\"}}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "model.safetensors.index.json"));
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "\"c\""));
   ck_assert_int_eq(s.nfiles, 0);
 
   /* a tensor held by two shards */
-  write_shard(g_dir, S2, (const char *[]){"c", "a"}, 2, 20);
-  write_text(g_dir, "model.safetensors.index.json",
+  write_shard(tu_dir(), S2, (const char *[]){"c", "a"}, 2, 20);
+  write_text(tu_dir(), "model.safetensors.index.json",
              "{\"weight_map\": {\"a\": \"" S1 "\", \"b\": \"" S1 "\", \"c\": \"" S2 "\"}}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "\"a\""));
   ck_assert_ptr_nonnull(strstr(qat_last_error(), S1));
   ck_assert_ptr_nonnull(strstr(qat_last_error(), S2));
 
   /* a shard outside the folder, a missing shard, a bad index */
-  write_text(g_dir, "model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../x\"}}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
-  write_text(g_dir, "model.safetensors.index.json", "{\"weight_map\": {\"a\": \"nope.st\"}}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EIO);
+  write_text(tu_dir(), "model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../x\"}}");
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
+  write_text(tu_dir(), "model.safetensors.index.json", "{\"weight_map\": {\"a\": \"nope.st\"}}");
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EIO);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "nope.st"));
-  write_text(g_dir, "model.safetensors.index.json", "{\"weight_map\": [1]}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
-  write_text(g_dir, "model.safetensors.index.json", "{\"weight_map\": {\"a\": 3}}");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
-  write_text(g_dir, "model.safetensors.index.json", "{\"weight_map\": ");
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
+  write_text(tu_dir(), "model.safetensors.index.json", "{\"weight_map\": [1]}");
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
+  write_text(tu_dir(), "model.safetensors.index.json", "{\"weight_map\": {\"a\": 3}}");
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
+  write_text(tu_dir(), "model.safetensors.index.json", "{\"weight_map\": ");
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "index.json"));
   /* a malformed shard is reported with the shard's name */
-  write_text(g_dir, "model.safetensors.index.json",
+  write_text(tu_dir(), "model.safetensors.index.json",
              "{\"weight_map\": {\"a\": \"" S1 "\", \"c\": \"" S2 "\"}}");
   char p[4096];
-  snprintf(p, sizeof p, "%s/%s", g_dir, S2);
+  snprintf(p, sizeof p, "%s/%s", tu_dir(), S2);
   put_st(p, "{\"c\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,9]}}", 8);
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EFORMAT);
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EFORMAT);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), S2));
 }
 END_TEST
 
 START_TEST(test_single_folder) {
   qat_st_set s;
-  ck_assert_int_eq(qat_st_set_open(g_dir, &s), QAT_EIO); /* nothing there */
-  ck_assert_ptr_nonnull(strstr(qat_last_error(), g_dir));
-  write_shard(g_dir, "model.safetensors", (const char *[]){"x", "y"}, 2, 1);
-  TU_REQUIRE_OK(qat_st_set_open(g_dir, &s));
+  ck_assert_int_eq(qat_st_set_open(tu_dir(), &s), QAT_EIO); /* nothing there */
+  ck_assert_ptr_nonnull(strstr(qat_last_error(), tu_dir()));
+  write_shard(tu_dir(), "model.safetensors", (const char *[]){"x", "y"}, 2, 1);
+  TU_REQUIRE_OK(qat_st_set_open(tu_dir(), &s));
   ck_assert_int_eq(s.nfiles, 1);
   ck_assert_ptr_nonnull(qat_st_set_find(&s, "y", NULL));
   qat_st_set_close(&s);
@@ -525,7 +519,7 @@ START_TEST(test_malformed_json) {
   char p[4096];
   int n = (int)(sizeof k_bad / sizeof k_bad[0]);
   for (int i = 0; i < n; i++) {
-    snprintf(p, sizeof p, "%s/bad%02d.safetensors", g_dir, i);
+    snprintf(p, sizeof p, "%s/bad%02d.safetensors", tu_dir(), i);
     put_st(p, k_bad[i].json, k_bad[i].ndata);
     expect_bad(p, k_bad[i].want, k_bad[i].needle, k_bad[i].what);
   }
@@ -585,7 +579,7 @@ START_TEST(test_malformed_raw) {
   free(deep);
   expect_bad(p, QAT_EFORMAT, "not valid JSON", "deep nesting");
   /* not a regular file */
-  ck_assert_int_eq(qat_st_open(g_dir, &(qat_st_file){0}), QAT_EIO);
+  ck_assert_int_eq(qat_st_open(tu_dir(), &(qat_st_file){0}), QAT_EIO);
   path(p, "absent.safetensors");
   ck_assert_int_eq(qat_st_open(p, &(qat_st_file){0}), QAT_EIO);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "absent.safetensors"));
@@ -665,7 +659,7 @@ END_TEST
 int main(void) {
   Suite *s = suite_create("safetensors");
   TCase *tc = tcase_create("safetensors");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
   tcase_add_test(tc, test_roundtrip_all_dtypes);
   tcase_add_test(tc, test_scalar_and_empty);
   tcase_add_test(tc, test_convert_f32);

@@ -17,19 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char *g_dir;
 
-static void setup(void) { g_dir = tu_tmpdir(); }
-static void teardown(void) {
-  tu_rmrf(g_dir);
-  free(g_dir);
-}
-
-static const char *tmp_path(const char *name) {
-  static char buf[4096];
-  snprintf(buf, sizeof buf, "%s/%s", g_dir, name);
-  return buf;
-}
+static const char *tmp_path(const char *name) { return tu_dir_path(name); }
 
 
 static void write_json(const char *path, cJSON *j) {
@@ -354,7 +343,7 @@ static cJSON *template_bos(const char *name, int id) {
 
 static qat_tokenizer *load_dir(void) {
   qat_tokenizer *t = NULL;
-  TU_REQUIRE_OK(qat_tokenizer_load_dir(g_dir, 0, &t));
+  TU_REQUIRE_OK(qat_tokenizer_load_dir(tu_dir(), 0, &t));
   return t;
 }
 
@@ -403,7 +392,7 @@ START_TEST(test_bos_eos) {
   cfg = "{\"bos_token\": \"ab\", \"eos_token\": \"<nope>\"}";
   tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
   t = NULL;
-  ck_assert_int_ne(qat_tokenizer_load_dir(g_dir, 0, &t), QAT_OK);
+  ck_assert_int_ne(qat_tokenizer_load_dir(tu_dir(), 0, &t), QAT_OK);
   ck_assert_ptr_null(t);
   ck_assert_ptr_nonnull(strstr(qat_last_error(), "tokenizer_config.json: eos_token \"<nope>\""));
 }
@@ -418,16 +407,16 @@ START_TEST(test_folder_preference_and_vocab_hint) {
   qat_tokenizer *t = load_dir();
   ck_assert_int_eq(qat_tokenizer_vocab(t), 303);
   qat_tokenizer_free(t);
-  TU_REQUIRE_OK(qat_tokenizer_load_dir(g_dir, 303, &t)); /* ids must fit the model's vocab */
+  TU_REQUIRE_OK(qat_tokenizer_load_dir(tu_dir(), 303, &t)); /* ids must fit the model's vocab */
   qat_tokenizer_free(t);
-  TU_REQUIRE_OK(qat_tokenizer_load_dir(g_dir, 400, &t)); /* padding rows are fine */
+  TU_REQUIRE_OK(qat_tokenizer_load_dir(tu_dir(), 400, &t)); /* padding rows are fine */
   qat_tokenizer_free(t);
-  ck_assert_int_eq(qat_tokenizer_load_dir(g_dir, 302, &t), QAT_EINVAL);
+  ck_assert_int_eq(qat_tokenizer_load_dir(tu_dir(), 302, &t), QAT_EINVAL);
   /* tokenizer.model before tokenizer.json (Llama-2 folders ship both) */
   const char *a = tu_assets();
   if (a) {
     char cmd[4600];
-    snprintf(cmd, sizeof cmd, "cp '%s/tokenizers/llama2/tokenizer.model' '%s/'", a, g_dir);
+    snprintf(cmd, sizeof cmd, "cp '%s/tokenizers/llama2/tokenizer.model' '%s/'", a, tu_dir());
     ck_assert_int_eq(tu_run(cmd, NULL), 0);
     t = load_dir();
     ck_assert_int_eq(qat_tokenizer_vocab(t), 32000);
@@ -595,7 +584,7 @@ int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "--roundtrip")) return roundtrip(argv[2], argv[3], argv[4]);
   Suite *s = suite_create("tokenizer_hf");
   TCase *tc = tcase_create("tokenizer_hf");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
   tcase_add_test(tc, test_merge_order);
   tcase_add_test(tc, test_ignore_merges_and_gpt2_pattern);
   tcase_add_test(tc, test_added_tokens);

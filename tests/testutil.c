@@ -126,3 +126,17 @@ void tu_write_file(const char *path, const void *p, size_t n) {
   ck_assert_uint_eq(fwrite(p, 1, n, f), n);
   ck_assert_int_eq(fclose(f), 0);
 }
+
+static char *g_tu_dir;
+void tu_dir_setup(void) { g_tu_dir = tu_tmpdir(); }
+void tu_dir_teardown(void) {
+  tu_rmrf(g_tu_dir);
+  free(g_tu_dir);
+  g_tu_dir = NULL;
+}
+const char *tu_dir(void) { return g_tu_dir; }
+const char *tu_dir_path(const char *name) {
+  static char buf[4096];
+  snprintf(buf, sizeof buf, "%s/%s", g_tu_dir, name);
+  return buf;
+}

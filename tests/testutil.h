@@ -16,6 +16,13 @@ const char *tu_qat_bin(void);
 /* A fresh temporary directory (removed by tu_rmrf). */
 char *tu_tmpdir(void);
 void tu_rmrf(const char *path);
+/* A per-test temporary directory, as a Check checked fixture
+ * (tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown)): tu_dir() is its path,
+ * tu_dir_path(name) a path inside it (a static buffer, valid until the next call). */
+void tu_dir_setup(void);
+void tu_dir_teardown(void);
+const char *tu_dir(void);
+const char *tu_dir_path(const char *name);
 /* Run a shell command, return its exit status; output into *out (malloc'd) if out != NULL. */
 int tu_run(const char *cmd, char **out);
 
