@@ -2,8 +2,9 @@
 # qat quantize --method gptq on stories260K (skipped without the assets) against the independent
 # numpy reference tests/ref/gptq_ref.py (the reference code's algorithm in float64):
 # - the quantized weights agree with the reference's (all but the codes a float32/float64
-#   difference flips at a rounding tie; measured: 99% of weights equal), and so do the relative
-#   calibration output errors of RTN (exactly) and GPTQ;
+#   difference flips at a rounding tie; measured: 99% of weights equal; 100% with
+#   --true-sequential), and so do the relative calibration output errors of RTN (exactly) and
+#   GPTQ;
 # - the output is on its grid: codes = round(w / s) + z lie in [0, 2^bits - 1] and (codes - z) * s
 #   gives w back, with s, z from qat_quant.safetensors; qat_quant.json records the run;
 # - GPTQ beats RTN (same spec) on held-out perplexity: W3 g32 (also with --act-order), W2 g32,
@@ -59,6 +60,25 @@ assert frac > 0.97, frac
 assert rg < 0.8 * rr, (rg, rr)
 print(f"gptq W3 g32: {frac:.4f} of the weights equal the reference's; rel. output error "
       f"RTN {rr:.5g}, GPTQ {rec['rel_err_gptq']:.5g} (reference {rg:.5g})")
+PY
+
+# --true-sequential (q/k/v, o, gate/up, down in turn) against the reference's same option
+"$QAT" quantize --method gptq --bits 3 --group 32 --true-sequential "${G[@]}" --out "$T/g3t" > /dev/null
+python3 tests/ref/gptq_ref.py --model "$T/m" --calib "$T/train.npy" --samples 16 --seq-len 128 \
+  --bits 3 --group 32 --true-sequential --out "$T/ref_t.npz" > /dev/null
+python3 - "$T/g3t" "$T/ref_t.npz" <<'PY'
+import json, os, sys
+import numpy as np
+import st_np
+d, ref = sys.argv[1], np.load(sys.argv[2])
+w, _, _ = st_np.read(os.path.join(d, "model.safetensors"))
+rec = json.load(open(os.path.join(d, "qat_quant.json")))
+assert rec["true_sequential"] is True, rec
+eq = [np.isclose(w[k], ref[k], rtol=1e-5, atol=1e-7) for k in ref.files if k.endswith(".weight")]
+frac = sum(e.sum() for e in eq) / sum(e.size for e in eq)
+rg = float(ref["rel_err_gptq"])
+assert frac > 0.97 and abs(rec["rel_err_gptq"] - rg) <= 0.01 * rg, (frac, rec, rg)
+print(f"gptq W3 g32 true-sequential: {frac:.4f} of the weights equal the reference's")
 PY
 
 # held-out perplexity: GPTQ below RTN of the same spec

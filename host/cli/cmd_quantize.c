@@ -205,6 +205,9 @@ qat_status cmd_quantize(int argc, char **argv) {
       {"act-order", 0, NULL,
        "gptq: columns by decreasing Hessian diagonal, with static groups (grids from the weights "
        "before the loop)"},
+      {"true-sequential", 0, NULL,
+       "gptq: within a block q/k/v, then o, then gate/up, then down, each on inputs through the "
+       "Linears already quantized"},
       {"batch", 1, NULL, "gptq: windows per block pass (default 4)"},
       {"seed", 1, NULL, "gptq: window sampling seed (default 0)"},
       {"device", 1, NULL, "gptq: cpu or cuda (default cuda when usable)"},
@@ -216,8 +219,8 @@ qat_status cmd_quantize(int argc, char **argv) {
     qat_print_usage("quantize",
                     "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
                     "[--init minmax|mse] | [--quant SPEC]  [gptq: --calib T.npy [--samples N] "
-                    "[--seq-len T] [--damp D] [--block B] [--act-order] [--batch B] [--seed S] "
-                    "[--device D]]",
+                    "[--seq-len T] [--damp D] [--block B] [--act-order] [--true-sequential] "
+                    "[--batch B] [--seed S] [--device D]]",
                     fl, nf);
     return QAT_OK;
   }
@@ -232,8 +235,8 @@ qat_status cmd_quantize(int argc, char **argv) {
   int gptq = method && strcmp(method, "gptq") == 0;
   if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
   const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
-                             "device", "act-order"};
-  for (int i = 0; i < 9; i++)
+                             "device", "act-order", "true-sequential"};
+  for (int i = 0; i < 10; i++)
     if (qat_flag_get(fl, nf, gptq_only[i]))
       return QAT_FAIL(QAT_EUSAGE, "--%s: only for --method gptq", gptq_only[i]);
   const char *init_name = qat_qinit_name(q.init);

@@ -73,8 +73,10 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
     if (st != QAT_OK) qat_context(st, "%s (%lld tokens, windows of %d)", calib, (long long)ntok, T);
   }
   const int act = qat_flag_get(fl, nf, "act-order") != NULL;
+  const int tseq = qat_flag_get(fl, nf, "true-sequential") != NULL;
   qat_gptq_run_opts o = {.T = T, .batch = (int)batch,
                          .gptq = {.damp = damp, .block = (int)block, .act_order = act},
+                         .true_sequential = tseq,
                          .budget = {.device_bytes = (size_t)8 << 30, .host_bytes = (size_t)64 << 30},
                          .cache_dtype = QAT_F32};
   qat_gptq_run_stats gs = {0};
@@ -83,8 +85,9 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   shown.grad = QAT_QGRAD_EFFICIENTQAT; /* the spec's default: no gradient option in the record */
   qat_quant_format(&shown, spec, sizeof spec);
   if (st == QAT_OK) {
-    printf("GPTQ %s%s: %ld windows of %d tokens from %s, damp %g, block %ld, on %s\n", spec,
-           act ? " act-order" : "", samples, T, calib, damp, block, device);
+    printf("GPTQ %s%s%s: %ld windows of %d tokens from %s, damp %g, block %ld, on %s\n", spec,
+           act ? " act-order" : "", tseq ? " true-sequential" : "", samples, T, calib, damp,
+           block, device);
     fflush(stdout);
     st = qat_gptq_run(m, windows, samples, &o, &gs);
   }
@@ -94,10 +97,10 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"spec\": \"%s\", \"init\": \"%s\", \"samples\": %ld, \"seq_len\": %d, \"damp\": %g, "
-             "\"block\": %ld, \"act_order\": %s, \"seed\": %ld, \"rel_err_rtn\": %.6g, "
-             "\"rel_err_gptq\": %.6g",
-             spec, qat_qinit_name(q->init), samples, T, damp, block, act ? "true" : "false", seed,
-             gs.rel_err_rtn, gs.rel_err_gptq);
+             "\"block\": %ld, \"act_order\": %s, \"true_sequential\": %s, \"seed\": %ld, "
+             "\"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g",
+             spec, qat_qinit_name(q->init), samples, T, damp, block, act ? "true" : "false",
+             tseq ? "true" : "false", seed, gs.rel_err_rtn, gs.rel_err_gptq);
     st = qat_cli_write_quant_record(m, tmp, "gptq", extra);
   }
   if (st == QAT_OK) st = qat_dir_commit(tmp, out);

@@ -105,6 +105,7 @@ static const key_def k_keys[] = {
     {"gptq.damp", K_FLOAT, OFF(gptq.damp), "0.01", NULL, 0},
     {"gptq.block", K_INT, OFF(gptq.block), "128", NULL, 0},
     {"gptq.act_order", K_BOOL, OFF(gptq.act_order), "false", NULL, 0},
+    {"gptq.true_sequential", K_BOOL, OFF(gptq.true_sequential), "false", NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},

@@ -103,6 +103,7 @@ typedef struct qat_config {
     double damp;   /* Hessian damping, a fraction of its mean diagonal */
     int block;     /* columns per lazy-update block */
     int act_order; /* columns by decreasing Hessian diagonal, static groups */
+    int true_sequential; /* q/k/v, o, gate/up, down in turn within a block */
   } gptq;
   struct {
     int64_t steps;

@@ -64,14 +64,16 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
   qat_gptq_run_opts o = {
       .T = T, .batch = cfg->gptq.batch,
       .gptq = {.damp = cfg->gptq.damp, .block = cfg->gptq.block, .act_order = cfg->gptq.act_order},
+      .true_sequential = cfg->gptq.true_sequential,
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},
       .cache_dtype = cfg->block_ap.cache_dtype};
   qat_gptq_run_stats gs = {0};
   if (st == QAT_OK) {
-    qat_log("gptq: %lld windows of %d tokens from %s, damp %g, block %d%s", (long long)ns, T,
-            cfg->data.train, o.gptq.damp, o.gptq.block, o.gptq.act_order ? ", act-order" : "");
+    qat_log("gptq: %lld windows of %d tokens from %s, damp %g, block %d%s%s", (long long)ns, T,
+            cfg->data.train, o.gptq.damp, o.gptq.block, o.gptq.act_order ? ", act-order" : "",
+            o.true_sequential ? ", true-sequential" : "");
     st = qat_gptq_run(J->m, calib, ns, &o, &gs);
   }
   free(calib);

@@ -44,11 +44,12 @@ static qat_status embed_all(grun *G, const int32_t *calib) {
   return QAT_OK;
 }
 
-/* One pass of block l over every sample: fp (the masters, accumulating H) or quantized (the
- * samples move on to the next block). */
-static qat_status pass(grun *G, int l, int fp) {
+/* One pass of block l over every sample: fp (the masters, accumulating the H[k] whose bit k is
+ * in mask) or quantized (the samples move on to the next block). */
+static qat_status pass(grun *G, int l, int fp, unsigned mask) {
   if (fp)
-    for (int k = 0; k < 4; k++) QAT_TRY(G->be->memset0(G->be, G->H[k].data, qat_nbytes(&G->H[k])));
+    for (int k = 0; k < 4; k++)
+      if (mask >> k & 1) QAT_TRY(G->be->memset0(G->be, G->H[k].data, qat_nbytes(&G->H[k])));
   const float alpha = (float)(1.0 / ((double)G->ns * G->T));
   for (int64_t i0 = 0; i0 < G->ns; i0 += G->Bb) {
     int n = batch_n(G, i0);
@@ -65,8 +66,9 @@ static qat_status pass(grun *G, int l, int fp) {
     qat_tensor in[4];
     QAT_TRY(qat_llama_block_linear_inputs(G->m, n, G->T, in));
     for (int k = 0; k < 4; k++) /* H[K, K] += alpha * in^T in, in [N, K] */
-      QAT_TRY(G->be->gemm(G->be, 1, 0, G->K[k], G->K[k], N, alpha, &in[k], &in[k], 1.0f,
-                          &G->H[k]));
+      if (mask >> k & 1)
+        QAT_TRY(G->be->gemm(G->be, 1, 0, G->K[k], G->K[k], N, alpha, &in[k], &in[k], 1.0f,
+                            &G->H[k]));
   }
   return QAT_OK;
 }
@@ -128,20 +130,22 @@ done:
   return st;
 }
 
-static qat_status quantize_block(grun *G, int l, qat_gptq_run_stats *acc, double rel_blk[2]) {
+/* GPTQ of the Linears of block l whose input bit is in mask (from the H accumulated for them);
+ * their relative output errors are added to rel_blk[2] (RTN, GPTQ) as a share of the 7. */
+static qat_status quantize_block(grun *G, int l, unsigned mask, qat_gptq_run_stats *acc,
+                                 double rel_blk[2]) {
   float *Hf[4] = {NULL, NULL, NULL, NULL};
   qat_status st = QAT_OK;
   for (int k = 0; st == QAT_OK && k < 4; k++) {
+    if (!(mask >> k & 1)) continue;
     Hf[k] = malloc((size_t)qat_nbytes(&G->H[k]));
     st = Hf[k] ? G->be->download(G->be, Hf[k], G->H[k].data, qat_nbytes(&G->H[k]))
                : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
   }
-  qat_linear *lins[7];
   qat_llama_layer *L = &G->m->layers[l];
-  qat_linear *order[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-  memcpy(lins, order, sizeof order);
-  rel_blk[0] = rel_blk[1] = 0;
+  qat_linear *lins[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
   for (int i = 0; st == QAT_OK && i < 7; i++) {
+    if (!(mask >> k_input_of[i] & 1)) continue;
     double rel[2];
     st = quantize_linear(G, lins[i], Hf[k_input_of[i]], rel, &acc->dead);
     if (st != QAT_OK) break;
@@ -155,6 +159,22 @@ static qat_status quantize_block(grun *G, int l, qat_gptq_run_stats *acc, double
   return st;
 }
 
+/* Block l: all 7 Linears from one pass of the unquantized block, or (true_sequential) the
+ * attention inputs first, then o, then gate/up, then down, each from a pass in which the
+ * Linears before it are already quantized (their masters hold w^, which the fp pass reads). */
+static qat_status do_block(grun *G, int l, qat_gptq_run_stats *acc, double rel[2]) {
+  rel[0] = rel[1] = 0;
+  if (!G->o->true_sequential) {
+    QAT_TRY(pass(G, l, 1, 0xF));
+    return quantize_block(G, l, 0xF, acc, rel);
+  }
+  for (int k = 0; k < 4; k++) {
+    QAT_TRY(pass(G, l, 1, 1u << k));
+    QAT_TRY(quantize_block(G, l, 1u << k, acc, rel));
+  }
+  return QAT_OK;
+}
+
 static qat_status run_blocks(grun *G, const int32_t *calib, qat_gptq_run_stats *acc) {
   const int L = G->m->cfg.n_layers;
   QAT_TRY(qat_llama_plan_block(G->m, G->Bb, G->T, 0));
@@ -164,9 +184,8 @@ static qat_status run_blocks(grun *G, const int32_t *calib, qat_gptq_run_stats *
   qat_status st = QAT_OK;
   for (int l = 0; st == QAT_OK && l < L; l++) {
     double t0 = qat_now(), rel[2];
-    st = pass(G, l, 1);
-    if (st == QAT_OK) st = quantize_block(G, l, acc, rel);
-    if (st == QAT_OK && l + 1 < L) st = pass(G, l, 0);
+    st = do_block(G, l, acc, rel);
+    if (st == QAT_OK && l + 1 < L) st = pass(G, l, 0, 0);
     if (st != QAT_OK) {
       qat_context(st, "gptq block %d", l);
       break;

@@ -6,8 +6,8 @@
  * reads the attention output; gate, up share ffn_norm's; down reads the SwiGLU product); each of
  * the 7 Linears is then GPTQ'd on the host (masters <- w^, s, z <- their grid); a second pass, now
  * quantized, carries the samples on to block l + 1. The samples live in a one-set activation
- * cache (device, host, disk; train/actcache.h). Not act-order, not true-sequential (all 7 inputs
- * from one pass of the unquantized block), as the reference's defaults.
+ * cache (device, host, disk; train/actcache.h). By default all 7 inputs come from one pass of the
+ * unquantized block, as the reference's default; true_sequential runs four passes per block.
  *
  * Reported per Linear: the relative output error on the calibration data,
  * tr(D H D^T) / tr(W H W^T) with D = w^ - W (= ||X D^T||^2 / ||X W^T||^2), for RTN with the
@@ -26,7 +26,10 @@ extern "C" {
 typedef struct qat_gptq_run_opts {
   int T;                 /* tokens per calibration sample */
   int batch;             /* samples per block pass */
-  qat_gptq_opts gptq;    /* damp, block */
+  qat_gptq_opts gptq;    /* damp, block, act_order */
+  int true_sequential;   /* within a block: q/k/v, then o, then gate/up, then down, each from
+                          * inputs through the Linears already quantized (the reference's
+                          * --true-sequential); else all 7 from one unquantized pass */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* QAT_F32 (0, exact) or QAT_BF16 */
 } qat_gptq_run_opts;

@@ -2,18 +2,20 @@
 """Independent numpy reference for `qat quantize --method gptq` (shares no code with qat).
 
 GPTQ (Frantar et al. 2022) as the reference code (IST-DASLab/gptq, llama.py + gptq.py) runs it,
-without act-order and without true-sequential: blocks in order; for block l the calibration
+without act-order, with or without --true-sequential: blocks in order; for block l the calibration
 windows enter as the outputs of the already-quantized blocks; one pass of the unquantized block
 collects H = X^T X / rows of the four Linear inputs (attn_norm output for q/k/v, attention output
 for o, ffn_norm output for gate/up, SwiGLU product for down); each Linear is GPTQ'd (Cholesky of
 H^-1 with numpy.linalg, lazy blocks, a group's grid from its columns as they were when the block
-began, as the reference code reads W there); then the quantized block carries the windows on.
+began, as the reference code reads W there); with --true-sequential q/k/v, then o, then
+gate/up, then down, each with H from a pass through the Linears already quantized; then the
+quantized block carries the windows on.
 Grid: REFERENCE.md section 1 min-max (rtn_ref.minmax_sz / forward, float32). Forward: llama_ref's
 float64 ops. Calibration windows: qat's counter-based sampler (host/train/sampler.c, its
 documented formula) so both sides see the same windows.
 
   gptq_ref.py --model DIR --calib TOKENS.npy --samples N --seq-len T --bits B --group G
-              [--sym] [--damp 0.01] [--block 128] [--seed 0] --out OUT.npz
+              [--sym] [--damp 0.01] [--block 128] [--seed 0] [--true-sequential] --out OUT.npz
 OUT.npz holds every quantized Linear weight by HF name, plus "rel_err_rtn", "rel_err_gptq".
 """
 import argparse
@@ -134,6 +136,7 @@ def main():
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--true-sequential", action="store_true")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     m = llama_ref.load_hf(a.model)
@@ -141,13 +144,18 @@ def main():
     T = a.seq_len
     xs = [m.embed[toks[s:s + T]] for s in window_starts(a.seed, a.samples, len(toks), T)]
     out, rr, rg = {}, [], []
-    for li, lay in enumerate(m.layers):
+    def hessians():
         Hs = None
         for x in xs:
             _, ins = layer_inputs(m, lay, x)
             Hs = [i.T @ i for i in ins] if Hs is None else [h + i.T @ i for h, i in zip(Hs, ins)]
-        Hs = [h / (len(xs) * T) for h in Hs]
+        return [h / (len(xs) * T) for h in Hs]
+
+    for li, lay in enumerate(m.layers):
+        Hs = hessians()
         for key, name in NAMES.items():
+            if a.true_sequential and key in ("o", "gate", "down"):
+                Hs = hessians()  # through the Linears quantized so far
             W, H = lay[key], Hs[INPUT[key]]
             Q = gptq(W, H, a.bits, a.group, a.sym, a.damp, a.block)
             R = rtn_ref.fake_quant(W, a.bits, a.group, a.sym)
