@@ -251,6 +251,18 @@ START_TEST(test_overrides) {
 }
 END_TEST
 
+/* c = the defaults plus the required keys: a config that validates (for tests that then break
+ * one field directly). */
+static void minimal_valid(qat_config *c) {
+  qat_config_defaults(c);
+  TU_REQUIRE_OK(qat_config_set(c, "model=m"));
+  TU_REQUIRE_OK(qat_config_set(c, "data.train=t.npy"));
+  TU_REQUIRE_OK(qat_config_set(c, "data.val=v.npy"));
+  TU_REQUIRE_OK(qat_config_set(c, "checkpoint.dir=run"));
+  TU_REQUIRE_OK(qat_config_set(c, "train.steps=1"));
+  TU_REQUIRE_OK(qat_config_validate(c));
+}
+
 /* block_ap.cache_dtype: bf16 (default) or f32, by file or override; anything else is the usual
  * one-line key error (from a file: with its line), and validate rejects other dtypes set in the
  * struct directly. */
@@ -291,13 +303,7 @@ START_TEST(test_cache_dtype) {
   tu_rmrf(dir);
   free(dir);
 
-  qat_config_defaults(&c);
-  TU_REQUIRE_OK(qat_config_set(&c, "model=m"));
-  TU_REQUIRE_OK(qat_config_set(&c, "data.train=t.npy"));
-  TU_REQUIRE_OK(qat_config_set(&c, "data.val=v.npy"));
-  TU_REQUIRE_OK(qat_config_set(&c, "checkpoint.dir=run"));
-  TU_REQUIRE_OK(qat_config_set(&c, "train.steps=1"));
-  TU_REQUIRE_OK(qat_config_validate(&c));
+  minimal_valid(&c);
   c.block_ap.cache_dtype = QAT_F16; /* a dtype the key cannot spell */
   ck_assert_int_eq(qat_config_validate(&c), QAT_EUSAGE);
   has("'block_ap.cache_dtype'");
@@ -327,13 +333,7 @@ START_TEST(test_quant_init) {
   has("'gptq'");
   has("one of: minmax, mse");
   ck_assert_ptr_null(strchr(qat_last_error(), '\n'));
-  qat_config_defaults(&c);
-  TU_REQUIRE_OK(qat_config_set(&c, "model=m"));
-  TU_REQUIRE_OK(qat_config_set(&c, "data.train=t.npy"));
-  TU_REQUIRE_OK(qat_config_set(&c, "data.val=v.npy"));
-  TU_REQUIRE_OK(qat_config_set(&c, "checkpoint.dir=run"));
-  TU_REQUIRE_OK(qat_config_set(&c, "train.steps=1"));
-  TU_REQUIRE_OK(qat_config_validate(&c));
+  minimal_valid(&c);
   c.quant.init = (qat_cfg_init)7;
   ck_assert_int_eq(qat_config_validate(&c), QAT_EUSAGE);
   has("'quant.init'");
