@@ -26,12 +26,25 @@ static inline const char *nn_name(const qat_tensor *t, const char *role) {
   return t && t->name ? t->name : role;
 }
 
+// t's ndim is in [0, QAT_MAX_DIMS] and no dim is negative, as the CPU backend's qat_cpu_check_arg
+// checks (after the device, before the dtype, in the same order). Every op reaches it through
+// nn_check_float / nn_check_dtype, so qat_numel and the shape checks below see a sane shape.
+static inline qat_status nn_check_dims(const char *op, const qat_tensor *t, const char *role) {
+  if (t->ndim < 0 || t->ndim > QAT_MAX_DIMS)
+    return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s has ndim %d", op, nn_name(t, role), t->ndim);
+  for (int i = 0; i < t->ndim; i++)
+    if (t->shape[i] < 0)
+      return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s has a negative dim", op, nn_name(t, role));
+  return QAT_OK;
+}
+
 // t is non-NULL, lives on the CUDA device and is F32 or BF16.
 static inline qat_status nn_check_float(const char *op, const qat_tensor *t, const char *role) {
   if (!t) return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s is NULL", op, role);
   if (t->device != QAT_DEV_CUDA)
     return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s is not on the CUDA device", op,
                     nn_name(t, role));
+  QAT_TRY(nn_check_dims(op, t, role));
   if (!qat_is_float(t))
     return QAT_FAIL(QAT_EUNSUPPORTED, "cuda %s: tensor %s has dtype %s (expected F32 or BF16)", op,
                     nn_name(t, role), qat_dtype_name(t->dtype));
@@ -47,6 +60,7 @@ static inline qat_status nn_check_dtype(const char *op, const qat_tensor *t, con
   if (t->device != QAT_DEV_CUDA)
     return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s is not on the CUDA device", op,
                     nn_name(t, role));
+  QAT_TRY(nn_check_dims(op, t, role));
   if (t->dtype != dt)
     return QAT_FAIL(QAT_EUNSUPPORTED, "cuda %s: tensor %s has dtype %s (expected %s)", op,
                     nn_name(t, role), qat_dtype_name(t->dtype), qat_dtype_name(dt));
@@ -73,6 +87,18 @@ static inline qat_status nn_check_same_dtype(const char *op, const qat_tensor *a
                     op, nn_name(a, ra), qat_dtype_name(a->dtype), nn_name(b, rb),
                     qat_dtype_name(b->dtype));
   return QAT_OK;
+}
+
+// a and b have the same ndim and dims (the CPU backend's CPU_SAME).
+static inline qat_status nn_check_same(const char *op, const qat_tensor *a, const char *ra,
+                                       const qat_tensor *b, const char *rb) {
+  int same = a->ndim == b->ndim;
+  for (int i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
+  if (same) return QAT_OK;
+  char sa[64], sb[64];
+  return QAT_FAIL(QAT_EINVAL, "cuda %s: tensor %s has shape %s (expected %s's shape %s)", op,
+                  nn_name(b, rb), qat_shape_str(b, sb, sizeof sb), nn_name(a, ra),
+                  qat_shape_str(a, sa, sizeof sa));
 }
 
 // t has ndim >= 1 and its last dim is `cols` (t is then [rows, cols], rows = the product of the

@@ -56,32 +56,42 @@ template <typename TX> struct rms_dw_rows {
   }
 };
 
-static qat_status rms_shape(const char *op, const qat_tensor *x, const qat_tensor *w, int64_t *N,
-                            int64_t *C) {
+// N = the product of x's leading dims and C = its last dim (no division: C may be 0), as the CPU
+// backend's qat_cpu_rows / qat_cpu_cols.
+static qat_status rms_shape(const char *op, const qat_tensor *x, int64_t *N, int64_t *C) {
   if (x->ndim < 1) return QAT_FAIL(QAT_EINVAL, "cuda %s: x %s has ndim 0", op, nn_name(x, "x"));
   *C = nn_last_dim(x);
-  if (*C <= 0) return QAT_FAIL(QAT_EINVAL, "cuda %s: x %s has no channels", op, nn_name(x, "x"));
-  *N = qat_numel(x) / *C;
-  QAT_TRY(nn_check_numel(op, w, "w", *C));
-  if (*N > 0x7fffffffll)
-    return QAT_FAIL(QAT_EUNSUPPORTED, "cuda %s: %lld rows in one call", op, (long long)*N);
+  *N = 1;
+  for (int i = 0; i + 1 < x->ndim; i++) *N *= x->shape[i];
   return QAT_OK;
 }
 
+// One block per row: the row count must fit gridDim.x.
+static qat_status rms_rows_fit(const char *op, int64_t N) {
+  if (N > 0x7fffffffll)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "cuda %s: %lld rows in one call", op, (long long)N);
+  return QAT_OK;
+}
+
+// Checks in the CPU twin's order (rmsnorm.c), so a bad call gets the same status on both.
 static qat_status cu_rmsnorm_fwd(const qat_backend *be, const qat_tensor *x, const qat_tensor *w,
                                  float eps, qat_tensor *out, qat_tensor *rstd) {
   QAT_TRY(nn_check_float("rmsnorm_fwd", x, "x"));
   QAT_TRY(nn_check_float("rmsnorm_fwd", w, "w"));
   QAT_TRY(nn_check_float("rmsnorm_fwd", out, "out"));
-  QAT_TRY(nn_check_same_dtype("rmsnorm_fwd", x, "x", out, "out"));
-  int64_t N, C;
-  QAT_TRY(rms_shape("rmsnorm_fwd", x, w, &N, &C));
-  QAT_TRY(nn_check_numel("rmsnorm_fwd", out, "out", N * C));
   // rstd is required, as on the CPU: the backward reads it
   QAT_TRY(nn_check_dtype("rmsnorm_fwd", rstd, "rstd", QAT_F32));
+  QAT_TRY(nn_check_same_dtype("rmsnorm_fwd", x, "x", out, "out"));
+  int64_t N, C;
+  QAT_TRY(rms_shape("rmsnorm_fwd", x, &N, &C));
+  QAT_TRY(nn_check_same("rmsnorm_fwd", x, "x", out, "out"));
+  QAT_TRY(nn_check_numel("rmsnorm_fwd", w, "w", C));
   QAT_TRY(nn_check_numel("rmsnorm_fwd", rstd, "rstd", N));
   if (!(eps >= 0.0f))
     return QAT_FAIL(QAT_EINVAL, "cuda rmsnorm_fwd: eps %g is not >= 0", (double)eps);
+  if (C == 0)
+    return QAT_FAIL(QAT_EINVAL, "cuda rmsnorm_fwd: x %s has no channels", nn_name(x, "x"));
+  QAT_TRY(rms_rows_fit("rmsnorm_fwd", N));
   if (N == 0) return QAT_OK;
   cudaStream_t s = qat_cuda(be)->stream;
   float *rp = (float *)rstd->data;
@@ -100,22 +110,25 @@ static qat_status cu_rmsnorm_bwd(const qat_backend *be, const qat_tensor *dout,
   QAT_TRY(nn_check_float("rmsnorm_bwd", dout, "dout"));
   QAT_TRY(nn_check_float("rmsnorm_bwd", x, "x"));
   QAT_TRY(nn_check_float("rmsnorm_bwd", w, "w"));
-  QAT_TRY(nn_check_same_dtype("rmsnorm_bwd", x, "x", dout, "dout"));
   QAT_TRY(nn_check_dtype("rmsnorm_bwd", rstd, "rstd", QAT_F32));
+  QAT_TRY(nn_check_same_dtype("rmsnorm_bwd", x, "x", dout, "dout"));
   int64_t N, C;
-  QAT_TRY(rms_shape("rmsnorm_bwd", x, w, &N, &C));
-  QAT_TRY(nn_check_numel("rmsnorm_bwd", dout, "dout", N * C));
+  QAT_TRY(rms_shape("rmsnorm_bwd", x, &N, &C));
+  QAT_TRY(nn_check_same("rmsnorm_bwd", x, "x", dout, "dout"));
+  QAT_TRY(nn_check_numel("rmsnorm_bwd", w, "w", C));
   QAT_TRY(nn_check_numel("rmsnorm_bwd", rstd, "rstd", N));
   if (dx) {
     QAT_TRY(nn_check_float("rmsnorm_bwd", dx, "dx"));
     QAT_TRY(nn_check_same_dtype("rmsnorm_bwd", x, "x", dx, "dx"));
-    QAT_TRY(nn_check_numel("rmsnorm_bwd", dx, "dx", N * C));
+    QAT_TRY(nn_check_same("rmsnorm_bwd", x, "x", dx, "dx"));
   }
   if (dw) {
     QAT_TRY(nn_check_float("rmsnorm_bwd", dw, "dw"));
     QAT_TRY(nn_check_numel("rmsnorm_bwd", dw, "dw", C));
   }
-  if (N == 0) return QAT_OK;
+  // C = 0 is a no-op, as on the CPU: dx and dw are empty (no zero-size launch)
+  if (N == 0 || C == 0) return QAT_OK;
+  QAT_TRY(rms_rows_fit("rmsnorm_bwd", N));
   cudaStream_t s = qat_cuda(be)->stream;
   const float *rp = (const float *)rstd->data;
   if (dx) {

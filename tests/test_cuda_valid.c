@@ -305,6 +305,104 @@ START_TEST(test_rope_args) {
 }
 END_TEST
 
+/* A shape the CPU's qat_cpu_check_arg rejects (ndim outside [0, QAT_MAX_DIMS], a negative dim) is
+ * QAT_EINVAL on both backends, whichever op and argument carries it, and before the dtype is
+ * looked at (an I32 tensor passed where F32 is expected still gets EINVAL). */
+START_TEST(test_dims_args) {
+  if (!need_gpu()) return;
+  qat_backend *be[2] = {cpu(), g_gpu};
+  struct {
+    const char *what;
+    int ndim;
+    int64_t d1;
+  } cs[] = {
+      {"ndim -1", -1, 4},
+      {"ndim QAT_MAX_DIMS + 1", QAT_MAX_DIMS + 1, 4},
+      {"dim -4", 2, -4},
+  };
+  enum { NOPS = 7 };
+  static const char *ops[NOPS] = {"axpy x",       "axpy y",        "sumsq x",    "bias_fwd y",
+                                  "rmsnorm_fwd x", "embedding tokens", "axpy x I32"};
+  for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+    qat_status st[NOPS][2];
+    for (int i = 0; i < 2; i++) {
+      qat_tensor x = mkz(be[i], 2, (int64_t[]){3, 4}), y = mkz(be[i], 2, (int64_t[]){3, 4});
+      qat_tensor w = mkz(be[i], 1, (int64_t[]){4}), r = mkz(be[i], 1, (int64_t[]){3});
+      qat_tensor tab = mkz(be[i], 2, (int64_t[]){5, 4});
+      qat_tensor tok = mkraw(be[i], QAT_I32, 3, NULL), xi = mkraw(be[i], QAT_I32, 12, NULL);
+      qat_tensor bad = x, badtok = tok, badi = xi;
+      bad.ndim = badi.ndim = cs[c].ndim;
+      badtok.ndim = cs[c].ndim == 2 ? 1 : cs[c].ndim;
+      if (cs[c].ndim == 2) {
+        bad.shape[1] = cs[c].d1;
+        badi.shape[0] = 3, badi.shape[1] = cs[c].d1;
+        badtok.shape[0] = -3;
+      }
+      double ss = 0.0;
+      st[0][i] = QAT_OP(be[i], axpy, 1.0f, &bad, &y);
+      st[1][i] = QAT_OP(be[i], axpy, 1.0f, &x, &bad);
+      st[2][i] = QAT_OP(be[i], sumsq, &bad, &ss);
+      st[3][i] = QAT_OP(be[i], bias_fwd, &bad, &w);
+      st[4][i] = QAT_OP(be[i], rmsnorm_fwd, &bad, &w, 1e-5f, &y, &r);
+      st[5][i] = QAT_OP(be[i], embedding_fwd, &badtok, &tab, &y);
+      st[6][i] = QAT_OP(be[i], axpy, 1.0f, &badi, &y);
+      del(be[i], &x), del(be[i], &y), del(be[i], &w), del(be[i], &r), del(be[i], &tab);
+      del(be[i], &tok), del(be[i], &xi);
+    }
+    char what[80];
+    for (int o = 0; o < NOPS; o++) {
+      snprintf(what, sizeof what, "%s: %s", ops[o], cs[c].what);
+      same(what, st[o][0], st[o][1], QAT_EINVAL);
+    }
+  }
+}
+END_TEST
+
+/* rmsnorm compares the full shapes of x and out / dout / dx (same element count is not enough),
+ * and its backward with C = 0 is a no-op while the forward rejects it. */
+START_TEST(test_rmsnorm_shape_args) {
+  if (!need_gpu()) return;
+  qat_backend *be[2] = {cpu(), g_gpu};
+  enum { NC = 7 };
+  static const char *what[NC] = {
+      "rmsnorm_fwd out [8, 3] for x [3, 8]", "rmsnorm_fwd out [1, 3, 8] for x [3, 8]",
+      "rmsnorm_bwd dout [8, 3] for x [3, 8]", "rmsnorm_bwd dx [24] for x [3, 8]",
+      "rmsnorm_bwd x [3, 0] (C = 0: no-op)",  "rmsnorm_bwd x [3, 0], dx and dw NULL",
+      "rmsnorm_fwd x [3, 0]"};
+  static const qat_status want[NC] = {QAT_EINVAL, QAT_EINVAL, QAT_EINVAL, QAT_EINVAL,
+                                      QAT_OK,     QAT_OK,     QAT_EINVAL};
+  qat_status st[NC][2];
+  for (int i = 0; i < 2; i++) {
+    qat_device d = be[i]->device;
+    qat_tensor x = mkz(be[i], 2, (int64_t[]){3, 8}), w = mkz(be[i], 1, (int64_t[]){8});
+    qat_tensor o = mkz(be[i], 2, (int64_t[]){3, 8}), r = mkz(be[i], 1, (int64_t[]){3});
+    qat_tensor g = mkz(be[i], 2, (int64_t[]){3, 8}), dx = mkz(be[i], 2, (int64_t[]){3, 8});
+    qat_tensor dw = mkz(be[i], 1, (int64_t[]){8});
+    qat_tensor o83 = qat_view(o.data, QAT_F32, d, 2, (int64_t[]){8, 3});
+    qat_tensor o138 = qat_view(o.data, QAT_F32, d, 3, (int64_t[]){1, 3, 8});
+    qat_tensor g83 = qat_view(g.data, QAT_F32, d, 2, (int64_t[]){8, 3});
+    qat_tensor dx24 = qat_view(dx.data, QAT_F32, d, 1, (int64_t[]){24});
+    st[0][i] = QAT_OP(be[i], rmsnorm_fwd, &x, &w, 1e-5f, &o83, &r);
+    st[1][i] = QAT_OP(be[i], rmsnorm_fwd, &x, &w, 1e-5f, &o138, &r);
+    st[2][i] = QAT_OP(be[i], rmsnorm_bwd, &g83, &x, &w, &r, &dx, &dw);
+    st[3][i] = QAT_OP(be[i], rmsnorm_bwd, &g, &x, &w, &r, &dx24, &dw);
+    qat_tensor x0 = qat_view(x.data, QAT_F32, d, 2, (int64_t[]){3, 0});
+    qat_tensor g0 = qat_view(g.data, QAT_F32, d, 2, (int64_t[]){3, 0});
+    qat_tensor dx0 = qat_view(dx.data, QAT_F32, d, 2, (int64_t[]){3, 0});
+    qat_tensor w0 = qat_view(w.data, QAT_F32, d, 1, (int64_t[]){0});
+    qat_tensor dw0 = qat_view(dw.data, QAT_F32, d, 1, (int64_t[]){0});
+    qat_tensor o0 = qat_view(o.data, QAT_F32, d, 2, (int64_t[]){3, 0});
+    st[4][i] = QAT_OP(be[i], rmsnorm_bwd, &g0, &x0, &w0, &r, &dx0, &dw0);
+    st[5][i] = QAT_OP(be[i], rmsnorm_bwd, &g0, &x0, &w0, &r, NULL, NULL);
+    st[6][i] = QAT_OP(be[i], rmsnorm_fwd, &x0, &w0, 1e-5f, &o0, &r);
+    TU_REQUIRE_OK(be[i]->sync(be[i]));
+    del(be[i], &x), del(be[i], &w), del(be[i], &o), del(be[i], &r), del(be[i], &g);
+    del(be[i], &dx), del(be[i], &dw);
+  }
+  for (int c = 0; c < NC; c++) same(what[c], st[c][0], st[c][1], want[c]);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("cuda_valid");
   TCase *tc = tcase_create("cuda_valid");
@@ -315,6 +413,8 @@ int main(void) {
   tcase_add_test(tc, test_rmsnorm_args);
   tcase_add_test(tc, test_bias_args);
   tcase_add_test(tc, test_rope_args);
+  tcase_add_test(tc, test_dims_args);
+  tcase_add_test(tc, test_rmsnorm_shape_args);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
