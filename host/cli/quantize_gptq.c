@@ -17,26 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ns windows of T tokens from tokens[n] (train/sampler.h's stream for seed). */
-static qat_status draw_windows(const int32_t *tokens, int64_t n, int64_t ns, int T, uint64_t seed,
-                               int32_t **out) {
-  *out = malloc((size_t)(ns * T) * 4);
-  if (!*out) return QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
-  qat_window_sampler smp;
-  qat_window_sampler_init(&smp, seed);
-  for (int64_t i = 0; i < ns; i++) {
-    int64_t start = 0;
-    qat_status st = qat_window_next(&smp, n, T, &start);
-    if (st != QAT_OK) {
-      free(*out);
-      *out = NULL;
-      return st;
-    }
-    memcpy(*out + i * T, tokens + start, (size_t)T * 4);
-  }
-  return QAT_OK;
-}
-
 qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_qspec *q,
                                  const qat_flag *fl, int nf) {
   const char *calib = qat_flag_get(fl, nf, "calib"), *device = qat_flag_get(fl, nf, "device");
@@ -69,7 +49,9 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   }
   if (st == QAT_OK) st = qat_llama_set_quant(m, q);
   if (st == QAT_OK) {
-    st = draw_windows(tokens, ntok, samples, T, (uint64_t)seed, &windows);
+    windows = malloc((size_t)samples * T * sizeof *windows);
+    st = windows ? qat_windows_gather((uint64_t)seed, tokens, ntok, T, samples, windows)
+                 : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
     if (st != QAT_OK) qat_context(st, "%s (%lld tokens, windows of %d)", calib, (long long)ntok, T);
   }
   const int act = qat_flag_get(fl, nf, "act-order") != NULL;

@@ -6,7 +6,6 @@
  * contiguous (U[i][j], j >= i, at H[i * in + j]). */
 #include "quant/gptq.h"
 
-#include "quant/quant.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -50,9 +49,23 @@ static float grid(const qat_qspec *q, float w, float s, float z) {
   return (c - zt) * st;
 }
 
-/* s, z of columns [c0, c0 + g) (all rows) into column gi of s, z [out, ng]; tmp holds [out, g].
- * Columns before i2 are read from snap [out, i2 - i1] (the current block as it was when the block
- * began), later ones from W (which in-block updates never reach). */
+/* s, z [rows, ngroups(cols)] of w [rows, cols] (host) by the spec's init: the CPU backend's
+ * fq_init, without the fake-quant pass qat_quant_rtn_f32_sz would add; z zero when sym. */
+static qat_status init_sz(const qat_qspec *q, const float *w, int64_t rows, int64_t cols,
+                          float *s, float *z) {
+  qat_backend *be = qat_backend_cpu();
+  int64_t ss[2];
+  qat_qspec_sshape(q, rows, cols, ss);
+  qat_tensor tw = qat_view2((void *)w, QAT_F32, QAT_DEV_CPU, rows, cols);
+  qat_tensor ts = qat_view2(s, QAT_F32, QAT_DEV_CPU, ss[0], ss[1]);
+  qat_tensor tz = qat_view2(z, QAT_F32, QAT_DEV_CPU, ss[0], ss[1]);
+  if (q->sym && z) memset(z, 0, (size_t)(ss[0] * ss[1]) * sizeof *z);
+  return QAT_OP(be, fq_init, q, &tw, &ts, q->sym ? NULL : &tz);
+}
+
+/* s, z of columns [c0, c0 + g) (all rows) into column gi of s, z [out, ng]; tmp holds [out, g]
+ * and the group's s, z. Columns before i2 are read from snap [out, i2 - i1] (the current block
+ * as it was when the block began), later ones from W (which in-block updates never reach). */
 static qat_status group_params(const qat_qspec *q, const float *W, int64_t out, int64_t in,
                                const float *snap, int64_t i1, int64_t i2, int64_t c0, int64_t g,
                                float *tmp, float *s, float *z, int64_t ng, int64_t gi) {
@@ -62,10 +75,10 @@ static qat_status group_params(const qat_qspec *q, const float *W, int64_t out, 
   qat_qspec qg = *q;
   qg.group = (int)g;
   float *gs = tmp + out * g, *gz = gs + out; /* [out] each */
-  QAT_TRY(qat_quant_rtn_f32_sz(&qg, tmp, out, g, tmp, gs, gz, NULL));
+  QAT_TRY(init_sz(&qg, tmp, out, g, gs, gz));
   for (int64_t r = 0; r < out; r++) {
     s[r * ng + gi] = gs[r];
-    if (z) z[r * ng + gi] = q->sym ? 0.0f : gz[r];
+    if (z) z[r * ng + gi] = gz[r];
   }
   return QAT_OK;
 }
@@ -81,14 +94,7 @@ static int by_diag_desc(const void *a, const void *b) {
 /* The grids of every group from W as it is now (per-channel / per-tensor: over all of W). */
 static qat_status static_params(const qat_qspec *q, const float *W, int64_t out, int64_t in,
                                 int64_t g, int64_t ng, float *tmp, float *s, float *z) {
-  if (q->group == 0) {
-    float *all = malloc((size_t)(out * in) * 4);
-    qat_status st = all ? qat_quant_rtn_f32_sz(q, W, out, in, all, s, z, NULL)
-                        : QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
-    if (z && q->sym) z[0] = 0;
-    free(all);
-    return st;
-  }
+  if (q->group == 0) return init_sz(q, W, out, in, s, z);
   for (int64_t c = 0; c < in; c += g)
     QAT_TRY(group_params(q, W, out, in, NULL, 0, 0, c, in - c < g ? in - c : g, tmp, s, z, ng,
                          c / g));

@@ -393,13 +393,8 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
   qat_status st = calib && val ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "block_ap: out of memory");
   if (st == QAT_OK && cfg->block_ap.cache_dir) st = qat_mkdir_p(cfg->block_ap.cache_dir);
   /* the same windows on every run with this seed (and on a resumed one) */
-  qat_window_sampler smp;
-  qat_window_sampler_init(&smp, (uint64_t)cfg->train.seed);
-  for (int64_t i = 0; st == QAT_OK && i < ns; i++) {
-    int64_t start = 0;
-    st = qat_window_next(&smp, J->ntrain, T, &start);
-    if (st == QAT_OK) memcpy(calib + i * T, J->train + start, (size_t)T * 4);
-  }
+  if (st == QAT_OK)
+    st = qat_windows_gather((uint64_t)cfg->train.seed, J->train, J->ntrain, T, ns, calib);
   for (int64_t i = 0; st == QAT_OK && i < nv; i++)
     memcpy(val + i * T, J->val + qat_val_window_start(i, T), (size_t)T * 4);
   phase_ctx P = {.J = J, .ck = ck, .spb = qat_block_ap_steps_per_block(ns, cfg->block_ap.batch,

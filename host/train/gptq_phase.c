@@ -53,14 +53,7 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
   const int64_t ns = cfg->gptq.samples;
   int32_t *calib = malloc((size_t)(ns * T) * 4);
   if (!calib) return QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
-  qat_window_sampler smp;
-  qat_window_sampler_init(&smp, (uint64_t)cfg->train.seed);
-  qat_status st = QAT_OK;
-  for (int64_t i = 0; st == QAT_OK && i < ns; i++) {
-    int64_t start = 0;
-    st = qat_window_next(&smp, J->ntrain, T, &start);
-    if (st == QAT_OK) memcpy(calib + i * T, J->train + start, (size_t)T * 4);
-  }
+  qat_status st = qat_windows_gather((uint64_t)cfg->train.seed, J->train, J->ntrain, T, ns, calib);
   qat_gptq_run_opts o = {
       .T = T, .batch = cfg->gptq.batch,
       .gptq = {.damp = cfg->gptq.damp, .block = cfg->gptq.block, .act_order = cfg->gptq.act_order},

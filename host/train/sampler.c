@@ -1,6 +1,8 @@
 /* Counter-based window sampler (see sampler.h). */
 #include "train/sampler.h"
 
+#include <string.h>
+
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
 /* splitmix64's output function (Steele, Lea, Flood 2014). */
@@ -38,6 +40,16 @@ qat_status qat_window_at(uint64_t seed, uint64_t k, int64_t n_tokens, int64_t se
 qat_status qat_window_next(qat_window_sampler *s, int64_t n_tokens, int64_t seq_len, int64_t *start) {
   QAT_TRY(qat_window_at(s->seed, s->counter, n_tokens, seq_len, start));
   s->counter++;
+  return QAT_OK;
+}
+
+qat_status qat_windows_gather(uint64_t seed, const int32_t *tokens, int64_t n_tokens,
+                              int64_t seq_len, int64_t count, int32_t *out) {
+  for (int64_t i = 0; i < count; i++) {
+    int64_t start = 0;
+    QAT_TRY(qat_window_at(seed, (uint64_t)i, n_tokens, seq_len, &start));
+    memcpy(out + i * seq_len, tokens + start, (size_t)seq_len * sizeof *out);
+  }
   return QAT_OK;
 }
 

@@ -34,6 +34,12 @@ qat_status qat_window_at(uint64_t seed, uint64_t k, int64_t n_tokens, int64_t se
 /* The next window start; advances the counter by one (only on success). */
 qat_status qat_window_next(qat_window_sampler *s, int64_t n_tokens, int64_t seq_len, int64_t *start);
 
+/* out[count * seq_len] = the first count windows of stream `seed` over tokens[n_tokens], back
+ * to back (seq_len tokens each; calibration sets of Block-AP and GPTQ). QAT_EINVAL as
+ * qat_window_at. */
+qat_status qat_windows_gather(uint64_t seed, const int32_t *tokens, int64_t n_tokens,
+                              int64_t seq_len, int64_t count, int32_t *out);
+
 /* Validation windows: count = floor(n_tokens / seq_len), capped at max_windows when > 0;
  * window i covers tokens [i * seq_len, (i + 1) * seq_len). 0 when the stream is too short. */
 int64_t qat_val_window_count(int64_t n_tokens, int64_t seq_len, int64_t max_windows);
