@@ -12,7 +12,7 @@ all: deps configure
 deps:
 	@./scripts/deps.sh
 
-configure:
+configure: deps
 	@[ -f $(BUILD)/CMakeCache.txt ] || cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 test: all
