@@ -3,7 +3,7 @@
 # apt-get itself; otherwise it prints the exact line to run), then the Python modules the test
 # references use (numpy, sentencepiece, tokenizers) from PyPI.
 set -eu
-pkgs="build-essential cmake pkg-config libopenblas-dev libcjson-dev libcyaml-dev check libsubunit-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev python3 python3-pip"
+pkgs="build-essential cmake pkg-config libopenblas-dev libcjson-dev libcyaml-dev check libsubunit-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev libopenmpi-dev openmpi-bin python3 python3-pip"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
