@@ -14,6 +14,9 @@ qat_status cmd_generate(int argc, char **argv);
 qat_status cmd_tokenize(int argc, char **argv);
 qat_status cmd_train(int argc, char **argv);
 qat_status cmd_export(int argc, char **argv);
+/* inspect_gguf.c: 1 when path starts with the GGUF magic; the GGUF summary of qat inspect. */
+int qat_file_is_gguf(const char *path);
+qat_status qat_inspect_gguf(const char *path);
 
 struct qat_llama;
 /* Loads --model DIR on --device (default cuda when usable) with optional --quant rtn:4g128. */

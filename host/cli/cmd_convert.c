@@ -1,6 +1,9 @@
 /* qat convert --from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR: a llama2.c checkpoint
- * into a Hugging Face Llama folder (host/model/llama2c.c). */
+ * into a Hugging Face Llama folder (host/model/llama2c.c);
+ * qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16]: a llama.cpp GGUF file
+ * (host/io/gguf_convert.c). */
 #include "cli/cli.h"
+#include "io/gguf_convert.h"
 #include "model/llama2c.h"
 
 #include <stdlib.h>
@@ -8,8 +11,9 @@
 
 qat_status cmd_convert(int argc, char **argv) {
   qat_flag f[] = {
-      {"from", 1, NULL, "source format: llama2c"},
-      {"tokenizer", 1, NULL, "tokenizer file copied into the folder (tokenizer.bin)"},
+      {"from", 1, NULL, "source format: llama2c or gguf"},
+      {"tokenizer", 1, NULL, "llama2c: tokenizer file copied into the folder (tokenizer.bin)"},
+      {"dtype", 1, NULL, "gguf: dtype of the written weights, f32 (default) or bf16"},
       {"out", 1, NULL, "output folder (written atomically)"},
       {"help", 0, NULL, "show this help"},
   };
@@ -37,19 +41,37 @@ qat_status cmd_convert(int argc, char **argv) {
   }
   QAT_CHECK(st, qat_parse_flags(nrest, rest, f, nf, "convert"), done);
   if (qat_flag_get(f, nf, "help")) {
-    qat_print_usage("convert", "--from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR", f, nf);
+    qat_print_usage("convert",
+                    "--from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR\n"
+                    "       qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16]",
+                    f, nf);
     goto done;
   }
   const char *from = qat_flag_get(f, nf, "from"), *out = qat_flag_get(f, nf, "out");
-  if (!from || strcmp(from, "llama2c") != 0) {
-    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --from %s: expected llama2c", from ? from : "(missing)");
+  int gguf = from && !strcmp(from, "gguf");
+  if (!from || (strcmp(from, "llama2c") != 0 && !gguf)) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --from %s: expected llama2c or gguf",
+                  from ? from : "(missing)");
     goto done;
   }
   if (!model || !out) {
-    st = QAT_FAIL(QAT_EUSAGE, "qat convert: need MODEL.bin and --out DIR");
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: need %s and --out DIR", gguf ? "FILE.gguf" : "MODEL.bin");
     goto done;
   }
-  st = qat_llama2c_convert(model, qat_flag_get(f, nf, "tokenizer"), out);
+  const char *dtype = qat_flag_get(f, nf, "dtype"), *tokf = qat_flag_get(f, nf, "tokenizer");
+  if (gguf && tokf) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --tokenizer is for llama2c (a GGUF file has its own)");
+    goto done;
+  }
+  if (!gguf && dtype) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --dtype is for gguf (llama2c writes float32)");
+    goto done;
+  }
+  if (gguf && dtype && strcmp(dtype, "f32") && strcmp(dtype, "bf16")) {
+    st = QAT_FAIL(QAT_EUSAGE, "qat convert: --dtype %s: expected f32 or bf16", dtype);
+    goto done;
+  }
+  st = gguf ? qat_gguf_convert(model, out, dtype) : qat_llama2c_convert(model, tokf, out);
 done:
   free(rest);
   return st;

@@ -1,9 +1,11 @@
-/* qat inspect PATH: summarize a .safetensors file or a Hugging Face model folder without
+/* qat inspect PATH: summarize a .safetensors file, a GGUF file (inspect_gguf.c) or a Hugging
+ * Face model folder without
  * interpreting it: the key config.json fields as written, each file's metadata, every tensor's
  * name, dtype and shape, and parameter / byte totals per dtype. Every header is validated on the
  * way (safetensors.c), so inspect doubles as a checker: a malformed file is a one-line error. */
 #include "cli/cli.h"
 #include "io/fsutil.h"
+#include "io/gguf.h"
 #include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
@@ -120,13 +122,15 @@ qat_status cmd_inspect(int argc, char **argv) {
   free(rest);
   QAT_TRY(st);
   if (qat_flag_get(flags, nflags, "help")) {
-    qat_print_usage("inspect", "PATH  (a .safetensors file or a model folder)", flags, nflags);
+    qat_print_usage("inspect", "PATH  (a .safetensors file, a .gguf file or a model folder)", flags,
+                    nflags);
     return QAT_OK;
   }
   if (!path) return QAT_FAIL(QAT_EUSAGE, "missing PATH (see qat inspect --help)");
   if (!qat_path_exists(path)) return QAT_FAIL(QAT_EIO, "%s: no such file or directory", path);
 
   int is_dir = qat_is_dir(path);
+  if (!is_dir && qat_file_is_gguf(path)) return qat_inspect_gguf(path);
   /* validate everything before printing anything, so a bad file gives only its error */
   cJSON *config = NULL;
   if (is_dir) QAT_TRY(load_config(path, &config));

@@ -277,12 +277,8 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
   if (nkv > (c->size - c->pos) / 14)
     return QAT_FAIL(QAT_EFORMAT, "%s: kv_count %" PRIu64 " is more than the file can hold",
                     c->path, nkv);
-  if (nt > (c->size - c->pos) / 33)
-    return QAT_FAIL(QAT_EFORMAT, "%s: tensor_count %" PRIu64 " is more than the file can hold",
-                    c->path, nt);
   f->kv = calloc(nkv ? nkv : 1, sizeof *f->kv);
-  f->tensors = calloc(nt ? nt : 1, sizeof *f->tensors);
-  if (!f->kv || !f->tensors) return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
+  if (!f->kv) return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
 
   char what[160], nb[128];
   f->alignment = QAT_GGUF_DEFAULT_ALIGNMENT;
@@ -306,8 +302,16 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
       f->alignment = a;
     }
   }
+  /* bounded only now, so a file cut inside the metadata is reported there */
+  if (nt > (c->size - c->pos) / 33)
+    return QAT_FAIL(QAT_EFORMAT, "%s: tensor_count %" PRIu64 " is more than the file can hold",
+                    c->path, nt);
+  f->tensors = calloc(nt ? nt : 1, sizeof *f->tensors);
   char **names = malloc((nkv > nt ? nkv : nt ? nt : 1) * sizeof *names);
-  if (!names) return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
+  if (!f->tensors || !names) {
+    free(names);
+    return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
+  }
   for (uint64_t i = 0; i < nkv; i++)
     names[i] = f->kv[i].key;
   qat_status st = check_unique(c->path, names, (int64_t)nkv, "key");
