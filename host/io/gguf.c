@@ -302,12 +302,11 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
       f->alignment = a;
     }
   }
-  /* bounded only now, so a file cut inside the metadata is reported there */
-  if (nt > (c->size - c->pos) / 33)
-    return QAT_FAIL(QAT_EFORMAT, "%s: tensor_count %" PRIu64 " is more than the file can hold",
-                    c->path, nt);
-  f->tensors = calloc(nt ? nt : 1, sizeof *f->tensors);
-  char **names = malloc((nkv > nt ? nkv : nt ? nt : 1) * sizeof *names);
+  /* An info takes >= 33 bytes: a count beyond what is left cannot be right, but the infos are
+   * still read up to the one that fails, so the message says where the file ends too. */
+  uint64_t bound = (c->size - c->pos) / 33, cap = nt > bound ? bound + 1 : nt;
+  f->tensors = calloc(cap ? cap : 1, sizeof *f->tensors);
+  char **names = malloc((nkv > cap ? nkv : cap ? cap : 1) * sizeof *names);
   if (!f->tensors || !names) {
     free(names);
     return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
@@ -320,7 +319,7 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
     return st;
   }
 
-  for (uint64_t i = 0; i < nt && st == QAT_OK; i++) {
+  for (uint64_t i = 0; i < cap && st == QAT_OK; i++) {
     qat_gguf_tensor *t = &f->tensors[i];
     snprintf(what, sizeof what, "tensor %" PRIu64 " name", i);
     st = rd_name(c, &t->name, what);
@@ -383,6 +382,9 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
       break;
     }
   }
+  if (st == QAT_OK && nt > bound) st = QAT_FAIL(QAT_EFORMAT, "tensor infos overlap the data");
+  if (st != QAT_OK && nt > bound)
+    st = qat_context(st, "%s: tensor_count %" PRIu64 " is more than the file can hold", c->path, nt);
   if (st == QAT_OK) st = check_unique(c->path, names, (int64_t)nt, "tensor name");
   free(names);
   QAT_TRY(st);

@@ -137,6 +137,17 @@ static double llama3_divisor(double inv_freq, double factor, double lo, double h
   return 1 / ((1 - s) / factor + s);
 }
 
+/* First factor the parameters do not reproduce to 1e-5 relative; -1 when all match. */
+static int64_t fit_error(const qat_gguf_hparams *h, const float *rf, int64_t n, double factor,
+                         double lo, double hi, double orig) {
+  for (int64_t i = 0; i < n; i++) {
+    double inv = 1.0 / pow(h->theta, 2.0 * (double)i / (double)h->head_dim);
+    double want = llama3_divisor(inv, factor, lo, hi, orig);
+    if (fabs(want - rf[i]) > 1e-5 * want) return i;
+  }
+  return -1;
+}
+
 qat_status qat_gguf_rope_llama3(const qat_gguf_file *f, const float *rf, int64_t n,
                                 qat_gguf_hparams *h) {
   const char *T = "rope_freqs.weight";
@@ -175,13 +186,23 @@ qat_status qat_gguf_rope_llama3(const qat_gguf_file *f, const float *rf, int64_t
   }
   if (!(lo > 0) || !(hi > lo))
     return QAT_FAIL(QAT_EUNSUPPORTED, "%s: %s does not follow llama3 rope scaling", f->path, T);
-  for (int64_t i = 0; i < n; i++) {
-    double inv = 1.0 / pow(h->theta, 2.0 * (double)i / D);
-    double want = llama3_divisor(inv, factor, lo, hi, orig);
-    if (fabs(want - rf[i]) > 1e-4 * want)
-      return QAT_FAIL(QAT_EUNSUPPORTED, "%s: %s[%" PRId64 "] = %.7g is not llama3 rope scaling "
-                      "(fit: factor %g, low %g, high %g, original context %g gives %.7g)", f->path,
-                      T, i, rf[i], factor, lo, hi, orig, want);
+  /* the divisors are float32: prefer the short values they round from (1 and 4, not
+   * 1.00000003 and 3.9999998) when those reproduce the tensor as well */
+  char b[32];
+  snprintf(b, sizeof b, "%.4g", lo);
+  double lo4 = strtod(b, NULL);
+  snprintf(b, sizeof b, "%.4g", hi);
+  double hi4 = strtod(b, NULL);
+  int64_t bad = -1;
+  if (fit_error(h, rf, n, factor, lo4, hi4, orig) < 0) {
+    lo = lo4;
+    hi = hi4;
+  } else if ((bad = fit_error(h, rf, n, factor, lo, hi, orig)) >= 0) {
+    double inv = 1.0 / pow(h->theta, 2.0 * (double)bad / D);
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: %s[%" PRId64 "] = %.7g is not llama3 rope scaling "
+                    "(fit: factor %g, low %g, high %g, original context %g gives %.7g)", f->path,
+                    T, bad, rf[bad], factor, lo, hi, orig,
+                    llama3_divisor(inv, factor, lo, hi, orig));
   }
   snprintf(h->rope_type, sizeof h->rope_type, "llama3");
   h->rope_factor = factor;

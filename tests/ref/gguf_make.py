@@ -409,7 +409,7 @@ def bad(d):
     put("trunc_header.gguf", data[:13], "tensor_count")
     put("trunc_kvcount.gguf", data[:20], "kv_count")
     kstart, kvt = _kv_offsets(r, "tokenizer.ggml.tokens")
-    put("trunc_kv.gguf", data[:kstart + 20], "tokenizer.ggml.tokens")
+    put("trunc_kv.gguf", data[:kstart + 20], "reading key")
     put("trunc_array.gguf", data[:kvt + 4 + 12 + 100], "tokenizer.ggml.tokens")
     ti = _ti_offsets(r, "blk.1.attn_q.weight")
     put("trunc_tinfo.gguf", data[:ti["dims"] + 3], "blk.1.attn_q.weight")
@@ -436,6 +436,15 @@ def bad(d):
     assert bytes(b[ks + 8:ks + 8 + 15]) == b"general.dupkey2"
     b[ks + 8 + 14] = ord("1")
     put("dup_key.gguf", b, "duplicate key")
+    model(os.path.join(d, "align48.gguf"), extra={"general.alignment": (V.UINT32, 48)})
+    cases["align48.gguf"] = "general.alignment"
+    model(os.path.join(d, "align_type.gguf"), extra={"general.alignment": (V.UINT64, 32)})
+    cases["align_type.gguf"] = "general.alignment"
+    b = bytearray(data)
+    _ks, bt = _kv_offsets(r, "tokenizer.ggml.add_bos_token")
+    assert struct.unpack_from("<I", b, bt)[0] == int(V.BOOL)
+    b[bt + 4] = 2
+    put("bool.gguf", b, "tokenizer.ggml.add_bos_token")
     # semantic refusals (valid GGUF files qat does not convert)
     model(os.path.join(d, "arch.gguf"), arch="falcon")
     cases["arch.gguf"] = "falcon"
@@ -463,11 +472,16 @@ def spm(gguf_path, out):
     ts.model_type = pb.TrainerSpec.BPE
     ts.vocab_size = len(m.pieces)
     ts.byte_fallback = True
-    ts.unk_id, ts.bos_id, ts.eos_id, ts.pad_id = 0, 1, 2, -1
+    g = lambda k, d: int(r.fields[k].contents()) if k in r.fields else d  # noqa: E731
+    ts.unk_id = g("tokenizer.ggml.unknown_token_id", 0)
+    ts.bos_id = g("tokenizer.ggml.bos_token_id", -1)
+    ts.eos_id = g("tokenizer.ggml.eos_token_id", -1)
+    ts.pad_id = g("tokenizer.ggml.padding_token_id", -1)
+    b = lambda k, d: bool(r.fields[k].contents()) if k in r.fields else d  # noqa: E731
     ns = m.normalizer_spec
     ns.name = "identity"
-    ns.add_dummy_prefix = True
-    ns.remove_extra_whitespaces = False
+    ns.add_dummy_prefix = b("tokenizer.ggml.add_space_prefix", True)
+    ns.remove_extra_whitespaces = b("tokenizer.ggml.remove_extra_whitespaces", False)
     ns.escape_whitespaces = True
     with open(out, "wb") as fo:
         fo.write(m.SerializeToString())
