@@ -101,6 +101,8 @@ def convert(path, out):
     C = int(a("embedding_length"))
     tensors = {}
     for t in r.tensors:
+        if t.name == "rope_freqs.weight":  # llama3 rope scaling baked in by llama.cpp, no weight
+            continue
         w = dequantize(t.data, t.tensor_type).astype(np.float32)
         shape = [int(x) for x in reversed(list(t.shape))]
         w = w.reshape(shape)
