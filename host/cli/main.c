@@ -12,8 +12,8 @@ static const struct {
   const char *help;
 } k_cmds[] = {
     {"quantize", cmd_quantize, "PTQ-quantize a Hugging Face folder (RTN) to fake-quant weights"},
-    {"inspect", cmd_inspect, "summarize a safetensors file or a model folder"},
-    {"convert", cmd_convert, "convert a llama2.c checkpoint into a Hugging Face folder"},
+    {"inspect", cmd_inspect, "summarize a safetensors or GGUF file, or a model folder"},
+    {"convert", cmd_convert, "convert a llama2.c checkpoint or a GGUF file to a HF folder"},
     {"eval", cmd_eval, "perplexity of a model folder on a token shard"},
     {"generate", cmd_generate, "sample text from a model folder"},
     {"tokenize", cmd_tokenize, "tokenize a text file into a .npy token shard"},
