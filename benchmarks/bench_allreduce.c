@@ -161,8 +161,9 @@ static qat_status run(int argc, char **argv, int *failed) {
   ctx c = {0};
   qat_dist_kind kind;
   QAT_TRY(qat_dist_kind_parse(backend, &kind));
+  /* the communicator first: NCCL picks GPU local_rank, which the CUDA backend then keeps */
+  QAT_TRY(qat_dist_open(kind, strcmp(device, "cuda") ? QAT_DEV_CPU : QAT_DEV_CUDA, 60, &c.d));
   QAT_TRY(qat_backend_by_name(device, &c.be));
-  QAT_TRY(qat_dist_open(kind, c.be->device, 60, &c.d));
   qat_dist *d = c.d;
   qat_status st = QAT_OK;
   if (d->rank == 0 && !json)

@@ -90,6 +90,29 @@ for b in "$build"/bench_*; do
 done
 [ $found -eq 0 ] && echo "no benchmarks were built" >>"$res"
 
+# ---- NCCL: the communicator on this machine's GPUs (host/dist/dist_nccl.c) ----
+# every visible GPU as one rank (torchrun-style variables, unique id over TCP); at least a
+# 1-rank NCCL world. --check: exact crafted sums, every collective; then the timing sweep.
+if [ -x "$build/bench_allreduce" ]; then
+  ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+  [ "$ngpu" -ge 1 ] || ngpu=1
+  section "NCCL communicator (${ngpu} rank(s), one per GPU)"
+  for mode in "--check" "--max 268435456"; do
+    pids=""
+    for r in $(seq 0 $((ngpu - 1))); do
+      RANK=$r WORLD_SIZE=$ngpu LOCAL_RANK=$r LOCAL_WORLD_SIZE=$ngpu MASTER_ADDR=127.0.0.1 \
+        MASTER_PORT=29517 timeout 300 "$build/bench_allreduce" --backend nccl --device cuda $mode \
+        >"$log/nccl_$r.txt" 2>&1 &
+      pids="$pids $!"
+    done
+    rc=0
+    for p in $pids; do wait "$p" || rc=1; done
+    [ $rc -ne 0 ] && status=1
+    { echo "### bench_allreduce --backend nccl $mode (exit ${rc})"; echo; } >>"$res"
+    fence "$log/nccl_0.txt"
+  done
+fi
+
 { echo; echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"; } >>"$res"
 echo "wrote $root/$res"
 if [ -n "${OUT:-}" ]; then

@@ -144,7 +144,10 @@ static void ctx_release(qat_cuda_ctx *c) {
 }
 
 static qat_status ctx_init(qat_cuda_ctx *ctx) {
-  QAT_CUDA_TRY(cudaSetDevice(0));
+  // the current device (0 unless host/dist chose GPU local_rank before the backend was created)
+  int cur = 0;
+  QAT_CUDA_TRY(cudaGetDevice(&cur));
+  QAT_CUDA_TRY(cudaSetDevice(cur));
   QAT_CUDA_TRY(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking));
   QAT_CUBLAS_TRY(cublasLtCreate(&ctx->lt));
   ctx->workspace_bytes = 32u << 20;

@@ -9,6 +9,7 @@ command -v mpirun > /dev/null || { echo "skipped: mpirun not installed"; exit 77
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # one thread per rank: the ranks share the machine's cores
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-dist_mpirun() { mpirun --oversubscribe --bind-to none "$@"; }
+MPIRUN_FLAGS="--oversubscribe --bind-to none"
+dist_mpirun() { mpirun $MPIRUN_FLAGS "$@"; }
 # sanitizer builds: Open MPI's own allocations outlive MPI_Finalize and would read as leaks
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"

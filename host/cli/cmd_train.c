@@ -3,6 +3,7 @@
  * resumes from the newest checkpoint. */
 #include "cli/cli.h"
 #include "core/log.h"
+#include "dist/dist.h"
 #include "train/trainer.h"
 
 #include <signal.h>
@@ -26,8 +27,11 @@ qat_status cmd_train(int argc, char **argv) {
       return QAT_FAIL(QAT_EUSAGE, "override \"%s\": expected key.sub=value", argv[i]);
   qat_config cfg;
   QAT_TRY(qat_config_load(argv[0], (const char *const *)argv + 1, argc - 1, &cfg));
-  fprintf(stderr, "# effective config\n");
-  qat_config_print(&cfg, stderr);
+  qat_dist_env env; /* launched on several ranks: rank 0 prints the config */
+  if (qat_dist_env_detect(&env) != QAT_OK || env.rank == 0) {
+    fprintf(stderr, "# effective config\n");
+    qat_config_print(&cfg, stderr);
+  }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;

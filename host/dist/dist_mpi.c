@@ -3,7 +3,8 @@
  * mpirun / srun end the job; a peer that hangs would leave the others blocked inside a
  * collective forever, which no status can report, so a watchdog thread ends the job when one
  * collective outlasts timeout_s (MPI_Abort; the one place a rank stops outside main()).
- * Counts above INT_MAX elements go in chunks (MPI counts are int). */
+ * Counts above INT_MAX elements go in chunks (MPI counts are int). MPI_Finalize runs at exit.
+ */
 #include "dist/dist.h"
 
 #ifndef QAT_HAVE_MPI
@@ -206,6 +207,14 @@ static qat_status m_i64(qat_dist *d, int64_t *v, int n, qat_dist_op op) {
   return QAT_OK;
 }
 
+/* MPI_Finalize waits for every rank. It runs at exit, after main() printed its status: with
+ * mpirun's default policy the first rank to exit non-zero gets the others killed, so a rank that
+ * finalized before printing could lose its one-line error. */
+static atomic_int g_finalize_at_exit;
+static void finalize_at_exit(void) {
+  if (atomic_load(&g_finalize_at_exit)) MPI_Finalize();
+}
+
 static void m_close(qat_dist *d, int clean) {
   mpi_impl *I = d->impl;
   if (I->have_watchdog) {
@@ -216,7 +225,7 @@ static void m_close(qat_dist *d, int clean) {
    * makes the launcher end the job */
   if (clean) {
     MPI_Comm_free(&I->comm);
-    if (I->owns_init) MPI_Finalize();
+    if (I->owns_init) atomic_store(&g_finalize_at_exit, 1);
   }
   free(I);
   free(d);
@@ -241,6 +250,7 @@ qat_status qat_dist_mpi_open(const qat_dist_env *e, double timeout_s, qat_dist *
       return QAT_FAIL(QAT_EIO, "dist mpi: MPI_Init_thread failed (error %d)", rc);
     }
     I->owns_init = 1;
+    atexit(finalize_at_exit);
   } else {
     MPI_Query_thread(&provided);
   }

@@ -138,7 +138,7 @@ static ncclRedOp_t nccl_op(qat_dist_op op) {
 
 static qat_status n_allreduce(qat_dist *d, void *buf, int64_t n, qat_dtype dt, qat_dist_op op) {
   nccl_impl *I = d->impl;
-  ncclDataType_t t;
+  ncclDataType_t t = ncclFloat32;
   QAT_TRY(nccl_type(dt, &t));
   QAT_TRY(ready(d));
   return finish(d, ncclAllReduce(buf, buf, (size_t)n, t, nccl_op(op), I->comm, I->stream),
@@ -162,7 +162,7 @@ static qat_status n_allgather(qat_dist *d, const void *send, void *recv, size_t 
 static qat_status n_reduce_scatter(qat_dist *d, const void *send, void *recv, int64_t n,
                                    qat_dtype dt, qat_dist_op op) {
   nccl_impl *I = d->impl;
-  ncclDataType_t t;
+  ncclDataType_t t = ncclFloat32;
   QAT_TRY(nccl_type(dt, &t));
   QAT_TRY(ready(d));
   return finish(d, ncclReduceScatter(send, recv, (size_t)n, t, nccl_op(op), I->comm, I->stream),
@@ -253,6 +253,7 @@ static void n_close(qat_dist *d, int clean) {
 
 /* The unique id from rank 0: MPI_Bcast under mpirun / srun when MPI is built in, else TCP. */
 static qat_status share_id(const qat_dist_env *e, nccl_impl *I, ncclUniqueId *id, double timeout_s) {
+  if (e->world == 1) return QAT_OK; /* rank 0 made it */
 #ifdef QAT_HAVE_MPI
   if (!strcmp(e->launcher, "mpirun") || !strcmp(e->launcher, "slurm")) {
     int inited = 0, provided = 0;

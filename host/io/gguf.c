@@ -268,8 +268,8 @@ static qat_status parse(qat_gguf_file *f, cur *c) {
                     c->path);
   QAT_TRY(rd(c, 4, &ver, "version"));
   if (ver != 2 && ver != 3)
-    return QAT_FAIL(QAT_EFORMAT, "%s: version %" PRIu64 " is not supported (2 or 3)", c->path,
-                    ver);
+    return QAT_FAIL(QAT_EFORMAT, "%s: version %" PRIu64 " is not supported (2 or 3)%s", c->path,
+                    ver, (ver & 0xffff) == 0 ? "; a big-endian file?" : "");
   f->version = (uint32_t)ver;
   QAT_TRY(rd(c, 8, &nt, "tensor_count"));
   QAT_TRY(rd(c, 8, &nkv, "kv_count"));

@@ -173,6 +173,12 @@ static qat_status convert(conv *c, const char *path, const char *out, const char
     return QAT_FAIL(QAT_EUSAGE, "--dtype %s: expected f32 or bf16", dtype);
   QAT_TRY(qat_gguf_open(path, &c->g));
   const qat_gguf_file *f = &c->g;
+  int64_t nsplit = 1;
+  int found = 0;
+  QAT_TRY(qat_gguf_get_int(f, "split.count", &nsplit, &found));
+  if (found && nsplit > 1)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: split.count %" PRId64 ": a split GGUF file is not "
+                    "supported (merge it first: llama-gguf-split --merge)", path, nsplit);
   QAT_TRY(qat_gguf_read_hparams(f, &c->h));
   QAT_TRY(check_tensors(c));
   const qat_gguf_tensor *rf = qat_gguf_find_tensor(f, "rope_freqs.weight");

@@ -49,6 +49,10 @@ static const cyaml_strval_t k_sched[] = {
 static const cyaml_strval_t k_resume[] = {
     {"auto", QAT_RESUME_AUTO}, {"never", QAT_RESUME_NEVER}, {"must", QAT_RESUME_MUST}};
 static const cyaml_strval_t k_device[] = {{"cpu", QAT_DEV_CPU}, {"cuda", QAT_DEV_CUDA}};
+static const cyaml_strval_t k_dist[] = {{"auto", QAT_CFG_DIST_AUTO},
+                                        {"single", QAT_CFG_DIST_SINGLE},
+                                        {"mpi", QAT_CFG_DIST_MPI},
+                                        {"nccl", QAT_CFG_DIST_NCCL}};
 static const cyaml_strval_t k_cache_dtype[] = {{"bf16", QAT_BF16}, {"f32", QAT_F32}};
 
 #define OFF(m) offsetof(qat_config, m)
@@ -69,6 +73,7 @@ static const key_def k_keys[] = {
     {"train.steps", K_I64, OFF(train.steps), "0", NULL, 0},
     {"train.batch", K_INT, OFF(train.batch), "8", NULL, 0},
     {"train.grad_accum", K_INT, OFF(train.grad_accum), "1", NULL, 0},
+    {"train.global_batch", K_INT, OFF(train.global_batch), "0", NULL, 0},
     {"train.lr", K_FLOAT, OFF(train.lr), "1e-5", NULL, 0},
     {"train.lr_quant", K_FLOAT, OFF(train.lr_quant), "1e-4", NULL, 0},
     {"train.weight_decay", K_FLOAT, OFF(train.weight_decay), "0", NULL, 0},
@@ -113,6 +118,9 @@ static const key_def k_keys[] = {
     {"e2e_qp.clip", K_FLOAT, OFF(e2e_qp.clip), "0.3", NULL, 0},
     {"e2e_qp.warmup_ratio", K_FLOAT, OFF(e2e_qp.warmup_ratio), "0.03", NULL, 0},
     {"e2e_qp.seq_len", K_INT, OFF(e2e_qp.seq_len), "0", NULL, 0},
+    {"dist.backend", K_ENUM, OFF(dist.backend), "auto", ENUM(k_dist)},
+    {"dist.timeout_s", K_FLOAT, OFF(dist.timeout_s), "600", NULL, 0},
+    {"dist.zero", K_INT, OFF(dist.zero), "0", NULL, 0},
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
@@ -121,6 +129,7 @@ _Static_assert(sizeof(qat_cfg_method) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_lr_schedule) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_device) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_dtype) == sizeof(int), "enum size");
+_Static_assert(sizeof(qat_cfg_dist) == sizeof(int), "enum size");
 
 static void *field_ptr(const qat_config *cfg, const key_def *k) { return (char *)cfg + k->off; }
 
@@ -588,6 +597,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->train.steps >= 0, "train.steps", c->train.steps, "must be >= 0");
   NEED_I(c->train.batch >= 1, "train.batch", c->train.batch, "must be >= 1");
   NEED_I(c->train.grad_accum >= 1, "train.grad_accum", c->train.grad_accum, "must be >= 1");
+  NEED_I(c->train.global_batch >= 0, "train.global_batch", c->train.global_batch,
+         "must be >= 0 (0 = world * batch * grad_accum)");
   NEED_F(c->train.lr >= 0 && isfinite(c->train.lr), "train.lr", c->train.lr, "must be >= 0");
   NEED_F(c->train.lr_quant >= 0 && isfinite(c->train.lr_quant), "train.lr_quant",
          c->train.lr_quant, "must be >= 0");
@@ -642,6 +653,9 @@ qat_status qat_config_validate(const qat_config *c) {
          c->e2e_qp.warmup_ratio, "must be in [0, 1)");
   NEED_I(c->e2e_qp.seq_len == 0 || c->e2e_qp.seq_len >= 2, "e2e_qp.seq_len", c->e2e_qp.seq_len,
          "must be 0 (= data.seq_len) or >= 2");
+  NEED_F(c->dist.timeout_s >= 0 && isfinite(c->dist.timeout_s), "dist.timeout_s",
+         c->dist.timeout_s, "must be >= 0 (0 = never)");
+  NEED_I(c->dist.zero == 0 || c->dist.zero == 1, "dist.zero", c->dist.zero, "must be 0 or 1");
   return QAT_OK;
 }
 

@@ -48,6 +48,14 @@ typedef enum qat_cfg_resume {
   QAT_RESUME_MUST,     /* error when there is no checkpoint */
 } qat_cfg_resume;
 
+/* Same values as host/dist's qat_dist_kind. */
+typedef enum {
+  QAT_CFG_DIST_AUTO = 0,
+  QAT_CFG_DIST_SINGLE,
+  QAT_CFG_DIST_MPI,
+  QAT_CFG_DIST_NCCL,
+} qat_cfg_dist;
+
 typedef struct qat_config {
   char *model; /* Hugging Face folder */
   struct {
@@ -65,7 +73,9 @@ typedef struct qat_config {
   } quant;
   struct {
     int64_t steps; /* optimizer steps */
-    int batch, grad_accum;
+    int batch, grad_accum; /* per rank: micro-batch windows, micro-batches per step */
+    int global_batch;      /* windows per optimizer step over all ranks; 0 = world * batch *
+                            * grad_accum, else grad_accum is derived (train/dist_train.h) */
     double lr, lr_quant, weight_decay;
     int64_t warmup;
     qat_lr_schedule schedule;
@@ -113,6 +123,11 @@ typedef struct qat_config {
     double warmup_ratio; /* warmup steps = round(warmup_ratio * steps) */
     int seq_len;         /* E2E-QP training context; 0 = data.seq_len (qat_config_e2e_seq_len) */
   } e2e_qp;
+  struct {
+    qat_cfg_dist backend; /* communicator: auto (single for one rank, mpi on cpu, nccl on cuda) */
+    double timeout_s;     /* a collective waiting longer ends the job (0 = never) */
+    int zero;             /* 1: ZeRO-1 (AdamW moments sharded) - not implemented yet */
+  } dist;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;
 

@@ -14,6 +14,7 @@
 #ifndef QAT_TRAIN_EQAT_H
 #define QAT_TRAIN_EQAT_H
 
+#include "dist/dist.h"
 #include "model/eval.h"
 #include "model/llama.h"
 #include "train/actcache.h"
@@ -39,6 +40,8 @@ typedef struct qat_train_hyper {
 
 typedef struct qat_train_job {
   const qat_config *cfg;
+  qat_dist *dist; /* the job's communicator (single in one process; train/dist_train.h) */
+  int agreed;     /* the job's error was reached by every rank alike (an agreement) */
   qat_backend *be;
   qat_llama *m;       /* student: fake-quant on */
   qat_llama *teacher; /* full precision (distillation, the fp / RTN rows, Block-AP targets) */

@@ -12,6 +12,7 @@
 #include "model/eval.h"
 #include "model/llama.h"
 #include "train/checkpoint.h"
+#include "train/dist_train.h"
 #include "train/distill.h"
 #include "train/eqat.h"
 #include "train/optim.h"
@@ -29,6 +30,13 @@ void qat_train_request_stop(void) { g_stop = 1; }
 int qat_train_stop_requested(void) { return g_stop != 0; }
 
 typedef qat_train_job job; /* train/eqat.h: shared with the EfficientQAT phases */
+
+/* qat_dist_agree, remembering that a failure was common to every rank (a clean close). */
+static qat_status agree(job *J, qat_status st) {
+  st = qat_dist_agree(J->dist, st);
+  if (st != QAT_OK) J->agreed = 1;
+  return st;
+}
 
 static qat_qgrad grad_mode(qat_cfg_grad g) {
   return g == QAT_CFG_GRAD_STE ? QAT_QGRAD_STE
@@ -53,7 +61,16 @@ static qat_status load_tokens(const char *path, const char *key, int vocab, int6
 
 /* ---- checkpoints: trainable tensors, optimizer moments and the loop state */
 
+/* Rank 0 writes (every rank holds the same state: gradients are summed before the update); the
+ * agreement after it makes a failed save stop every rank, and no rank runs ahead of a checkpoint
+ * that is not complete (state.json last, then the rename: checkpoint.h). */
+static qat_status save_ckpt_rank0(job *J);
 static qat_status save_ckpt(job *J) {
+  qat_status st = J->dist->rank == 0 ? save_ckpt_rank0(J) : QAT_OK;
+  return agree(J, st);
+}
+
+static qat_status save_ckpt_rank0(job *J) {
   const qat_config *cfg = J->cfg;
   qat_ckpt_writer w;
   qat_ckpt_writer_init(&w);
@@ -75,6 +92,7 @@ static qat_status save_ckpt(job *J) {
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "sampler_counter", (int64_t)J->sampler.counter);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "bad_steps", J->bad_steps);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "world", J->dist->world);
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
   if (J->codes_frozen) { /* E2E-QP: the frozen codes, zero points and weights of every layer */
     if (st == QAT_OK) st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 0, &w, &bufs);
@@ -110,7 +128,13 @@ static qat_status load_ckpt(job *J, const char *dir) {
     }
   }
   free(buf);
-  int64_t v = 0, hash = 0;
+  int64_t v = 0, hash = 0, world = 1; /* checkpoints before data parallelism: one rank */
+  if (st == QAT_OK && qat_ckpt_get_int(&ck, "world", &world) != QAT_OK) world = 1;
+  if (st == QAT_OK && world != J->dist->world)
+    st = QAT_FAIL(QAT_EUSAGE,
+                  "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld "
+                  "(resharding is not supported)",
+                  dir, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "step", &J->step);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "optim_t", &J->opt.t);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "sampler_seed", &v);
@@ -134,11 +158,13 @@ static int loop_seq_len(const job *J) {
   return J->codes_frozen ? qat_config_e2e_seq_len(J->cfg) : J->cfg->data.seq_len;
 }
 
-static void fill_batch(job *J, int B, int T) {
+/* This rank's a-th micro-batch of the step whose first window is number base (dist_train.h). */
+static void fill_batch(job *J, int B, int T, uint64_t base, int a) {
   for (int b = 0; b < B; b++) {
     int64_t start = 0;
+    uint64_t k = qat_dist_window(base, a, J->dist->world, J->dist->rank, B, b);
     /* cannot fail: ntrain >= T + 1 was checked at load */
-    qat_window_next(&J->sampler, J->ntrain, T, &start);
+    qat_window_at(J->sampler.seed, k, J->ntrain, T, &start);
     memcpy(J->tok + (int64_t)b * T, J->train + start, (size_t)T * 4);
     memcpy(J->tgt + (int64_t)b * T, J->train + start + 1, (size_t)T * 4);
   }
@@ -190,9 +216,9 @@ static void metric(job *J, const char *fmt, ...) {
 
 static qat_status train_loop(job *J) {
   const qat_config *cfg = J->cfg;
-  int B = J->hp.batch, T = loop_seq_len(J), A = J->hp.accum;
+  int B = J->hp.batch, T = loop_seq_len(J), A = J->hp.accum, W = J->dist->world;
   int64_t total = J->hp.steps;
-  double scale = 1.0 / ((double)B * T * A);
+  double scale = 1.0 / ((double)B * T * A * W); /* the loss is a mean over the global batch */
   qat_progress pr;
   qat_progress_start(&pr, "train", total);
   pr.done = J->step;
@@ -201,10 +227,19 @@ static qat_status train_loop(job *J) {
   while (J->step < total) {
     QAT_TRY(qat_llama_zero_grad(J->m));
     double loss = 0;
+    uint64_t base = J->sampler.counter;
     for (int a = 0; a < A; a++) {
-      fill_batch(J, B, T);
+      fill_batch(J, B, T, base, a);
       QAT_TRY(micro_step(J, B, T, scale, &loss));
     }
+    J->sampler.counter = base + (uint64_t)W * A * B;
+    /* the sum over ranks of dL/dw_hat (before the fake-quant backward, which is linear in it),
+     * the global loss and whether any rank was asked to stop: every rank decides alike */
+    QAT_TRY(qat_dist_allreduce_grads(J->dist, J->m));
+    double red[2] = {loss, g_stop ? 1.0 : 0.0};
+    QAT_TRY(J->dist->allreduce_f64(J->dist, red, 2, QAT_RED_SUM));
+    loss = red[0];
+    int stop = red[1] > 0;
     QAT_TRY(qat_llama_finish_backward(J->m));
     double norm = 0;
     QAT_TRY(qat_optim_grad_norm(&J->opt, &norm));
@@ -213,11 +248,13 @@ static qat_status train_loop(job *J) {
       qat_warn("step %lld: non-finite %s (%g, grad norm %g): step skipped (%d in a row)",
                (long long)J->step + 1, isfinite(loss) ? "gradient" : "loss", loss, norm,
                J->bad_steps);
+      J->agreed = 1; /* loss and gradients were summed: every rank counts the same */
       if (J->bad_steps >= cfg->train.max_bad_steps)
         return QAT_FAIL(QAT_EINVAL,
                         "%d non-finite steps in a row (train.max_bad_steps): stopping; the last "
                         "good checkpoint in %s is kept",
                         J->bad_steps, cfg->checkpoint.dir);
+      J->agreed = 0;
       J->step++; /* the step is consumed: data and schedule move on */
       continue;
     }
@@ -232,7 +269,7 @@ static qat_status train_loop(job *J) {
     lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
     QAT_TRY(qat_optim_step(&J->opt, lr));
     J->step++;
-    tok_since += (int64_t)B * T * A;
+    tok_since += (int64_t)B * T * A * W;
     double now = qat_now(), rate = tok_since / fmax(now - t_last, 1e-9);
     metric(J, "{\"step\": %lld, \"loss\": %.6f, \"grad_norm\": %.6g, \"lr\": %.6g, "
               "\"lr_quant\": %.6g, \"tokens_per_s\": %.1f}",
@@ -253,9 +290,9 @@ static qat_status train_loop(job *J) {
              r.nll, r.ppl);
     }
     int last = J->step == total;
-    if (last || g_stop || (cfg->checkpoint.every > 0 && J->step % cfg->checkpoint.every == 0))
+    if (last || stop || (cfg->checkpoint.every > 0 && J->step % cfg->checkpoint.every == 0))
       QAT_TRY(save_ckpt(J));
-    if (g_stop && !last) {
+    if (stop && !last) {
       qat_progress_end(&pr, "interrupted");
       return QAT_FAIL(QAT_EINTERRUPT, "interrupted at step %lld: checkpoint saved in %s",
                       (long long)J->step, cfg->checkpoint.dir);
@@ -288,6 +325,7 @@ static qat_status final_table(job *J) {
   qat_log_level_pop();
   QAT_TRY(st);
   double gap = rtn.nll - fp.nll, rec = gap > 0 ? (rtn.nll - tr.nll) / gap : 0;
+  if (J->dist->rank != 0) return QAT_OK; /* every rank evaluated the same model: rank 0 reports */
   printf("\n%-10s %10s %10s   (W%d g%d %s, %lld val tokens)\n", "model", "val nll", "val ppl",
          J->q.bits, J->q.group, J->q.sym ? "sym" : "asym", (long long)tr.tokens);
   printf("%-10s %10.4f %10.3f\n", "fp", fp.nll, fp.ppl);
@@ -562,9 +600,10 @@ static qat_status setup(job *J) {
   QAT_TRY(setup_common(J));
   if (cfg->method != QAT_METHOD_QAT) return QAT_OK; /* eqat_run continues */
   J->hp = (qat_train_hyper){.steps = cfg->train.steps, .batch = cfg->train.batch,
-                            .accum = cfg->train.grad_accum, .lr = cfg->train.lr,
+                            .accum = 0, .lr = cfg->train.lr,
                             .lr_quant = cfg->train.lr_quant, .warmup = cfg->train.warmup,
                             .clip = cfg->train.clip};
+  QAT_TRY(qat_dist_train_accum(cfg, J->dist->world, &J->hp.accum));
   int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
   for (int l = 0; l < J->m->cfg.n_layers; l++) {
     qat_llama_layer *L = &J->m->layers[l];
@@ -598,6 +637,7 @@ static qat_status find_ckpt(job *J, char *ck, size_t n, int64_t *ckstep) {
 static qat_status open_run_dir(job *J) {
   const qat_config *cfg = J->cfg;
   char path[4096];
+  if (J->dist->rank != 0) return QAT_OK; /* rank 0 writes the shared files */
   QAT_TRY(qat_mkdir_p(cfg->checkpoint.dir));
   QAT_TRY(qat_path_join(path, sizeof path, cfg->checkpoint.dir, "config.yaml"));
   QAT_TRY(qat_config_save(cfg, path));
@@ -722,9 +762,27 @@ static qat_status gptq_method(job *J) {
   return final_table(J);
 }
 
+/* The communicator, then setup on every rank, agreed: a rank that fails (a missing file on its
+ * node, too little memory) stops all of them at start, each with one line. */
+static qat_status open_dist(job *J) {
+  const qat_config *cfg = J->cfg;
+  QAT_TRY(qat_dist_open((qat_dist_kind)cfg->dist.backend,
+                        cfg->device == QAT_DEV_CUDA ? QAT_DEV_CUDA : QAT_DEV_CPU,
+                        cfg->dist.timeout_s, &J->dist));
+  if (J->dist->rank != 0) qat_log_set_level(QAT_LOG_QUIET); /* rank 0 prints progress */
+  /* the hash first: a collective every rank reaches, so the checks after it see one config */
+  qat_status st = qat_dist_check_same(J->dist, qat_config_hash(cfg), "effective config");
+  if (st == QAT_OK) st = qat_dist_train_check(J->dist, cfg);
+  if (st == QAT_OK && J->dist->world > 1)
+    qat_log("data parallel: %d ranks (%s)", J->dist->world, J->dist->name);
+  return st;
+}
+
 qat_status qat_train_run(const qat_config *cfg) {
   job J = {.cfg = cfg};
-  qat_status st = setup(&J);
+  qat_status st = open_dist(&J);
+  J.agreed = st != QAT_OK; /* open_dist's checks fail on every rank alike */
+  if (st == QAT_OK) st = agree(&J, setup(&J));
   if (st == QAT_OK) {
     qat_log("model %s: %d layers, dim %d, vocab %d; W%d g%d %s; %lld train / %lld val tokens; "
             "method %s",
@@ -732,7 +790,7 @@ qat_status qat_train_run(const qat_config *cfg) {
             J.q.sym ? "sym" : "asym", (long long)J.ntrain, (long long)J.nval,
             qat_cfg_method_name(cfg->method));
     if (cfg->method == QAT_METHOD_QAT) {
-      st = start_run_dir(&J);
+      st = agree(&J, start_run_dir(&J));
       if (st == QAT_OK) st = train_loop(&J);
       if (st == QAT_OK) st = final_table(&J);
     } else if (cfg->method == QAT_METHOD_GPTQ) {
@@ -752,5 +810,8 @@ qat_status qat_train_run(const qat_config *cfg) {
   free(J.kd_host);
   qat_arena_free(&J.kd_arena);
   free(J.e2e_params);
+  /* a rank that failed alone (not through an agreement or an agreed stop) leaves without
+   * finalizing; its exit status makes the launcher end the others */
+  if (J.dist) qat_dist_close(J.dist, st == QAT_OK || st == QAT_EINTERRUPT || J.agreed);
   return st;
 }

@@ -406,6 +406,7 @@ def bad(d):
     put("empty.gguf", b"", "magic")
     put("version1.gguf", patched(4, "<I", 1), "version")
     put("version4.gguf", patched(4, "<I", 4), "version")
+    put("big_endian.gguf", patched(4, ">I", 3), "big-endian")
     put("trunc_header.gguf", data[:13], "tensor_count")
     put("trunc_kvcount.gguf", data[:20], "kv_count")
     kstart, kvt = _kv_offsets(r, "tokenizer.ggml.tokens")
@@ -452,6 +453,8 @@ def bad(d):
     cases["pre.gguf"] = "deepseek-llm"
     model(os.path.join(d, "iq4.gguf"), types_override={"attn_output": T.IQ4_NL})
     cases["iq4.gguf"] = "IQ4_NL"
+    model(os.path.join(d, "split.gguf"), extra={"split.count": (V.UINT16, 3)})
+    cases["split.gguf"] = "split.count"
     with open(os.path.join(d, "bad.json"), "w") as f:
         json.dump(cases, f, indent=1)
 
