@@ -36,7 +36,8 @@ dist_mpirun -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/two" > "$T/two.out
 cmp "$T/one/$last" "$T/two/$last" || { echo "FAIL: 2 ranks differ from 1 process x accumulation 2"; exit 1; }
 [ "$(grep -c '^recovered' "$T/two.out")" = 1 ] || { cat "$T/two.out"; echo "FAIL: not one results table"; exit 1; }
 [ "$(grep -c '^# effective config' "$T/two.err")" = 1 ] || { echo "FAIL: config printed per rank"; exit 1; }
-[ "$(grep -c '^train ' "$T/two.err")" = "$(grep -c '^train ' "$T/one.err")" ] ||
+# the progress meter prints on time, but always at the last step: once per printing rank
+[ "$(grep -c '^train 12/12 .*loss' "$T/two.err")" = 1 ] ||
   { cat "$T/two.err"; echo "FAIL: progress printed per rank"; exit 1; }
 grep -q "data parallel: 2 ranks (mpi)" "$T/two.err" || { echo "FAIL: no data-parallel line"; exit 1; }
 python3 - "$T/one" "$T/two" <<'PY'

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # `qat tokenize` on Hugging Face tokenizer.json folders, token for token against the `tokenizers`
-# library (tests/ref/hf_tokenizer_ref.py), which trains three byte-level BPEs configured as
-# Llama-3's, Qwen2's and GPT-2's tokenizer.json are (no real one is available offline):
+# library (tests/ref/hf_tokenizer_ref.py), which trains small BPEs configured as Llama-3's,
+# Qwen2's, GPT-2's and SmolLM2's tokenizer.json are (no real one is available offline), one with
+# a mix of the other pre-tokenizers (Digits runs, Punctuation, Split behaviors, ByteLevel's
+# prefix space, an EOS template), a SentencePiece-style one (Metaspace split, byte fallback), and
+# converts the real Llama-2 tokenizer.model with transformers' LlamaConverter (legacy Prepend +
+# Replace, and non-legacy Metaspace as Mistral ships it; those ids must also equal sentencepiece's
+# on tokenizer.model for the legacy file):
 #  - TinyStories, WikiText-2 and a stress text (mixed scripts, ZWJ emoji, decomposed accents,
 #    upper-case contractions, digit runs, CRLF / lone CR, tabs, trailing spaces, literal special
 #    tokens, U+180E, invalid UTF-8 read as U+FFFD), each with --docs blank-line and --docs none;
 #    BOS per document from the folder (Llama-3: the template / tokenizer_config.json; Qwen2: none;
-#    GPT-2: config.json), and the tokenizer.json alone (no folder files);
+#    GPT-2: config.json; SmolLM2: add_bos_token false although a bos_token is named; Llama-2:
+#    add_bos_token true, add_eos_token false over a "<s> $A </s>" template), EOS appended from a
+#    "$A <eos>" template, and the tokenizer.json alone (no folder files);
 #  - decoding: the pieces of every id concatenate to what tokenizers' decode gives (the input,
 #    NFC-normalized for Qwen2), through the round-trip mode of tests/test_tokenizer_json.c;
 #  - encode speed (MB/s) on TinyStories;
@@ -39,18 +46,31 @@ fail=0
 die() { echo "FAIL: $*"; fail=1; }
 
 ST=$TMP/stress.txt
-$REF stress "$ST" && $REF build "$TMP" --assets "$ASSETS" --stress "$ST" ||
+$REF stress "$ST" && $REF build "$TMP" --assets "$ASSETS" --stress "$ST" | tee "$TMP/build.log" ||
   { echo "FAIL: could not train the reference tokenizers"; exit 1; }
+KINDS="llama3 qwen2 gpt2 smollm2 mixed spm"
+for k in llama2 llama2m; do
+  if [ -f "$TMP/$k/tokenizer.json" ]; then KINDS="$KINDS $k"; else
+    echo "skipped $k: not built (transformers / protobuf missing: $(grep "$k" "$TMP/build.log"))"; fi
+done
+SPM=$ASSETS/tokenizers/llama2/tokenizer.model
 
 # --- ids against tokenizers ---------------------------------------------------------------------
-for k in llama3 qwen2 gpt2; do
-  for f in "$TS" "$WT" "$ST"; do
-    for d in blank-line none; do
-      out=$TMP/$k-$(basename "$f")-$d.npy
-      "$QAT" tokenize --tokenizer "$TMP/$k" --in "$f" --out "$out" --docs "$d" >"$TMP/log" ||
-        { die "qat tokenize $k $f --docs $d: $(cat "$TMP/log")"; continue; }
-      $REF check --tok "$TMP/$k" --in "$f" --docs "$d" --npy "$out" || die "$k $f --docs $d"
-    done
+# every file in both document modes for the first three kinds; for the others TinyStories as
+# documents, WikiText-2 as one stream (it has no blank lines) and the stress text both ways
+for k in $KINDS; do
+  spm=()
+  [ "$k" = llama2 ] && spm=(--spm "$SPM") # the legacy file must also be sentencepiece's ids
+  for run in "$TS blank-line" "$TS none" "$WT blank-line" "$WT none" "$ST blank-line" "$ST none"; do
+    set -- $run
+    f=$1 d=$2
+    case "$k:$f:$d" in llama3:* | qwen2:* | gpt2:* | *:"$TS":blank-line | *:"$WT":none | *:"$ST":*) ;;
+      *) continue ;; esac
+    out=$TMP/$k-$(basename "$f")-$d.npy
+    "$QAT" tokenize --tokenizer "$TMP/$k" --in "$f" --out "$out" --docs "$d" >"$TMP/log" ||
+      { die "qat tokenize $k $f --docs $d: $(cat "$TMP/log")"; continue; }
+    $REF check --tok "$TMP/$k" --in "$f" --docs "$d" --npy "$out" "${spm[@]}" ||
+      die "$k $f --docs $d"
   done
 done
 # the tokenizer.json alone: Llama-3's BOS comes from its template; GPT-2's file names none
@@ -60,10 +80,20 @@ done
 "$QAT" tokenize --tokenizer "$TMP/gpt2/tokenizer.json" --in "$ST" --out "$TMP/g2.npy" \
   >/dev/null && $REF check --tok "$TMP/gpt2" --in "$ST" --npy "$TMP/g2.npy" --no-bos ||
   die "gpt2 tokenizer.json alone"
+# the SentencePiece-style file alone: its template adds <s> ... </s>
+"$QAT" tokenize --tokenizer "$TMP/spm/tokenizer.json" --in "$ST" --out "$TMP/sp.npy" >/dev/null &&
+  python3 - "$TMP/sp.npy" "$TMP/spm-stress.txt-blank-line.npy" <<'PY' || die "spm tokenizer.json alone"
+import sys, numpy as np
+alone, folder = np.load(sys.argv[1]).tolist(), np.load(sys.argv[2]).tolist()
+bos, eos = 1, 2
+assert alone.count(bos) == alone.count(eos) == folder.count(bos) > 0 and folder.count(eos) == 0
+assert [t for t in alone if t != eos] == folder, "the file alone is not the folder's ids + EOS"
+print(f"ok spm tokenizer.json alone: {alone.count(eos)} documents end with </s> (the template)")
+PY
 
 # --- decoding -----------------------------------------------------------------------------------
 # qat_tokenizer_piece returns C strings, so the stress text's one NUL byte cannot come back.
-for k in llama3 qwen2 gpt2; do
+for k in $KINDS; do
   for f in "$TS" "$WT" "$ST"; do
     $REF decode --tok "$TMP/$k" --in "$f" --out "$TMP/want.txt" &&
       "$RT" --roundtrip "$TMP/$k" "$f" "$TMP/got.txt" >/dev/null &&
@@ -76,7 +106,8 @@ done
 # --- qat generate: the prompt is echoed as decoded, with or without a BOS -------------------------
 # a random 1-layer model with a vocab that holds every id (the echo needs no trained weights:
 # --steps 0 generates nothing); Qwen2's folder has no BOS, so an empty prompt is refused
-for k in llama3 qwen2 gpt2; do
+for k in $KINDS; do
+  [ "$k" = mixed ] && continue # its ByteLevel add_prefix_space puts a space before every piece
   M=$TMP/model-$k
   mkdir -p "$M" && cp "$TMP/$k"/*.json "$M/"
   PYTHONPATH=tests/ref python3 - "$M" <<'PY' || die "could not write the $k test model"
@@ -85,7 +116,7 @@ import numpy as np
 import st_np
 d = sys.argv[1]
 cfg = json.load(open(os.path.join(d, "config.json"))) if os.path.exists(os.path.join(d, "config.json")) else {}
-V, C, F = 2048, 16, 32
+V, C, F = max(2048, json.load(open(os.path.join(d, "expect.json")))["vocab"]), 16, 32
 cfg.update({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C,
             "intermediate_size": F, "num_hidden_layers": 1, "num_attention_heads": 2,
             "num_key_value_heads": 2, "vocab_size": V, "max_position_embeddings": 256,
@@ -148,6 +179,15 @@ variant("unknown_merge", lambda j: j["model"]["merges"].insert(7, ["\u0120the", 
 variant("nfkc", lambda j: j.update(normalizer={"type": "NFKC"}))
 variant("dropout", lambda j: j["model"].update(dropout=0.1))
 variant("no_model", lambda j: j.pop("model"))
+variant("ctc", lambda j: j.update(decoder={"type": "CTC"}))
+variant("precompiled", lambda j: j.update(normalizer={"type": "Sequence", "normalizers": [
+    {"type": "NFC"}, {"type": "Precompiled", "precompiled_charsmap": "AAAA"}]}))
+variant("metaspace", lambda j: j.update(pre_tokenizer={"type": "Sequence", "pretokenizers": [
+    {"type": "Digits", "individual_digits": True},
+    {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "sometimes"}]}))
+variant("template", lambda j: j.update(post_processor={"type": "TemplateProcessing", "single": [
+    {"SpecialToken": {"id": "<|nope|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+    "special_tokens": {}}))
 EOF
 B=$TMP/bad
 expect_error 1 "$B/unigram.json: model.type \"Unigram\"" --tokenizer "$B/unigram.json" --in "$ST" \
@@ -162,10 +202,21 @@ expect_error 1 "$B/no_model.json: no \"model\"" --tokenizer "$B/no_model.json" -
   --out "$TMP/err.npy"
 expect_error 1 "$L3: tokenizer ids reach 2005, more than the vocab of 1000" --tokenizer "$L3" \
   --vocab 1000 --in "$ST" --out "$TMP/err.npy"
+expect_error 1 "$B/ctc.json: decoder.type \"CTC\"" --tokenizer "$B/ctc.json" --in "$ST" \
+  --out "$TMP/err.npy"
+expect_error 1 "$B/precompiled.json: normalizer.normalizers[1].type \"Precompiled\"" \
+  --tokenizer "$B/precompiled.json" --in "$ST" --out "$TMP/err.npy"
+expect_error 1 "$B/metaspace.json: pre_tokenizer.pretokenizers[1].prepend_scheme \"sometimes\"" \
+  --tokenizer "$B/metaspace.json" --in "$ST" --out "$TMP/err.npy"
+expect_error 1 "$B/template.json: post_processor.single: special token \"<|nope|>\"" \
+  --tokenizer "$B/template.json" --in "$ST" --out "$TMP/err.npy"
 cp "$L3" "$B/tokenizer.json"
 echo '{"bos_token": "<|nope|>"}' > "$B/tokenizer_config.json"
 expect_error 1 "$B/tokenizer_config.json: bos_token \"<|nope|>\"" --tokenizer "$B" --in "$ST" \
   --out "$TMP/err.npy"
+echo '{"add_bos_token": "yes"}' > "$B/tokenizer_config.json"
+expect_error 1 "$B/tokenizer_config.json: add_bos_token is not a boolean" --tokenizer "$B" \
+  --in "$ST" --out "$TMP/err.npy"
 
 if [ $fail = 0 ]; then echo "PASS test_tokenizer_hf"; fi
 exit $fail

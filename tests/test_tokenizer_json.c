@@ -487,8 +487,8 @@ START_TEST(test_refused) {
   expect_refused(with(j, model_of(j), "dropout", cJSON_CreateNumber(0.1)), QAT_EUNSUPPORTED,
                  "model.dropout");
   j = base_json();
-  expect_refused(with(j, model_of(j), "byte_fallback", cJSON_CreateTrue()), QAT_EUNSUPPORTED,
-                 "model.byte_fallback");
+  expect_refused(with(j, model_of(j), "byte_fallback", cJSON_CreateString("yes")), QAT_EFORMAT,
+                 "model.byte_fallback is not a boolean");
   j = base_json();
   expect_refused(with(j, model_of(j), "continuing_subword_prefix", cJSON_CreateString("##")),
                  QAT_EUNSUPPORTED, "model.continuing_subword_prefix");
@@ -508,16 +508,45 @@ START_TEST(test_refused) {
   expect_refused(with(j, j, "pre_tokenizer", typed("Whitespace")), QAT_EUNSUPPORTED,
                  "pre_tokenizer.type \"Whitespace\"");
   j = base_json();
-  expect_refused(with(j, j, "pre_tokenizer", cJSON_CreateNull()), QAT_EUNSUPPORTED,
-                 "pre_tokenizer is null");
+  expect_refused(with(j, j, "pre_tokenizer", typed("BertPreTokenizer")), QAT_EUNSUPPORTED,
+                 "pre_tokenizer.type \"BertPreTokenizer\"");
   j = base_json();
   cJSON *bl1 = byte_level(0);
-  cJSON_ReplaceItemInObject(bl1, "add_prefix_space", cJSON_CreateTrue());
-  expect_refused(with(j, j, "pre_tokenizer", bl1), QAT_EUNSUPPORTED,
-                 "pre_tokenizer.add_prefix_space");
+  cJSON_ReplaceItemInObject(bl1, "add_prefix_space", cJSON_CreateNumber(1));
+  expect_refused(with(j, j, "pre_tokenizer", bl1), QAT_EFORMAT,
+                 "pre_tokenizer.add_prefix_space is not a boolean");
   j = base_json();
-  expect_refused(with(j, j, "pre_tokenizer", split_then_byte_level("\\s+", "Removed")),
-                 QAT_EUNSUPPORTED, "pre_tokenizer.pretokenizers[0].behavior \"Removed\"");
+  expect_refused(with(j, j, "pre_tokenizer", split_then_byte_level("\\s+", "Sideways")),
+                 QAT_EFORMAT, "pre_tokenizer.pretokenizers[0].behavior \"Sideways\"");
+  j = base_json();
+  cJSON *ms = typed("Metaspace");
+  cJSON_AddStringToObject(ms, "replacement", "\xE2\x96\x81");
+  cJSON_AddStringToObject(ms, "prepend_scheme", "sometimes");
+  expect_refused(with(j, j, "pre_tokenizer", ms), QAT_EFORMAT,
+                 "pre_tokenizer.prepend_scheme \"sometimes\"");
+  j = base_json();
+  ms = typed("Metaspace");
+  cJSON_AddStringToObject(ms, "replacement", "ab");
+  expect_refused(with(j, j, "pre_tokenizer", ms), QAT_EFORMAT,
+                 "pre_tokenizer.replacement is not one character");
+  j = base_json();
+  expect_refused(with(j, j, "decoder", typed("WordPiece")), QAT_EUNSUPPORTED,
+                 "decoder.type \"WordPiece\"");
+  j = base_json();
+  cJSON *seq = typed("Sequence"), *nl = cJSON_CreateArray();
+  cJSON_AddItemToArray(nl, typed("NFC"));
+  cJSON_AddItemToArray(nl, typed("Precompiled"));
+  cJSON_AddItemToObject(seq, "normalizers", nl);
+  expect_refused(with(j, j, "normalizer", seq), QAT_EUNSUPPORTED,
+                 "normalizer.normalizers[1].type \"Precompiled\"");
+  j = base_json(); /* two special tokens before $A */
+  cJSON *pp = template_bos("<|bos|>", 302);
+  cJSON_AddItemToArray(cJSON_GetObjectItem(pp, "single"),
+                       cJSON_Duplicate(cJSON_GetArrayItem(cJSON_GetObjectItem(pp, "single"), 0), 1));
+  cJSON *single = cJSON_GetObjectItem(pp, "single");
+  cJSON_InsertItemInArray(single, 0, cJSON_DetachItemFromArray(single, 2));
+  expect_refused(with(j, j, "post_processor", pp), QAT_EUNSUPPORTED,
+                 "post_processor.single: more than one special token before $A");
   j = base_json();
   expect_refused(with(j, j, "pre_tokenizer", split_then_byte_level("(a", "Isolated")), QAT_EFORMAT,
                  "pre_tokenizer.pretokenizers[0]: pattern does not compile");

@@ -1,6 +1,6 @@
 /* Tokenizers behind one handle (tokenizer.h): llama2.c tokenizer.bin (tokenizer_bpe.c), a
- * SentencePiece tokenizer.model (spm_shim.cc) or a Hugging Face tokenizer.json (byte-level BPE,
- * tokenizer_hf.c), told apart by content; streaming piece decoding
+ * SentencePiece tokenizer.model (spm_shim.cc) or a Hugging Face tokenizer.json (BPE,
+ * tokenizer_hf*.c), told apart by content; streaming piece decoding
  * for generation; and the document splitting that turns a text file into training / held-out
  * token streams (REFERENCE.md section 5). */
 #include "io/tokenizer.h"
@@ -15,6 +15,7 @@ enum { KIND_BIN = 1, KIND_SPM = 2, KIND_HF = 3 };
 struct qat_tokenizer {
   int kind;
   int vocab, bos, eos;
+  int doc_eos; /* appended to each document by qat_tokenize_docs; -1 = none */
   qat_bpe *bpe;
   qat_spm *spm;
   qat_hf *hf;
@@ -60,6 +61,7 @@ static qat_status load_hf(qat_tokenizer *t, const char *path, const char *data, 
   t->vocab = qat_hf_vocab(t->hf);
   t->bos = qat_hf_bos(t->hf);
   t->eos = qat_hf_eos(t->hf);
+  t->doc_eos = qat_hf_eos_add(t->hf);
   /* A model's embedding may have padding rows (Qwen2: 151936 for 151646 tokens): every id must
    * fit, not the sizes agree. */
   if (vocab_hint > 0 && t->vocab > vocab_hint)
@@ -80,6 +82,7 @@ qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **
     return QAT_FAIL(QAT_ENOMEM, "%s: tokenizer", path);
   }
   qat_status st;
+  t->doc_eos = -1;
   /* tokenizer.bin starts with a small positive int32 (max_token_length); a ModelProto starts
    * with tag 0x0A (field 1, length-delimited) followed by a non-zero length and another tag, so
    * its first int32 read little-endian is at least 0x0A0A0A >= 2^16: the two never collide. */
@@ -138,6 +141,7 @@ qat_status qat_tokenizer_load_dir(const char *dir, int vocab_hint, qat_tokenizer
     }
     t->bos = qat_hf_bos(t->hf);
     t->eos = qat_hf_eos(t->hf);
+    t->doc_eos = qat_hf_eos_add(t->hf);
     return QAT_OK;
   }
   return QAT_FAIL(QAT_EIO, "%s: no tokenizer.model, tokenizer.json or tokenizer.bin in this folder",
@@ -156,6 +160,7 @@ void qat_tokenizer_free(qat_tokenizer *t) {
 int qat_tokenizer_vocab(const qat_tokenizer *t) { return t->vocab; }
 int qat_tokenizer_bos(const qat_tokenizer *t) { return t->bos; }
 int qat_tokenizer_eos(const qat_tokenizer *t) { return t->eos; }
+int qat_tokenizer_doc_eos(const qat_tokenizer *t) { return t->doc_eos; }
 
 /* ---- encoding --------------------------------------------------------------------------------- */
 
@@ -227,9 +232,13 @@ const char *qat_tokenizer_piece(qat_tokenizer *t, int prev, int id) {
   }
   size_t n;
   if (t->kind == KIND_HF) {
-    /* byte-level: the token's bytes, even when they end inside a UTF-8 character */
+    /* the token's bytes, even when they end inside a UTF-8 character; the decoder's Strip /
+     * Metaspace drop leading spaces of the text's first token (after BOS or at the start) */
     const char *s = qat_hf_piece(t->hf, id, &n);
-    const char *r = s ? set_piece(t, s, n) : NULL;
+    if (!s) return "";
+    int strip = qat_hf_strip(t->hf, prev < 0 || (t->bos >= 0 && prev == t->bos));
+    for (; strip > 0 && n > 0 && s[0] == ' '; strip--) s++, n--;
+    const char *r = set_piece(t, s, n);
     return r ? r : "";
   }
   int kind;
@@ -379,6 +388,7 @@ qat_status qat_tokenize_docs(const qat_tokenizer *t, const char *text, size_t le
       m = w;
     }
     QAT_CHECK(st, encode_into(t, s, m, 1, &out), done);
+    if (t->doc_eos >= 0) QAT_CHECK(st, qat_ivec_push(&out, t->doc_eos), done);
   }
   *ids = out.v;
   *n = out.n;

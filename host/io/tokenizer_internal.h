@@ -1,7 +1,8 @@
 /* Private to host/io/tokenizer*.c and spm_shim.cc: the three tokenizer back ends behind
  * tokenizer.h. llama2.c's tokenizer.bin BPE lives in tokenizer_bpe.c; SentencePiece models go
  * through the sentencepiece C++ library in spm_shim.cc (which catches every C++ exception);
- * Hugging Face tokenizer.json byte-level BPE (Llama-3, Qwen2, GPT-2) is tokenizer_hf.c. */
+ * Hugging Face tokenizer.json BPE (Llama-3, Qwen2, GPT-2, SmolLM2, Llama-2, Mistral) is
+ * tokenizer_hf*.c. */
 #ifndef QAT_IO_TOKENIZER_INTERNAL_H
 #define QAT_IO_TOKENIZER_INTERNAL_H
 
@@ -47,19 +48,22 @@ enum { QAT_SPM_NORMAL = 0, QAT_SPM_CONTROL = 1, QAT_SPM_BYTE = 2, QAT_SPM_UNKNOW
  * out of range. */
 const char *qat_spm_piece(const qat_spm *s, int id, size_t *len, int *kind);
 
-/* Hugging Face tokenizer.json (byte-level BPE; the subset and its semantics: tokenizer_hf.c).
- * data/size: the whole file. BOS / EOS come from the file alone (the post-processor's template,
- * else added tokens named <|begin_of_text|> / <s>, <|end_of_text|> / <|endoftext|> / </s>; -1
- * when none); qat_hf_load_folder overrides them from dir's tokenizer_config.json ("bos_token",
- * "eos_token": a string, {"content": ...} or null), else its config.json ("bos_token_id",
- * "eos_token_id"). */
+/* Hugging Face tokenizer.json (BPE: byte-level or SentencePiece-style; the subset and its
+ * semantics: tokenizer_hf*.c). data/size: the whole file. BOS / EOS come from the file alone
+ * (the post-processor's template, else added tokens named <|begin_of_text|> / <s>,
+ * <|end_of_text|> / <|endoftext|> / </s>; -1 when none); qat_hf_load_folder overrides them from
+ * dir's tokenizer_config.json ("bos_token", "eos_token": a string, {"content": ...} or null;
+ * "add_bos_token", "add_eos_token"), else its config.json ("bos_token_id", "eos_token_id"). */
 typedef struct qat_hf qat_hf;
 qat_status qat_hf_load(const char *path, const char *data, size_t size, qat_hf **out);
 qat_status qat_hf_load_folder(qat_hf *h, const char *dir);
 void qat_hf_free(qat_hf *h);
 int qat_hf_vocab(const qat_hf *h); /* max id + 1 over model.vocab and added_tokens */
-int qat_hf_bos(const qat_hf *h);   /* -1 when none */
-int qat_hf_eos(const qat_hf *h);
+int qat_hf_bos(const qat_hf *h);     /* the id prepended to a document; -1 when none */
+int qat_hf_eos(const qat_hf *h);     /* the stop token; -1 when none */
+int qat_hf_eos_add(const qat_hf *h); /* the id appended to a document; -1 when none */
+/* Leading spaces the decoder strips from a token: the text's first (first = 1) or any other. */
+int qat_hf_strip(const qat_hf *h, int first);
 /* Appends the ids of text (no BOS/EOS) to out; invalid UTF-8 is read as U+FFFD per maximal
  * ill-formed subsequence. */
 qat_status qat_hf_encode(const qat_hf *h, const char *text, size_t len, qat_ivec *out);

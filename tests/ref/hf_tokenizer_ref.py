@@ -14,11 +14,34 @@ text) configured exactly as those files are:
            tokenizer_config.json has bos_token null (config.json's bos_token_id must lose).
   gpt2/    ByteLevel(use_regex=true) alone, <|endoftext|> inside model.vocab; "a b" merges;
            only a config.json (bos_token_id = eos_token_id = <|endoftext|>).
-Each folder gets expect.json: the BOS id qat must prepend to every document (null: none).
+  smollm2/ Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)] as SmolLM2 ships
+           it; <|endoftext|>, <|im_start|>, <|im_end|> trained into model.vocab (ids 0-2);
+           tokenizer_config.json names bos_token <|im_start|> but says add_bos_token: false.
+  mixed/   Sequence[Digits(individual_digits=false), Punctuation(contiguous),
+           Split("\n", merged_with_previous), Split(" ", merged_with_next),
+           ByteLevel(add_prefix_space=true, use_regex=true)]; a template "$A <|endoftext|>"
+           (every document ends with EOS, none starts with BOS). add_prefix_space gives every
+           piece a space, so its decode is not the text.
+  spm/     SentencePiece-style BPE: Metaspace(prepend_scheme always, split true), byte_fallback
+           with <0x00>..<0xFF> in model.vocab (limit_alphabet forces rare characters onto them),
+           <unk> with fuse_unk, decoder ByteFallback + Metaspace, template "<s> $A </s>" but
+           tokenizer_config.json add_eos_token: false (BOS only).
+  llama2/  the real Llama-2 tokenizer.model converted by transformers' LlamaConverter (legacy:
+           normalizer Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer, decoder
+           Replace/ByteFallback/Fuse/Strip, byte_fallback, template "<s> $A"), as the Llama-2 HF
+           file; `check --spm` also compares with sentencepiece on tokenizer.model.
+  llama2m/ the same converted non-legacy (Metaspace prepend_scheme first, split false), as newer
+           Llama-2 / Mistral files; SentencePiece differs from it by design on text that starts
+           with a space, so only tokenizers is the reference.
+The two Llama-2 folders need `transformers` and `protobuf` (test references only); without
+them they are not built and `build` says so.
+Each folder gets expect.json: the BOS id qat must prepend to every document and the EOS id it
+must append (null: none).
 
   hf_tokenizer_ref.py stress OUT.txt                   # the hand-written stress text
   hf_tokenizer_ref.py build OUTDIR --assets DIR --stress STRESS.txt
   hf_tokenizer_ref.py check --tok DIR --in TEXT --docs blank-line|none --npy QAT.npy [--no-bos]
+                      [--spm tokenizer.model]
   hf_tokenizer_ref.py decode --tok DIR --in TEXT --out EXPECTED   # what the pieces must give
 check: documents are split as tests/ref/llama2c_tokenizer.py does (an independent reading of
 REFERENCE.md section 5), each decoded bytes -> str with errors="replace" (the only way to hand
@@ -53,10 +76,93 @@ def corpus(files, extra):
         yield extra
 
 
+def train_spm(files, extra):
+    """A small SentencePiece-style BPE, as tokenizers trains one (the Llama-2 layout)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always",
+                                                 split=True)
+    tok.decoder = decoders.Sequence([
+        decoders.ByteFallback(),
+        decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)])
+    byte_toks = [f"<0x{b:02X}>" for b in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<unk>", "<s>", "</s>"] + byte_toks,
+                                  limit_alphabet=150, show_progress=False)
+    # no U+0000 piece (SentencePiece vocabularies have none; qat's JSON reader cannot hold one):
+    # the stress text's NUL goes through <0x00>
+    tok.train_from_iterator((t.replace("\0", "") for t in corpus(files, extra)), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    # the byte tokens live in model.vocab only, as in Llama-2's file
+    j = json.loads(tok.to_str())
+    j["added_tokens"] = [t for t in j["added_tokens"] if t["content"] not in byte_toks]
+    return Tokenizer.from_str(json.dumps(j))
+
+
+class _SpmOriginal:
+    """What transformers' LlamaConverter reads from a slow LlamaTokenizer."""
+    def __init__(self, path, legacy):
+        import sentencepiece as spm
+        self.vocab_file, self.legacy, self.add_prefix_space = path, legacy, True
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+
+    def convert_ids_to_tokens(self, i):
+        return self.sp.id_to_piece(i)
+
+
+def convert_llama2(model, legacy):
+    """tokenizer.model -> tokenizers.Tokenizer through transformers' slow->fast LlamaConverter.
+    transformers 5.x calls SpmExtractor.extract(vocab_scores) with a changed signature, so the
+    extractor is wrapped to return (vocab, merges) as 4.x did (generate_merges ranks the merges by
+    piece score)."""
+    from tokenizers import processors
+    from transformers.convert_slow_tokenizer import (LlamaConverter, SentencePieceExtractor,
+                                                     generate_merges)
+
+    class Extractor(SentencePieceExtractor):
+        def extract(self, vocab_scores=None, **kw):
+            vocab = {p.piece: i for i, p in enumerate(self.proto.pieces)}
+            return vocab, generate_merges(vocab, vocab_scores)
+
+    class Converter(LlamaConverter):
+        SpmExtractor = Extractor
+
+    tok = Converter(_SpmOriginal(model, legacy)).converted()
+    # LlamaTokenizerFast installs this template (add_bos_token true) and saves it in the file
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return tok
+
+
 def train(kind, files, extra):
     from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
                             pre_tokenizers, processors, trainers)
     bl = pre_tokenizers.ByteLevel
+    if kind == "spm":
+        return train_spm(files, extra)
+    if kind in ("smollm2", "mixed"):
+        tok = Tokenizer(models.BPE())
+        if kind == "smollm2":
+            steps = [pre_tokenizers.Digits(individual_digits=True),
+                     bl(add_prefix_space=False, trim_offsets=True, use_regex=True)]
+        else:
+            steps = [pre_tokenizers.Digits(individual_digits=False),
+                     pre_tokenizers.Punctuation(behavior="contiguous"),
+                     pre_tokenizers.Split("\n", behavior="merged_with_previous"),
+                     pre_tokenizers.Split(" ", behavior="merged_with_next"),
+                     bl(add_prefix_space=True, use_regex=True)]
+        tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+        tok.decoder = decoders.ByteLevel()
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        trainer = trainers.BpeTrainer(vocab_size=2000, initial_alphabet=bl.alphabet(),
+                                      special_tokens=specials, show_progress=False)
+        tok.train_from_iterator(corpus(files, extra), trainer)
+        if kind == "smollm2":
+            tok.post_processor = processors.ByteLevel(trim_offsets=False)
+        else:
+            tok.post_processor = processors.TemplateProcessing(
+                single="$A <|endoftext|>", special_tokens=[("<|endoftext|>", 0)])
+        return tok
     if kind == "gpt2":
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = bl(add_prefix_space=False, use_regex=True)
@@ -97,13 +203,30 @@ def train(kind, files, extra):
 def write_folder(tok, kind, d):
     os.makedirs(d, exist_ok=True)
     j = json.loads(tok.to_str())
-    if kind != "llama3":  # the old merges format: "a b" strings
+    if kind in ("qwen2", "gpt2", "smollm2"):  # the old merges format: "a b" strings
         j["model"]["merges"] = [m if isinstance(m, str) else " ".join(m)
                                 for m in j["model"]["merges"]]
     with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(j, f, ensure_ascii=False, indent=2)
     eot = tok.token_to_id("<|endoftext|>")
-    if kind == "llama3":
+    eos = None
+    if kind == "smollm2":
+        cfg = {"add_bos_token": False, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+        bos = None
+    elif kind == "mixed":
+        cfg = None
+        bos, eos = None, eot
+        assert tok.encode("x").ids[-1] == eot, "the template does not add EOS"
+    elif kind == "spm":
+        cfg = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+               "eos_token": "</s>", "unk_token": "<unk>"}
+        bos = 1
+        assert tok.encode("x").ids[0] == 1 and tok.encode("x").ids[-1] == 2
+    elif kind in ("llama2", "llama2m"):
+        cfg = {"add_bos_token": True, "add_eos_token": False, "bos_token": "<s>",
+               "eos_token": "</s>", "unk_token": "<unk>", "legacy": kind == "llama2"}
+        bos = 1
+    elif kind == "llama3":
         cfg = {"bos_token": "<|begin_of_text|>", "eos_token": {"content": "<|end_of_text|>",
                                                                "special": True}}
         bos = tok.token_to_id("<|begin_of_text|>")
@@ -122,7 +245,9 @@ def write_folder(tok, kind, d):
         with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
             json.dump(cfg, f)
     with open(os.path.join(d, "expect.json"), "w") as f:
-        json.dump({"bos": bos, "vocab": max(tok.get_vocab(with_added_tokens=True).values()) + 1}, f)
+        json.dump({"bos": bos, "eos": eos, "spm": kind in ("spm", "llama2", "llama2m"),
+                   "exact_decode": kind != "mixed",
+                   "vocab": max(tok.get_vocab(with_added_tokens=True).values()) + 1}, f)
 
 
 def stress_text():
@@ -165,14 +290,29 @@ def load(d):
 def cmd_check(a):
     tok, exp = load(a.tok)
     bos = None if a.no_bos else exp["bos"]
+    eos = None if a.no_bos else exp.get("eos")
     data = open(a.inp, "rb").read()
     docs = split_docs(data, a.docs)
     texts = [d.decode("utf-8", errors="replace") for d in docs]
     ref = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
+    encs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    if a.spm:  # the converted file must also be what SentencePiece itself gives
+        import sentencepiece as spm
+        sp = spm.SentencePieceProcessor(model_file=a.spm)
+        for k, (t, ids) in enumerate(zip(texts, encs)):
+            want = sp.encode(t)
+            if want != ids:
+                at = next((i for i, (x, y) in enumerate(zip(want, ids)) if x != y),
+                          min(len(want), len(ids)))
+                print(f"FAIL {a.tok}: tokenizers differs from sentencepiece in document {k} at "
+                      f"{at}: {ids[at:at + 6]} vs {want[at:at + 6]}")
+                return 1
+    for ids in encs:
         if bos is not None:
             ref.append(bos)
-        ref.extend(enc.ids)
+        ref.extend(ids)
+        if eos is not None:
+            ref.append(eos)
     ref = np.array(ref, dtype=np.int64)
     got = np.load(a.npy)
     want_dtype = np.uint16 if exp["vocab"] <= 65536 else np.uint32
@@ -188,7 +328,8 @@ def cmd_check(a):
               f"({tok.decode(ref[max(0, at - 4):at + 8].tolist())!r})")
         return 1
     print(f"ok {os.path.basename(a.tok)} {os.path.basename(a.inp)} --docs {a.docs}: "
-          f"{len(ref)} tokens match over {len(docs)} documents")
+          f"{len(ref)} tokens match over {len(docs)} documents"
+          f"{' (and sentencepiece)' if a.spm else ''}")
     return 0
 
 
@@ -212,12 +353,23 @@ def cmd_decode(a):
     non-ASCII added token occurs (tokenizers runs added tokens through the ByteLevel decoder too,
     which turns a normalized "\u00e9t\u00e9" into U+FFFD t U+FFFD), and must be the input text
     (NFC for a normalizing tokenizer) unless a normalized added token was matched."""
-    tok, _ = load(a.tok)
+    tok, exp = load(a.tok)
     with open(os.path.join(a.tok, "tokenizer.json"), encoding="utf-8") as f:
         added = {t["id"]: t for t in json.load(f)["added_tokens"]}
     inv = {c: b for b, c in bytes_to_unicode().items()}
     text = open(a.inp, "rb").read().decode("utf-8", errors="replace")
     ids = tok.encode(text, add_special_tokens=False).ids
+    if exp.get("spm"):
+        # SentencePiece-style: tokenizers' own decode (spaces for the replacement, <0xNN> bytes,
+        # the first token's leading space stripped); it is the text for the legacy layout, and
+        # the text less a leading space where Metaspace did not prepend one
+        out = tok.decode(ids, skip_special_tokens=False)
+        if out != text and not (text.startswith(" ") and out == text[1:]):
+            print(f"FAIL {a.inp}: tokenizers' decode(encode(text)) is not the text")
+            return 1
+        with open(a.out, "wb") as f:
+            f.write(out.encode())
+        return 0
     out = b"".join(added[i]["content"].encode() if i in added else
                    bytes(inv[c] for c in tok.id_to_token(i)) for i in ids)
     odd = [i for i in set(ids) if i in added and not added[i]["content"].isascii()]
@@ -225,7 +377,7 @@ def cmd_decode(a):
         print(f"FAIL {a.inp}: the reference decode differs from tokenizers' decode")
         return 1
     want = unicodedata.normalize("NFC", text) if tok.normalizer is not None else text
-    if out != want.encode():
+    if out != want.encode() and exp.get("exact_decode", True):
         if not any(added[i]["normalized"] for i in odd):
             print(f"FAIL {a.inp}: decode(encode(text)) is not the text")
             return 1
@@ -242,6 +394,7 @@ def main():
     b.add_argument("out")
     b.add_argument("--assets", required=True)
     b.add_argument("--stress", required=True)
+    b.add_argument("--kinds", default="llama3,qwen2,gpt2,smollm2,mixed,spm,llama2,llama2m")
     s = sub.add_parser("stress")
     s.add_argument("out")
     c = sub.add_parser("check")
@@ -250,6 +403,7 @@ def main():
     c.add_argument("--docs", default="blank-line", choices=["blank-line", "none"])
     c.add_argument("--npy", required=True)
     c.add_argument("--no-bos", action="store_true", help="the tokenizer.json alone: no BOS")
+    c.add_argument("--spm", help="tokenizer.model that must give the same ids (sentencepiece)")
     d = sub.add_parser("decode")
     d.add_argument("--tok", required=True)
     d.add_argument("--in", dest="inp", required=True)
@@ -259,8 +413,18 @@ def main():
         files = [os.path.join(a.assets, "text", f)
                  for f in ("tinystories_val.txt", "wikitext2_test.raw")]
         extra = open(a.stress, "rb").read().decode("utf-8", errors="replace")
-        for kind in ("llama3", "qwen2", "gpt2"):
-            write_folder(train(kind, files, extra), kind, os.path.join(a.out, kind))
+        kinds = a.kinds.split(",")
+        for kind in kinds:
+            if kind in ("llama2", "llama2m"):
+                model = os.path.join(a.assets, "tokenizers", "llama2", "tokenizer.model")
+                try:
+                    tok = convert_llama2(model, legacy=(kind == "llama2"))
+                except ImportError as e:
+                    print(f"not built: {kind} ({e}; pip install transformers protobuf)")
+                    continue
+            else:
+                tok = train(kind, files, extra)
+            write_folder(tok, kind, os.path.join(a.out, kind))
         return 0
     if a.cmd == "stress":
         with open(a.out, "wb") as f:
