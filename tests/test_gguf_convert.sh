@@ -7,6 +7,8 @@
 #   bit for bit, for llama (untied, smollm pre-tokenizer), llama (tied, llama-bpe, rope_freqs),
 #   qwen2 (q/k/v biases, no permutation, qwen2 pre-tokenizer) and mistral (tied, default);
 # - --dtype bf16: every tensor is the reference's float32 rounded to nearest even;
+# - --shard-mb 1: shards + model.safetensors.index.json holding the same tensors, evaluating to
+#   the same perplexity;
 # - rope_freqs.weight: qat's rope_scaling through Hugging Face's llama3 formula (written out
 #   here) reproduces the tensor, and the weight itself is not written;
 # - model llama (SentencePiece): tokenizer.model parses into the same ModelProto as one built
@@ -52,8 +54,21 @@ for n in ("config.json", "tokenizer.json", "tokenizer_config.json"):
     if x != y:
         diff = [k for k in sorted(set(x or {}) | set(y or {})) if (x or {}).get(k) != (y or {}).get(k)]
         raise SystemExit(f"{a}/{n} differs from the reference at {diff[:5]}")
-ta, _, da = st_np.read(os.path.join(a, "model.safetensors"))
-tb, _, db = st_np.read(os.path.join(b, "model.safetensors"))
+def read_all(d):
+    idx = os.path.join(d, "model.safetensors.index.json")
+    if not os.path.exists(idx):
+        return st_np.read(os.path.join(d, "model.safetensors"))[::2]
+    wm = json.load(open(idx))["weight_map"]
+    t, dt = {}, {}
+    for shard in sorted(set(wm.values())):
+        x, _, y = st_np.read(os.path.join(d, shard))
+        assert all(wm[k] == shard for k in x), f"{shard}: tensors not in its weight_map"
+        t.update(x)
+        dt.update(y)
+    assert set(t) == set(wm), "weight_map lists tensors no shard holds"
+    return t, dt
+ta, da = read_all(a)
+tb, db = read_all(b)
 if set(ta) != set(tb):
     raise SystemExit(f"tensor names differ: {sorted(set(ta) ^ set(tb))[:5]}")
 for k in ta:
@@ -90,6 +105,12 @@ convert mistral --arch mistral --pre default --tied --seed 4
 python3 "$T/cmp.py" "$T/mistral.qat" "$T/mistral.ref"
 "$QAT" convert --from gguf "$T/llama.gguf" --out "$T/llama.bf16" --dtype bf16 2>/dev/null
 python3 "$T/cmp.py" "$T/llama.bf16" "$T/llama.ref" --bf16
+# shards of at most 1 MiB: model-0000i-of-0000N + index, same tensors, same perplexity
+"$QAT" convert --from gguf "$T/llama.gguf" --out "$T/llama.sh" --shard-mb 1 2>/dev/null
+[ -f "$T/llama.sh/model.safetensors.index.json" ] && [ ! -f "$T/llama.sh/model.safetensors" ] &&
+  [ "$(ls "$T/llama.sh" | grep -c '^model-0000[1-9]-of-0000[2-9].safetensors$')" -ge 4 ] ||
+  fail "--shard-mb 1: expected 4 or more shards and an index: $(ls "$T/llama.sh")"
+python3 "$T/cmp.py" "$T/llama.sh" "$T/llama.ref"
 
 # rope_freqs.weight -> rope_scaling: Hugging Face's llama3 inv_freq divisors from qat's config
 python3 - "$T/llama3.gguf" "$T/llama3.qat/config.json" <<'PY'
@@ -155,10 +176,12 @@ PY
 
 # every folder loads and evaluates
 python3 -c "import numpy as np; np.save('$T/tok.npy', (np.arange(130) * 7 % 300).astype(np.uint16))"
-for m in llama llama3 qwen mistral spm; do
+for m in llama llama3 qwen mistral spm llama; do
   "$QAT" eval --model "$T/$m.qat" --data "$T/tok.npy" --seq-len 64 --device cpu --json >"$T/eval.json" 2>"$T/err" ||
     { cat "$T/err"; fail "$m: qat eval on the converted folder"; }
 done
+"$QAT" eval --model "$T/llama.sh" --data "$T/tok.npy" --seq-len 64 --device cpu --json >"$T/eval_sh.json" 2>/dev/null
+cmp -s "$T/eval.json" "$T/eval_sh.json" || fail "sharded folder: eval $(cat "$T/eval_sh.json") != $(cat "$T/eval.json")"
 
 # inspect: metadata and tensors of a valid file
 "$QAT" inspect "$T/llama.gguf" >"$T/insp" 2>&1 || fail "inspect"

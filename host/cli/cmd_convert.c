@@ -14,6 +14,7 @@ qat_status cmd_convert(int argc, char **argv) {
       {"from", 1, NULL, "source format: llama2c or gguf"},
       {"tokenizer", 1, NULL, "llama2c: tokenizer file copied into the folder (tokenizer.bin)"},
       {"dtype", 1, NULL, "gguf: dtype of the written weights, f32 (default) or bf16"},
+      {"shard-mb", 1, NULL, "gguf: largest safetensors shard in MiB (default 4096)"},
       {"out", 1, NULL, "output folder (written atomically)"},
       {"help", 0, NULL, "show this help"},
   };
@@ -71,7 +72,20 @@ qat_status cmd_convert(int argc, char **argv) {
     st = QAT_FAIL(QAT_EUSAGE, "qat convert: --dtype %s: expected f32 or bf16", dtype);
     goto done;
   }
-  st = gguf ? qat_gguf_convert(model, out, dtype) : qat_llama2c_convert(model, tokf, out);
+  const char *shard = qat_flag_get(f, nf, "shard-mb");
+  uint64_t shard_bytes = 0;
+  if (shard) {
+    char *end;
+    long long mb = strtoll(shard, &end, 10);
+    if (!gguf || *end || end == shard || mb < 1 || mb > (1ll << 30)) {
+      st = QAT_FAIL(QAT_EUSAGE, "qat convert: --shard-mb %s: expected a positive number of MiB "
+                    "(gguf only)", shard);
+      goto done;
+    }
+    shard_bytes = (uint64_t)mb << 20;
+  }
+  st = gguf ? qat_gguf_convert(model, out, dtype, shard_bytes)
+            : qat_llama2c_convert(model, tokf, out);
 done:
   free(rest);
   return st;

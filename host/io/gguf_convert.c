@@ -2,8 +2,9 @@
  * the output folder is begun (architecture, hyper-parameters, every tensor's name, type and
  * shape, the tokenizer), so a refused file costs no writing; then the tensors are dequantized
  * one by one into their own buffers (F32 tensors that need no change are written straight from
- * the mapping) and streamed into model.safetensors by the safetensors writer. Peak memory is the
- * output model once, plus one tensor during a q/k un-permutation. */
+ * the mapping) and streamed into safetensors shards by the safetensors writer, each shard's
+ * buffers freed once it is written. Peak memory is one shard (4 GiB by default) plus one tensor
+ * during a q/k un-permutation, whatever the model's size. */
 #include "io/gguf_convert.h"
 
 #include "core/log.h"
@@ -11,6 +12,8 @@
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/llama2c.h"
+
+#include <cjson/cJSON.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -56,8 +59,9 @@ typedef struct conv {
   qat_gguf_file g;
   qat_gguf_hparams h;
   qat_st_writer w;
-  void **bufs; /* owned tensor buffers */
+  void **bufs; /* the current shard's tensor buffers */
   int nbufs;
+  int *shard; /* [n_tensors] output shard of each tensor */
   char tmp[4096];
   int have_tmp;
 } conv;
@@ -68,6 +72,7 @@ static void conv_free(conv *c) {
   for (int i = 0; i < c->nbufs; i++)
     free(c->bufs[i]);
   free(c->bufs);
+  free(c->shard);
   qat_gguf_close(&c->g);
 }
 
@@ -167,7 +172,49 @@ static qat_status add_tensor(conv *c, const qat_gguf_tensor *t, int bf16) {
   return qat_st_writer_add(&c->w, nm, QAT_BF16, t->ndim, shape, b);
 }
 
-static qat_status convert(conv *c, const char *path, const char *out, const char *dtype) {
+/* Output bytes of one tensor (numel x 4 or 2). */
+static uint64_t out_bytes(const qat_gguf_tensor *t, int bf16) {
+  return (uint64_t)t->numel * (bf16 ? 2u : 4u);
+}
+
+/* Releases one shard's tensors (the writer only references them). */
+static void shard_reset(conv *c) {
+  qat_st_writer_free(&c->w);
+  qat_st_writer_init(&c->w);
+  for (int i = 0; i < c->nbufs; i++)
+    free(c->bufs[i]);
+  c->nbufs = 0;
+}
+
+/* model.safetensors.index.json: every tensor's shard. */
+static qat_status write_index(const conv *c, const int *shard, int nshards, uint64_t total,
+                              const qat_gguf_tensor *rf) {
+  cJSON *o = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(o, "metadata");
+  char b[64];
+  snprintf(b, sizeof b, "%" PRIu64, total);
+  cJSON_AddItemToObject(meta, "total_size", cJSON_CreateRaw(b));
+  cJSON *wm = cJSON_AddObjectToObject(o, "weight_map");
+  const qat_gguf_file *f = &c->g;
+  for (int64_t i = 0; i < f->n_tensors; i++) {
+    if (&f->tensors[i] == rf) continue;
+    char nm[256], file[64];
+    int64_t layer;
+    hf_name(f->tensors[i].name, c->h.n_layers, nm, sizeof nm, &layer);
+    snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", shard[i] + 1, nshards);
+    cJSON_AddStringToObject(wm, nm, file);
+  }
+  char *js = cJSON_Print(o);
+  cJSON_Delete(o);
+  if (!js) return QAT_FAIL(QAT_ENOMEM, "model.safetensors.index.json: out of memory");
+  char path[4096];
+  qat_status st = qat_path_join(path, sizeof path, c->tmp, "model.safetensors.index.json");
+  if (st == QAT_OK) st = qat_write_file_atomic(path, js, strlen(js));
+  cJSON_free(js);
+  return st;
+}
+
+static qat_status convert(conv *c, const char *path, const char *out, const char *dtype,
+                          uint64_t shard_bytes) {
   int bf16 = !strcmp(dtype, "bf16");
   if (!bf16 && strcmp(dtype, "f32"))
     return QAT_FAIL(QAT_EUSAGE, "--dtype %s: expected f32 or bf16", dtype);
@@ -192,31 +239,61 @@ static qat_status convert(conv *c, const char *path, const char *out, const char
   }
   QAT_TRY(qat_gguf_write_tokenizer(f, &c->h, NULL)); /* check only */
 
-  for (int64_t i = 0; i < f->n_tensors; i++)
-    if (&f->tensors[i] != rf) QAT_TRY(add_tensor(c, &f->tensors[i], bf16));
-  QAT_TRY(qat_st_writer_meta(&c->w, "format", "pt"));
+  /* shards of at most shard_bytes (a larger tensor alone), planned up front so the names
+   * model-0000i-of-0000N are known; one shard is plain model.safetensors */
+  c->shard = malloc((size_t)(f->n_tensors ? f->n_tensors : 1) * sizeof *c->shard);
+  if (!c->shard) return QAT_FAIL(QAT_ENOMEM, "out of memory");
+  int nshards = 0;
+  uint64_t cur = 0, total = 0;
+  for (int64_t i = 0; i < f->n_tensors; i++) {
+    if (&f->tensors[i] == rf) continue;
+    uint64_t nb = out_bytes(&f->tensors[i], bf16);
+    if (nshards == 0 || (cur > 0 && cur + nb > shard_bytes)) {
+      nshards++;
+      cur = 0;
+    }
+    c->shard[i] = nshards - 1;
+    cur += nb;
+    total += nb;
+  }
+  if (nshards == 0) nshards = 1;
 
   QAT_TRY(qat_dir_begin(out, c->tmp, sizeof c->tmp));
   c->have_tmp = 1;
   char p[4096];
+  for (int s = 0; s < nshards; s++) {
+    for (int64_t i = 0; i < f->n_tensors; i++)
+      if (&f->tensors[i] != rf && c->shard[i] == s) QAT_TRY(add_tensor(c, &f->tensors[i], bf16));
+    QAT_TRY(qat_st_writer_meta(&c->w, "format", "pt"));
+    char file[64];
+    if (nshards == 1)
+      snprintf(file, sizeof file, "model.safetensors");
+    else
+      snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, nshards);
+    QAT_TRY(qat_path_join(p, sizeof p, c->tmp, file));
+    QAT_TRY(qat_st_write(&c->w, p));
+    shard_reset(c);
+  }
+  if (nshards > 1) QAT_TRY(write_index(c, c->shard, nshards, total, rf));
   QAT_TRY(qat_gguf_write_config(&c->h, bf16 ? "bfloat16" : "float32", c->tmp));
-  QAT_TRY(qat_path_join(p, sizeof p, c->tmp, "model.safetensors"));
-  QAT_TRY(qat_st_write(&c->w, p));
   QAT_TRY(qat_gguf_write_tokenizer(f, &c->h, c->tmp));
   QAT_TRY(qat_dir_commit(c->tmp, out));
   c->have_tmp = 0;
   qat_log("convert: %s -> %s (%s, dim %" PRId64 ", ffn %" PRId64 ", %" PRId64 " layers, %" PRId64
-          "/%" PRId64 " heads, vocab %" PRId64 "%s%s%s, %s)", path, out, c->h.arch, c->h.dim,
-          c->h.ffn, c->h.n_layers, c->h.heads, c->h.kv_heads, c->h.vocab,
-          c->h.tied ? ", tied" : "", c->h.rope_type[0] ? ", rope " : "", c->h.rope_type, dtype);
+          "/%" PRId64 " heads, vocab %" PRId64 "%s%s%s, %s, %d shard%s)", path, out, c->h.arch,
+          c->h.dim, c->h.ffn, c->h.n_layers, c->h.heads, c->h.kv_heads, c->h.vocab,
+          c->h.tied ? ", tied" : "", c->h.rope_type[0] ? ", rope " : "", c->h.rope_type, dtype,
+          nshards, nshards == 1 ? "" : "s");
   return QAT_OK;
 }
 
-qat_status qat_gguf_convert(const char *gguf_path, const char *out_dir, const char *dtype) {
+qat_status qat_gguf_convert(const char *gguf_path, const char *out_dir, const char *dtype,
+                            uint64_t shard_bytes) {
   conv c;
   memset(&c, 0, sizeof c);
   qat_st_writer_init(&c.w);
-  qat_status st = convert(&c, gguf_path, out_dir, dtype ? dtype : "f32");
+  qat_status st = convert(&c, gguf_path, out_dir, dtype ? dtype : "f32",
+                          shard_bytes ? shard_bytes : QAT_GGUF_SHARD_BYTES);
   conv_free(&c);
   return st;
 }

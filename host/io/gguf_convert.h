@@ -21,8 +21,12 @@
 extern "C" {
 #endif
 
-/* dtype: "f32" or "bf16". */
-qat_status qat_gguf_convert(const char *gguf_path, const char *out_dir, const char *dtype);
+/* dtype: "f32" or "bf16". The weights go into model.safetensors, or into shards
+ * model-0000i-of-0000N.safetensors of at most shard_bytes each (0: QAT_GGUF_SHARD_BYTES; one
+ * larger tensor makes a shard of its own) listed by model.safetensors.index.json. */
+#define QAT_GGUF_SHARD_BYTES ((uint64_t)4 << 30)
+qat_status qat_gguf_convert(const char *gguf_path, const char *out_dir, const char *dtype,
+                            uint64_t shard_bytes);
 
 /* ---- shared by gguf_convert.c, gguf_config.c, gguf_tokenizer.c ---- */
 
