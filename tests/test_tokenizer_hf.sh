@@ -14,6 +14,9 @@
 #    GPT-2: config.json; SmolLM2: add_bos_token false although a bos_token is named; Llama-2:
 #    add_bos_token true, add_eos_token false over a "<s> $A </s>" template), EOS appended from a
 #    "$A <eos>" template, and the tokenizer.json alone (no folder files);
+#  - 24 re-configured files (every Metaspace prepend_scheme x split with added tokens in the text,
+#    the legacy Llama-2 normalizer, a Regex Replace with ^, every Split behavior x invert, Digits
+#    runs, WhitespaceSplit, Punctuation, ByteLevel before other steps) on the stress text;
 #  - decoding: the pieces of every id concatenate to what tokenizers' decode gives (the input,
 #    NFC-normalized for Qwen2), through the round-trip mode of tests/test_tokenizer_json.c;
 #  - encode speed (MB/s) on TinyStories;
@@ -73,6 +76,15 @@ for k in $KINDS; do
       die "$k $f --docs $d"
   done
 done
+# re-configured spm / smollm2 files: every Metaspace scheme x split, Split behavior x invert and
+# the other steps (hf_tokenizer_ref.py variants), on the stress text
+$REF variants "$TMP" > "$TMP/variants.txt" && [ -s "$TMP/variants.txt" ] ||
+  die "could not write the variant tokenizers"
+while read -r v; do
+  "$QAT" tokenize --tokenizer "$v" --in "$ST" --out "$TMP/v.npy" --docs none >"$TMP/log" ||
+    { die "qat tokenize $v: $(cat "$TMP/log")"; continue; }
+  $REF check --tok "$v" --in "$ST" --docs none --npy "$TMP/v.npy" || die "variant $v"
+done < "$TMP/variants.txt"
 # the tokenizer.json alone: Llama-3's BOS comes from its template; GPT-2's file names none
 "$QAT" tokenize --tokenizer "$TMP/llama3/tokenizer.json" --in "$ST" --out "$TMP/l3.npy" \
   >/dev/null && $REF check --tok "$TMP/llama3" --in "$ST" --npy "$TMP/l3.npy" ||

@@ -1,7 +1,7 @@
 /* Helpers the tokenizer.json reader's files share (tokenizer_hf_internal.h): a string -> id and a
  * (id, id) -> merge hash map, JSON key access with errors naming the key, UTF-8 stepping and
  * repair, NFC through utf8proc, and PCRE2 patterns compiled and matched with Oniguruma's meaning
- * of \s (tokenizers runs its regexes in Oniguruma). */
+ * of \s, ^ and $ (tokenizers runs its regexes in Oniguruma, Ruby syntax). */
 #include "io/tokenizer_hf_internal.h"
 
 #include <stdio.h>
@@ -303,7 +303,9 @@ static char *onig_spaces(const char *pat) {
 
 qat_status hf_compile(const char *path, const char *where, const char *pat, int literal,
                       pcre2_code **out) {
-  uint32_t opt = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP); /* LITERAL refuses UCP */
+  /* LITERAL refuses UCP; Oniguruma's Ruby syntax (tokenizers' default) makes ^ and $ line
+   * anchors, which is PCRE2's MULTILINE */
+  uint32_t opt = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP | PCRE2_MULTILINE);
   int err;
   PCRE2_SIZE at;
   pcre2_code *re = NULL;

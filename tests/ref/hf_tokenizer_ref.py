@@ -43,6 +43,13 @@ must append (null: none).
   hf_tokenizer_ref.py check --tok DIR --in TEXT --docs blank-line|none --npy QAT.npy [--no-bos]
                       [--spm tokenizer.model]
   hf_tokenizer_ref.py decode --tok DIR --in TEXT --out EXPECTED   # what the pieces must give
+  hf_tokenizer_ref.py variants DIR     # after build: DIR/var-*/ for `check` (prints the folders)
+variants re-configures the built spm/ and smollm2/ files through tokenizers' own objects (so the
+JSON is what tokenizers writes): every Metaspace prepend_scheme x split with an added token in
+the text, the Llama-2 legacy normalizer and a Regex Replace on the spm vocab, Metaspace "first"
+after a Split; every Split behavior x invert, a String pattern, Digits runs, WhitespaceSplit,
+Punctuation and ByteLevel before other steps on the byte-level vocab. The vocabularies were not
+trained for these configurations; the ids are still well defined, and tokenizers gives them.
 check: documents are split as tests/ref/llama2c_tokenizer.py does (an independent reading of
 REFERENCE.md section 5), each decoded bytes -> str with errors="replace" (the only way to hand
 tokenizers invalid UTF-8), encoded without special tokens, with BOS prepended when the folder
@@ -387,6 +394,53 @@ def cmd_decode(a):
     return 0
 
 
+def cmd_variants(a):
+    from tokenizers import AddedToken, Regex, Tokenizer, normalizers as nz, pre_tokenizers as pt
+    ms = pt.Metaspace
+    bl = pt.ByteLevel
+    spm = [(f"ms-{sch}-{int(sp)}", None, ms(replacement="\u2581", prepend_scheme=sch, split=sp))
+           for sch in ("always", "first", "never") for sp in (True, False)]
+    spm += [("legacy", nz.Sequence([nz.Prepend("\u2581"), nz.Replace(" ", "\u2581")]), None),
+            ("regex-replace", nz.Sequence([nz.NFC(), nz.Replace(Regex(" {2,}"), " "),
+                                           nz.Replace(Regex("^\\s+"), ""),
+                                           nz.Prepend("\u2581"), nz.Replace(" ", "\u2581")]), None),
+            ("split-first", None, pt.Sequence([pt.Split(Regex("\\p{N}+"), "isolated"),
+                                                ms(prepend_scheme="first", split=True)]))]
+    regex = Regex("\\s+|\\p{P}")
+    byte = [(f"split-{b}-{int(inv)}", None,
+             pt.Sequence([pt.Split(regex, b, invert=inv), bl(add_prefix_space=False, use_regex=False)]))
+            for b in ("isolated", "removed", "merged_with_previous", "merged_with_next", "contiguous")
+            for inv in (False, True)]
+    byte += [("split-string", None, pt.Sequence([pt.Split("\n", "isolated"), bl(use_regex=False)])),
+             ("digit-runs", None, pt.Sequence([pt.Digits(individual_digits=False),
+                                                bl(add_prefix_space=False, use_regex=True)])),
+             ("wsplit", None, pt.Sequence([pt.WhitespaceSplit(), bl(add_prefix_space=True,
+                                                                        use_regex=False)])),
+             ("punct", None, pt.Sequence([pt.Punctuation(), pt.Digits(individual_digits=True),
+                                          bl(add_prefix_space=False, use_regex=True)])),
+             ("bl-first", None, pt.Sequence([bl(add_prefix_space=False, use_regex=True),
+                                             pt.Digits(individual_digits=True),
+                                             pt.Split("\u0120", "merged_with_next")]))]
+    for base, variants, bos in (("spm", spm, 1), ("smollm2", byte, None)):
+        src = open(os.path.join(a.dir, base, "tokenizer.json"), encoding="utf-8").read()
+        for name, norm, pre in variants:
+            tok = Tokenizer.from_str(src)
+            tok.normalizer = norm
+            tok.pre_tokenizer = pre
+            tok.post_processor = None
+            # in the stress text: "<tool>call</tool>"; the second one through the normalizer
+            tok.add_tokens([AddedToken("<tool>", special=False, normalized=False),
+                            AddedToken("</tool>", special=False, normalized=True)])
+            d = os.path.join(a.dir, f"var-{base}-{name}")
+            os.makedirs(d, exist_ok=True)
+            tok.save(os.path.join(d, "tokenizer.json"))
+            with open(os.path.join(d, "expect.json"), "w") as f:
+                json.dump({"bos": bos, "eos": None, "spm": base == "spm", "vocab":
+                           max(tok.get_vocab(with_added_tokens=True).values()) + 1}, f)
+            print(d)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -404,6 +458,8 @@ def main():
     c.add_argument("--npy", required=True)
     c.add_argument("--no-bos", action="store_true", help="the tokenizer.json alone: no BOS")
     c.add_argument("--spm", help="tokenizer.model that must give the same ids (sentencepiece)")
+    v = sub.add_parser("variants")
+    v.add_argument("dir")
     d = sub.add_parser("decode")
     d.add_argument("--tok", required=True)
     d.add_argument("--in", dest="inp", required=True)
@@ -430,6 +486,8 @@ def main():
         with open(a.out, "wb") as f:
             f.write(stress_text())
         return 0
+    if a.cmd == "variants":
+        return cmd_variants(a)
     return cmd_check(a) if a.cmd == "check" else cmd_decode(a)
 
 
