@@ -585,6 +585,156 @@ START_TEST(test_missing_byte_symbol) {
 }
 END_TEST
 
+/* SentencePiece-style: characters (no byte-level alphabet), byte_fallback, unk, decoders.
+ * Ids: <unk> 0, a 1, <0xC3> 2, <0xA9> 3, b 4, ab 5 (merge a b), \xE2\x96\x81 (U+2581) 6,
+ * U+2581 a 7 (merge U+2581 a), <s> 8 (special), </s> 9 (special). */
+static cJSON *spm_json(int fuse_unk) {
+  cJSON *j = base_json(), *model = model_of(j), *vocab = cJSON_CreateObject();
+  cJSON *merges = cJSON_CreateArray(), *add = cJSON_CreateArray();
+  static const char *const toks[] = {"<unk>", "a", "<0xC3>", "<0xA9>", "b", "ab", "\xE2\x96\x81",
+                                     "\xE2\x96\x81" "a", "<s>", "</s>"};
+  for (int i = 0; i < 10; i++) cJSON_AddNumberToObject(vocab, toks[i], i);
+  cJSON_ReplaceItemInObject(model, "vocab", vocab);
+  static const char *const m[][2] = {{"a", "b"}, {"\xE2\x96\x81", "a"}};
+  for (int i = 0; i < 2; i++) {
+    cJSON *p = cJSON_CreateArray();
+    cJSON_AddItemToArray(p, cJSON_CreateString(m[i][0]));
+    cJSON_AddItemToArray(p, cJSON_CreateString(m[i][1]));
+    cJSON_AddItemToArray(merges, p);
+  }
+  cJSON_ReplaceItemInObject(model, "merges", merges);
+  cJSON_ReplaceItemInObject(model, "unk_token", cJSON_CreateString("<unk>"));
+  cJSON_ReplaceItemInObject(model, "fuse_unk", cJSON_CreateBool(fuse_unk));
+  cJSON_ReplaceItemInObject(model, "byte_fallback", cJSON_CreateTrue());
+  cJSON_AddItemToArray(add, added(8, "<s>", 1, 0));
+  cJSON_AddItemToArray(add, added(9, "</s>", 1, 0));
+  cJSON_ReplaceItemInObject(j, "added_tokens", add);
+  cJSON_ReplaceItemInObject(j, "pre_tokenizer", cJSON_CreateNull());
+  return j;
+}
+
+/* tokenizers' BPE::merge_word: a missing character becomes its <0xNN> tokens when all exist,
+ * else <unk> (fused when fuse_unk); byte tokens are added *before* a pending unk is flushed
+ * ("x\u00e9" -> <0xC3> <0xA9> <unk>). Checked against tokenizers 0.23 by hand. */
+START_TEST(test_byte_fallback) {
+  qat_tokenizer *t = load_json(spm_json(1));
+  EXPECT(t, "a\xC3\xA9xxa", 1, 2, 3, 0, 1);
+  EXPECT(t, "x\xC3\xA9", 2, 3, 0);
+  EXPECT(t, "xxab", 0, 5);
+  EXPECT(t, "\xC3\xA9" "ab", 2, 3, 5);
+  /* no decoder: pieces are the vocab strings */
+  ck_assert_str_eq(qat_tokenizer_piece(t, -1, 2), "<0xC3>");
+  qat_tokenizer_free(t);
+  t = load_json(spm_json(0));
+  EXPECT(t, "a\xC3\xA9xxa", 1, 2, 3, 0, 0, 1);
+  EXPECT(t, "xxab", 0, 0, 5);
+  qat_tokenizer_free(t);
+
+  /* Llama-2's HF layout: Prepend + Replace normalizer, decoder Replace, ByteFallback, Fuse,
+   * Strip(1 left): " ab" -> "\u2581\u2581ab" -> [6, 6, 5] (a b merges first); pieces strip the
+   * first space. Ids as tokenizers 0.23 gives them. */
+  cJSON *j = spm_json(1), *nz = typed("Sequence"), *nl = cJSON_CreateArray();
+  cJSON *pre = typed("Prepend"), *rp = typed("Replace"), *pat = cJSON_CreateObject();
+  cJSON_AddStringToObject(pre, "prepend", "\xE2\x96\x81");
+  cJSON_AddStringToObject(pat, "String", " ");
+  cJSON_AddItemToObject(rp, "pattern", pat);
+  cJSON_AddStringToObject(rp, "content", "\xE2\x96\x81");
+  cJSON_AddItemToArray(nl, pre);
+  cJSON_AddItemToArray(nl, rp);
+  cJSON_AddItemToObject(nz, "normalizers", nl);
+  cJSON_ReplaceItemInObject(j, "normalizer", nz);
+  cJSON *dec = typed("Sequence"), *dl = cJSON_CreateArray(), *drp = cJSON_Duplicate(rp, 1);
+  cJSON_ReplaceItemInObject(cJSON_GetObjectItem(drp, "pattern"), "String",
+                            cJSON_CreateString("\xE2\x96\x81"));
+  cJSON_ReplaceItemInObject(drp, "content", cJSON_CreateString(" "));
+  cJSON *strip = typed("Strip");
+  cJSON_AddStringToObject(strip, "content", " ");
+  cJSON_AddNumberToObject(strip, "start", 1);
+  cJSON_AddNumberToObject(strip, "stop", 0);
+  cJSON_AddItemToArray(dl, drp);
+  cJSON_AddItemToArray(dl, typed("ByteFallback"));
+  cJSON_AddItemToArray(dl, typed("Fuse"));
+  cJSON_AddItemToArray(dl, strip);
+  cJSON_AddItemToObject(dec, "decoders", dl);
+  cJSON_ReplaceItemInObject(j, "decoder", dec);
+  t = load_json(j);
+  EXPECT(t, " ab", 6, 6, 5);
+  EXPECT(t, "a ab\xC3\xA9 b", 7, 6, 5, 2, 3, 6, 4);
+  EXPECT(t, "a<s>a", 7, 8, 7); /* Prepend applies to each gap between added tokens */
+  EXPECT(t, "\xC3\xA9", 6, 2, 3);
+  ck_assert_str_eq(qat_tokenizer_piece(t, -1, 7), "a");       /* the text's first token */
+  ck_assert_str_eq(qat_tokenizer_piece(t, 8, 7), "a");        /* after the BOS (<s> by name) */
+  ck_assert_str_eq(qat_tokenizer_piece(t, 1, 7), " a");       /* mid-text */
+  ck_assert_str_eq(qat_tokenizer_piece(t, 7, 2), "\xC3");     /* <0xC3> -> the byte */
+  ck_assert_str_eq(qat_tokenizer_piece(t, 7, 6), " ");
+  expect_roundtrip(t, "a ab\xC3\xA9 b", "a ab\xC3\xA9 b");
+  qat_tokenizer_free(t);
+}
+END_TEST
+
+/* tokenizer_config.json's add_bos_token / add_eos_token over the template and the names. */
+START_TEST(test_add_bos_eos) {
+  cJSON *j = spm_json(1), *pp = template_bos("<s>", 8);
+  cJSON *tail = cJSON_CreateObject(), *st = cJSON_CreateObject(), *ent = cJSON_CreateObject();
+  cJSON_AddStringToObject(st, "id", "</s>");
+  cJSON_AddNumberToObject(st, "type_id", 0);
+  cJSON_AddItemToObject(tail, "SpecialToken", st);
+  cJSON_AddItemToArray(cJSON_GetObjectItem(pp, "single"), tail); /* <s> $A </s> */
+  cJSON *ids = cJSON_CreateArray();
+  cJSON_AddItemToArray(ids, cJSON_CreateNumber(9));
+  cJSON_AddStringToObject(ent, "id", "</s>");
+  cJSON_AddItemToObject(ent, "ids", ids);
+  cJSON_AddItemToObject(cJSON_GetObjectItem(pp, "special_tokens"), "</s>", ent);
+  cJSON_ReplaceItemInObject(j, "post_processor", pp);
+  qat_tokenizer *t = load_json(j); /* the file alone: the template says both */
+  ck_assert_int_eq(qat_tokenizer_bos(t), 8);
+  ck_assert_int_eq(qat_tokenizer_eos(t), 9);
+  ck_assert_int_eq(qat_tokenizer_doc_eos(t), 9);
+  int32_t *v;
+  int64_t n, nd;
+  TU_REQUIRE_OK(qat_tokenize_docs(t, "a\n\nb", 4, "blank-line", "all", &v, &n, &nd));
+  const int32_t want[] = {8, 1, 9, 8, 4, 9}; /* <s> a </s> <s> b </s> */
+  ck_assert_int_eq(n, 6);
+  for (int i = 0; i < 6; i++) ck_assert_int_eq(v[i], want[i]);
+  qat_tokenizer_free(t);
+  free(v);
+
+  /* the folder: add_eos_token false drops the template's EOS (still the stop token) */
+  const char *cfg = "{\"add_bos_token\": true, \"add_eos_token\": false}";
+  tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
+  t = load_dir();
+  ck_assert_int_eq(qat_tokenizer_bos(t), 8);
+  ck_assert_int_eq(qat_tokenizer_eos(t), 9);
+  ck_assert_int_eq(qat_tokenizer_doc_eos(t), -1);
+  qat_tokenizer_free(t);
+  /* add_bos_token false: no BOS although one is named (SmolLM2, Qwen2) */
+  cfg = "{\"add_bos_token\": false, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
+  tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
+  t = load_dir();
+  ck_assert_int_eq(qat_tokenizer_bos(t), -1);
+  ck_assert_int_eq(qat_tokenizer_doc_eos(t), 9); /* the template's, add_eos_token unsaid */
+  TU_REQUIRE_OK(qat_tokenizer_encode(t, "a", 1, 1, &v, &n));
+  ck_assert_int_eq(n, 1); /* qat_tokenizer_encode never appends the EOS */
+  ck_assert_int_eq(v[0], 1);
+  free(v);
+  qat_tokenizer_free(t);
+  /* no template: add_eos_token true appends the named EOS; a template with nothing before $A
+   * and no add_bos_token: no BOS */
+  j = spm_json(1);
+  pp = template_bos("<s>", 8);
+  cJSON_DeleteItemFromArray(cJSON_GetObjectItem(pp, "single"), 0); /* $A */
+  cJSON_ReplaceItemInObject(j, "post_processor", pp);
+  write_json(tmp_path("tokenizer.json"), j);
+  cJSON_Delete(j);
+  cfg = "{\"add_eos_token\": true, \"eos_token\": {\"content\": \"</s>\"}}";
+  tu_write_file(tmp_path("tokenizer_config.json"), cfg, strlen(cfg));
+  t = load_dir();
+  ck_assert_int_eq(qat_tokenizer_bos(t), -1);
+  ck_assert_int_eq(qat_tokenizer_doc_eos(t), 9);
+  qat_tokenizer_free(t);
+}
+END_TEST
+
 /* --roundtrip DIR TEXT OUT */
 static int roundtrip(const char *dir, const char *in, const char *out) {
   qat_tokenizer *t = NULL;
@@ -623,6 +773,8 @@ int main(int argc, char **argv) {
   tcase_add_test(tc, test_folder_preference_and_vocab_hint);
   tcase_add_test(tc, test_refused);
   tcase_add_test(tc, test_missing_byte_symbol);
+  tcase_add_test(tc, test_byte_fallback);
+  tcase_add_test(tc, test_add_bos_eos);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
