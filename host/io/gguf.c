@@ -82,11 +82,11 @@ static uint64_t le(const uint8_t *b, int n) {
   return v;
 }
 
-/* Printable copy of a name from the file for messages (control bytes -> '?', cut at 80). */
+/* Printable copy of a name from the file for messages (control bytes -> '?', cut at 60). */
 static const char *pname(const char *s, uint64_t len, char *buf, size_t n) {
   size_t k = 0;
   for (uint64_t i = 0; i < len && k + 4 < n; i++) {
-    if (k >= 80) {
+    if (k >= 60) {
       memcpy(buf + k, "...", 3);
       k += 3;
       break;
@@ -96,6 +96,10 @@ static const char *pname(const char *s, uint64_t len, char *buf, size_t n) {
   }
   buf[k] = 0;
   return buf;
+}
+
+const char *qat_gguf_printable(const char *s, char *buf, size_t n) {
+  return pname(s, strlen(s), buf, n);
 }
 
 static qat_status need(cur *c, uint64_t n, const char *what) {
@@ -254,7 +258,10 @@ static qat_status rd_name(cur *c, char **out, const char *what) {
   if (len == 0 || len > MAX_NAME)
     return QAT_FAIL(QAT_EFORMAT, "%s: %s: name length %" PRIu64 " (1 to %d)", c->path, what, len,
                     MAX_NAME);
-  if (memchr(s, 0, len)) return QAT_FAIL(QAT_EFORMAT, "%s: %s: name holds a NUL byte", c->path, what);
+  for (uint64_t i = 0; i < len; i++) /* names appear in one-line messages */
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return QAT_FAIL(QAT_EFORMAT, "%s: %s: name holds control byte 0x%02x", c->path, what,
+                      (unsigned char)s[i]);
   *out = strndup(s, len);
   if (!*out) return QAT_FAIL(QAT_ENOMEM, "%s: out of memory", c->path);
   return QAT_OK;

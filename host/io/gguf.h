@@ -131,6 +131,8 @@ double qat_gguf_arr_f64(const qat_gguf_value *arr, uint64_t k);
 int64_t qat_gguf_arr_i64(const qat_gguf_value *arr, uint64_t k);
 
 const char *qat_gguf_vtype_name(uint32_t t);
+/* s for a one-line message: control bytes -> '?', cut at 60 bytes with "..." (into buf). */
+const char *qat_gguf_printable(const char *s, char *buf, size_t n);
 /* ggml type: name ("type 99" style in a static buffer when unknown), block size (elements) and
  * block bytes (both 0 when unknown). */
 const char *qat_ggml_type_name(uint32_t t);

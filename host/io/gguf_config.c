@@ -83,8 +83,9 @@ qat_status qat_gguf_read_hparams(const qat_gguf_file *f, qat_gguf_hparams *h) {
   if (!found) return QAT_FAIL(QAT_EFORMAT, "%s: missing required key general.architecture", f->path);
   int ok = !strcmp(arch, "llama") || !strcmp(arch, "mistral") || !strcmp(arch, "qwen2");
   if (!ok) {
-    qat_status st = QAT_FAIL(QAT_EUNSUPPORTED, "%s: general.architecture \"%.60s\" is not supported "
-                             "(llama, mistral, qwen2)", f->path, arch);
+    char pb[80];
+    qat_status st = QAT_FAIL(QAT_EUNSUPPORTED, "%s: general.architecture \"%s\" is not supported "
+                             "(llama, mistral, qwen2)", f->path, qat_gguf_printable(arch, pb, sizeof pb));
     free(arch);
     return st;
   }

@@ -62,6 +62,7 @@ static int type_of(const tok *t, uint64_t i) {
 
 static qat_status read_tok(const qat_gguf_file *f, const qat_gguf_hparams *h, tok *t) {
   int found = 0;
+  char pb[80];
   QAT_TRY(qat_gguf_get_str(f, "tokenizer.ggml.model", &t->model, &found));
   if (!found) return QAT_OK;
   QAT_TRY(qat_gguf_get_str(f, "tokenizer.ggml.pre", &t->pre, &found));
@@ -108,8 +109,9 @@ static qat_status read_tok(const qat_gguf_file *f, const qat_gguf_hparams *h, to
     const char *p = t->pre ? t->pre : "default";
     if (strcmp(p, "default") && strcmp(p, "gpt2") && strcmp(p, "smollm") &&
         strcmp(p, "llama-bpe") && strcmp(p, "qwen2"))
-      return QAT_FAIL(QAT_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.60s\" is not supported "
-                      "(default, gpt2, smollm, llama-bpe, qwen2)", f->path, p);
+      return QAT_FAIL(QAT_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%s\" is not supported "
+                      "(default, gpt2, smollm, llama-bpe, qwen2)", f->path,
+                      qat_gguf_printable(p, pb, sizeof pb));
     if (!t->merges) return QAT_FAIL(QAT_EFORMAT, "%s: missing tokenizer.ggml.merges", f->path);
     for (uint64_t i = 0; i < t->merges->count; i++) {
       const char *s;
@@ -129,8 +131,8 @@ static qat_status read_tok(const qat_gguf_file *f, const qat_gguf_hparams *h, to
                         "type 2 (unknown)", f->path);
     }
   } else {
-    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.60s\" is not supported (gpt2, "
-                    "llama)", f->path, t->model);
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%s\" is not supported (gpt2, "
+                    "llama)", f->path, qat_gguf_printable(t->model, pb, sizeof pb));
   }
   return QAT_OK;
 }
