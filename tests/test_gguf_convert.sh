@@ -14,7 +14,9 @@
 # - model llama (SentencePiece): tokenizer.model parses into the same ModelProto as one built
 #   with sentencepiece's own sentencepiece_model_pb2, and qat tokenize gives the ids
 #   sentencepiece gives (BOS + pieces, byte fallback on CJK);
-# - every converted folder loads: qat eval runs on it;
+# - every converted folder loads: qat eval runs on it, and its NLL equals the float64 reference
+#   forward (tests/ref/llama_ref.py) on the GGUF's own q/k rows with llama.cpp's interleaved
+#   RoPE: the un-permutation checked by its meaning, not only by its formula;
 # - malformed files (bad magic, versions 1 and 4, truncated header / metadata / tensor infos /
 #   data, forged counts, unknown value / element / tensor types, n_dims 5, dims overflowing,
 #   misaligned and out-of-file offsets, duplicate keys and tensor names, general.alignment 48 or
@@ -182,6 +184,48 @@ for m in llama llama3 qwen mistral spm llama; do
 done
 "$QAT" eval --model "$T/llama.sh" --data "$T/tok.npy" --seq-len 64 --device cpu --json >"$T/eval_sh.json" 2>/dev/null
 cmp -s "$T/eval.json" "$T/eval_sh.json" || fail "sharded folder: eval $(cat "$T/eval_sh.json") != $(cat "$T/eval.json")"
+
+# The un-permutation, checked by what it means rather than by its formula: the float64 numpy
+# forward (tests/ref/llama_ref.py) run on the GGUF's own q/k rows with llama.cpp's interleaved-
+# pair RoPE gives qat eval's NLL on
+# the converted folder. (qwen2 is stored unpermuted and llama_ref.py has no q/k/v biases: its
+# equality with gguf_ref.py above covers it.)
+for m in llama mistral spm; do
+  "$QAT" eval --model "$T/$m.qat" --data "$T/tok.npy" --seq-len 64 --device cpu --json >"$T/eval.json" 2>/dev/null
+  python3 - "$T/$m.gguf" "$T/$m.qat" "$T/tok.npy" "$T/eval.json" <<'PY'
+import json, sys
+import numpy as np
+sys.path.insert(0, "tests/ref")
+import gguf, llama_ref
+from gguf.quants import dequantize
+g, d, tokp, evp = sys.argv[1:5]
+m = llama_ref.load_hf(d)
+r = gguf.GGUFReader(g)
+arch = r.fields["general.architecture"].contents()
+n = 0
+for t in r.tensors:
+    p = t.name.split(".")
+    if len(p) == 4 and p[2] in ("attn_q", "attn_k") and p[3] == "weight":
+        w = dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(list(t.shape))])
+        m.layers[int(p[1])]["q" if p[2] == "attn_q" else "k"] = w.astype(np.float64)
+        n += 1
+assert n == 2 * len(m.layers)
+m.interleaved = arch != "qwen2"
+toks = np.load(tokp).astype(np.int64)
+S, total, count = 64, 0.0, 0
+for w in range(len(toks) // S):
+    x = toks[w * S:(w + 1) * S]
+    lg = llama_ref.forward(m, x)[:-1]
+    mx = lg.max(axis=-1)
+    lse = mx + np.log(np.exp(lg - mx[:, None]).sum(axis=-1))
+    total += float(np.sum(lse - lg[np.arange(S - 1), x[1:]]))
+    count += S - 1
+ref = total / count
+got = json.load(open(evp))["nll"]
+assert np.isfinite(got) and abs(got - ref) <= 1e-5 * abs(ref), (arch, got, ref)
+print(f"{d}: qat eval nll {got:.9f} = GGUF-layout reference ({'interleaved' if m.interleaved else 'rotate-half'} RoPE) {ref:.9f}")
+PY
+done
 
 # inspect: metadata and tensors of a valid file
 "$QAT" inspect "$T/llama.gguf" >"$T/insp" 2>&1 || fail "inspect"

@@ -33,8 +33,11 @@ from gguf import GGUFValueType as V
 from gguf.quants import dequantize, quantize
 
 QK_K = 256
-# byte offsets of the F16 super-block scales inside each k-quant block (quants.py layouts)
+# byte offsets of the F16 super-block scales inside each k-quant block (quants.py layouts), and
+# a scale that keeps |weights| below ~0.1 (d x the largest sub-scale x the largest code), so the
+# tiny models' perplexity stays finite
 _KQ_F16 = {T.Q2_K: (80, 82), T.Q3_K: (108,), T.Q4_K: (0, 2), T.Q5_K: (0, 2), T.Q6_K: (208,)}
+_KQ_D = {T.Q2_K: 2e-3, T.Q3_K: 8e-4, T.Q4_K: 1e-4, T.Q5_K: 5e-5, T.Q6_K: 2.5e-5}
 
 
 def kquant_bytes(rng, rows, cols, qtype):
@@ -42,7 +45,7 @@ def kquant_bytes(rng, rows, cols, qtype):
     nb = rows * cols // bs
     b = rng.integers(0, 256, size=(nb, ts), dtype=np.uint8)
     for off in _KQ_F16.get(qtype, ()):
-        d = (rng.uniform(0.001, 0.02, size=nb)).astype(np.float16)
+        d = (rng.uniform(0.5, 1.0, size=nb) * _KQ_D[qtype]).astype(np.float16)
         b[:, off:off + 2] = d.view(np.uint8).reshape(nb, 2)
     return b.reshape(rows, cols // bs * ts)
 
