@@ -1,7 +1,7 @@
 /* qat convert --from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR: a llama2.c checkpoint
  * into a Hugging Face Llama folder (host/model/llama2c.c);
- * qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16]: a llama.cpp GGUF file
- * (host/io/gguf_convert.c). */
+ * qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16] [--shard-mb N]: a llama.cpp
+ * GGUF file (host/io/gguf_convert.c). */
 #include "cli/cli.h"
 #include "io/gguf_convert.h"
 #include "model/llama2c.h"
@@ -44,7 +44,7 @@ qat_status cmd_convert(int argc, char **argv) {
   if (qat_flag_get(f, nf, "help")) {
     qat_print_usage("convert",
                     "--from llama2c MODEL.bin [--tokenizer tok.bin] --out DIR\n"
-                    "       qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16]",
+                    "       qat convert --from gguf FILE.gguf --out DIR [--dtype f32|bf16] [--shard-mb N]",
                     f, nf);
     goto done;
   }
