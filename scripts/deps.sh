@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what qat builds and tests with, when missing: Debian packages (as root it runs
 # apt-get itself; otherwise it prints the exact line to run), then the Python modules the test
-# references use (numpy, sentencepiece, tokenizers) from PyPI.
+# references use (numpy, sentencepiece, tokenizers, gguf) from PyPI.
 set -eu
 pkgs="build-essential cmake pkg-config libopenblas-dev libcjson-dev libcyaml-dev check libsubunit-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev libopenmpi-dev openmpi-bin python3 python3-pip"
 missing=""
@@ -23,7 +23,7 @@ if [ -n "${missing// /}" ]; then
   fi
 fi
 pymissing=""
-for m in numpy sentencepiece tokenizers; do python3 -c "import $m" 2>/dev/null || pymissing="$pymissing $m"; done
+for m in numpy sentencepiece tokenizers gguf; do python3 -c "import $m" 2>/dev/null || pymissing="$pymissing $m"; done
 if [ -n "$pymissing" ]; then
   echo "deps: pip install$pymissing"
   python3 -m pip install --quiet $pymissing ||
