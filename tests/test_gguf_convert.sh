@@ -22,8 +22,8 @@
 #   misaligned and out-of-file offsets, duplicate keys and tensor names, general.alignment 48 or
 #   of type u64, a bool of 2) and refused valid ones
 #   (big-endian, architecture falcon, pre-tokenizer deepseek-llm, an IQ4_NL tensor, a split
-#   file): exit 1, one line that names the file and the field, no output folder and no
-#   temporary left behind.
+#   file, key_length 32 with a rotary dimension of 64): exit 1, one line that names the file
+#   and the field, no output folder and no temporary left behind.
 set -euo pipefail
 QAT=${QAT_BIN:-build/qat}
 python3 -c 'import gguf, numpy, tokenizers, sentencepiece' 2>/dev/null ||
@@ -245,7 +245,7 @@ for f in $(python3 -c "import json; print(' '.join(json.load(open('$T/bad/bad.js
   grep -qF "$T/bad/$f" "$T/err" || fail "$f: error does not name the file: $(cat "$T/err")"
   grep -qF "$word" "$T/err" || fail "$f: error does not name \"$word\": $(cat "$T/err")"
   ls -d "$T"/out_"$f"* >/dev/null 2>&1 && fail "$f: an output folder or temporary was left"
-  case $f in arch.gguf | pre.gguf | iq4.gguf | split.gguf) ;; # valid GGUF: inspect shows it
+  case $f in arch.gguf | pre.gguf | iq4.gguf | split.gguf | rotary.gguf) ;; # valid GGUF: inspect shows it
   *)
     rc=0
     "$QAT" inspect "$T/bad/$f" >"$T/out" 2>"$T/err" || rc=$?
@@ -255,7 +255,7 @@ for f in $(python3 -c "import json; print(' '.join(json.load(open('$T/bad/bad.js
   esac
   n=$((n + 1))
 done
-[ "$n" -ge 31 ] || fail "only $n malformed cases"
+[ "$n" -ge 32 ] || fail "only $n malformed cases"
 rc=0
 "$QAT" convert --from gguf "$T/llama.gguf" --out "$T/x" --dtype f16 2>/dev/null || rc=$?
 [ "$rc" = 2 ] || fail "--dtype f16: exit $rc (2 expected)"

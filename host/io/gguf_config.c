@@ -98,16 +98,28 @@ qat_status qat_gguf_read_hparams(const qat_gguf_file *f, qat_gguf_hparams *h) {
   QAT_TRY(need_int(f, a, "attention.head_count", &h->heads, 1, 0));
   QAT_TRY(need_int(f, a, "attention.head_count_kv", &h->kv_heads, 0, h->heads));
   QAT_TRY(need_int(f, a, "context_length", &h->ctx, 1, 0));
-  if (h->dim % h->heads)
-    return QAT_FAIL(QAT_EFORMAT, "%s: %s.embedding_length %" PRId64 " is not a multiple of "
-                    "%s.attention.head_count %" PRId64, f->path, a, h->dim, a, h->heads);
   if (h->heads % h->kv_heads)
     return QAT_FAIL(QAT_EFORMAT, "%s: %s.attention.head_count %" PRId64 " is not a multiple of "
                     "%s.attention.head_count_kv %" PRId64, f->path, a, h->heads, a, h->kv_heads);
-  QAT_TRY(need_int(f, a, "rope.dimension_count", &h->head_dim, 0, h->dim / h->heads));
+  /* head size: attention.key_length (Hugging Face's head_dim, which may differ from
+   * embedding_length / head_count), else rope.dimension_count, else embedding_length / heads;
+   * value_length and the rotary dimension must equal it (qat has no partial rotary) */
+  int64_t klen = 0, vlen = 0, rdim = 0;
+  QAT_TRY(need_int(f, a, "attention.key_length", &klen, 0, 0));
+  QAT_TRY(need_int(f, a, "attention.value_length", &vlen, 0, 0));
+  QAT_TRY(need_int(f, a, "rope.dimension_count", &rdim, 0, 0));
+  const int have_k = klen > 0, have_v = vlen > 0, have_r = rdim > 0; /* absent: 0 */
+  if (!have_k && !have_r && h->dim % h->heads)
+    return QAT_FAIL(QAT_EFORMAT, "%s: %s.embedding_length %" PRId64 " is not a multiple of "
+                    "%s.attention.head_count %" PRId64, f->path, a, h->dim, a, h->heads);
+  h->head_dim = have_k ? klen : have_r ? rdim : h->dim / h->heads;
+  if ((have_v && vlen != h->head_dim) || (have_r && rdim != h->head_dim))
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: %s: key_length %" PRId64 ", value_length %" PRId64
+                    ", rope.dimension_count %" PRId64 " differ (partial rotary or unequal heads "
+                    "are not supported)", f->path, a, h->head_dim, have_v ? vlen : h->head_dim,
+                    have_r ? rdim : h->head_dim);
   if (h->head_dim % 2)
-    return QAT_FAIL(QAT_EFORMAT, "%s: %s.rope.dimension_count %" PRId64 " is odd", f->path, a,
-                    h->head_dim);
+    return QAT_FAIL(QAT_EFORMAT, "%s: %s: head size %" PRId64 " is odd", f->path, a, h->head_dim);
   QAT_TRY(need_float(f, a, "attention.layer_norm_rms_epsilon", &h->eps, 1, 0));
   QAT_TRY(need_float(f, a, "rope.freq_base", &h->theta, 0, 10000.0));
   const qat_gguf_value *toks = NULL;

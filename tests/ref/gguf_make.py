@@ -458,6 +458,8 @@ def bad(d):
     cases["iq4.gguf"] = "IQ4_NL"
     model(os.path.join(d, "split.gguf"), extra={"split.count": (V.UINT16, 3)})
     cases["split.gguf"] = "split.count"
+    model(os.path.join(d, "rotary.gguf"), extra={"llama.attention.key_length": (V.UINT32, 32)})
+    cases["rotary.gguf"] = "partial rotary"
     with open(os.path.join(d, "bad.json"), "w") as f:
         json.dump(cases, f, indent=1)
 
