@@ -182,6 +182,13 @@ struct qat_backend {
                               const qat_tensor *k, const qat_tensor *v, const qat_tensor *out,
                               const qat_tensor *lse, float scale, qat_tensor *dq,
                               qat_tensor *dk, qat_tensor *dv);
+  /* Decode attention (generation with a KV cache, host/model/llama_decode.c): one query per
+   * sequence, the newest position, against the first T cached keys (no mask below T), GQA as
+   * attention_fwd: q[B, Hq, D], k_cache, v_cache [B, S, Hkv, D] with 1 <= T <= S, out[B, Hq, D] =
+   * sum_{j < T} softmax_j(scale * q . k_j) v_j. Same dtype for all four. */
+  qat_status (*attention_decode)(const qat_backend *be, const qat_tensor *q,
+                                 const qat_tensor *k_cache, const qat_tensor *v_cache, int64_t T,
+                                 float scale, qat_tensor *out);
   /* out[N, F] = silu(gate) * up */
   qat_status (*swiglu_fwd)(const qat_backend *be, const qat_tensor *gate, const qat_tensor *up,
                            qat_tensor *out);

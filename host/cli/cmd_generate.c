@@ -1,5 +1,7 @@
 /* qat generate: sample text from a Hugging Face folder (host/model/generate.c), optionally with
- * RTN fake-quant of the decoder Linears. Text goes to stdout, speed to stderr. */
+ * RTN fake-quant of the decoder Linears (applied once at load). The prompt runs in one prefill,
+ * then one token per step against a KV cache (--no-cache: the whole context every token). Text
+ * goes to stdout; prefill and decode speed to stderr. */
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "io/tokenizer.h"
@@ -21,6 +23,8 @@ qat_status cmd_generate(int argc, char **argv) {
       {"quant", 1, NULL,
        "RTN fake-quant of the decoder Linears, e.g. rtn:4g128, rtn:2g32:mse (clipping search)"},
       {"device", 1, NULL, "cpu | cuda (default cuda when available)"},
+      {"no-cache", 0, NULL,
+       "rerun the whole context for every token instead of using a KV cache (slow; reference)"},
       {"help", 0, NULL, "show this help"},
   };
   const int nf = (int)(sizeof f / sizeof f[0]);
@@ -56,11 +60,15 @@ qat_status cmd_generate(int argc, char **argv) {
   qat_sampler s;
   qat_sampler_init(&s, (float)temp, (float)top_p, (uint64_t)seed);
   qat_generate_stats gs;
-  QAT_CHECK(st, qat_generate(m, tok, prompt, (int)steps, &s, stdout, &gs),
-            done);
-  fprintf(stderr, "generate: %d tokens in %.2f s (%.1f tokens/s, %d prompt tokens)\n",
-          gs.new_tokens, gs.seconds, gs.seconds > 0 ? gs.new_tokens / gs.seconds : 0.0,
-          gs.prompt_tokens);
+  qat_generate_opts o = {(int)steps, qat_flag_get(f, nf, "no-cache") != NULL};
+  QAT_CHECK(st, qat_generate(m, tok, prompt, &o, &s, stdout, &gs), done);
+  fprintf(stderr,
+          "generate: %d new tokens in %.2f s; prefill %d tokens at %.1f tokens/s; decode %d "
+          "steps at %.1f tokens/s (%s)\n",
+          gs.new_tokens, gs.seconds, gs.prompt_tokens,
+          gs.prefill_seconds > 0 ? gs.prompt_tokens / gs.prefill_seconds : 0.0, gs.decode_steps,
+          gs.decode_seconds > 0 ? gs.decode_steps / gs.decode_seconds : 0.0,
+          o.no_cache ? "no cache" : "kv cache");
 done:
   if (tok) qat_tokenizer_free(tok);
   if (m) qat_llama_free(m);

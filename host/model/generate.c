@@ -1,10 +1,13 @@
 /* Generation: the sampler follows llama2.c's run.c (argmax at temperature 0; softmax of
  * logits / T; top-p keeps the smallest set of most likely tokens whose mass exceeds p).
  *
- * No KV cache yet: every step reruns the forward over the whole context, O(T^2) per token. This is
- * fine for small models and short texts (a test of the model, not a serving path); a cached
- * incremental forward belongs in the model layer when generation speed matters. */
+ * The loop: one forward over the prompt (the prefill) gives the first new token's logits; each
+ * further token is one step of the KV-cache decoder (model/llama_decode.h). With no_cache every
+ * token reruns the whole-context forward instead, O(T^2): the reference path greedy generation
+ * through the cache is tested against (tests/test_generate_cache.sh). */
 #include "model/generate.h"
+
+#include "model/llama_decode.h"
 
 #include "core/log.h"
 
@@ -120,66 +123,120 @@ static void put_piece(FILE *out, const char *piece) {
   fflush(out);
 }
 
-qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt, int steps,
-                        qat_sampler *s, FILE *out, qat_generate_stats *stats) {
-  memset(stats, 0, sizeof *stats);
-  const int V = m->cfg.vocab, max_seq = m->cfg.max_seq;
-  const int bos = qat_tokenizer_bos(tok), eos = qat_tokenizer_eos(tok);
-  if (steps < 0) return QAT_FAIL(QAT_EINVAL, "generate: steps %d must be >= 0", steps);
-  int32_t *ids = NULL;
-  int64_t n = 0;
-  QAT_TRY(qat_tokenizer_encode(tok, prompt ? prompt : "", prompt ? strlen(prompt) : 0, 1, &ids,
-                               &n));
+/* Where generated tokens go: printed through the tokenizer (text mode) and / or kept as ids. */
+typedef struct gen_sink {
+  qat_tokenizer *tok; /* NULL: nothing printed */
+  FILE *out;
+  int stop1, stop2; /* ids that end generation (-1: none) */
+  int32_t *gen;     /* [steps] or NULL */
+} gen_sink;
+
+/* ctx[tmax] holds the prompt in [0, n); generates into ctx[n, tmax). */
+static qat_status gen_loop(qat_llama *m, int32_t *ctx, int64_t n, int64_t tmax,
+                           const qat_generate_opts *o, qat_sampler *s, const gen_sink *k,
+                           qat_generate_stats *stats) {
+  const int V = m->cfg.vocab;
   qat_status st = QAT_OK;
-  int32_t *ctx = NULL; /* [T] the whole context, rerun every step */
-  float *row = NULL;   /* [V] logits of the last position */
-  if (n == 0) {
-    st = QAT_FAIL(QAT_EINVAL, "generate: no token to start from (the tokenizer has no BOS and the "
-                              "prompt is empty)");
-    goto done;
+  qat_llama_decoder *dec = NULL;
+  float *row = malloc((size_t)V * sizeof *row); /* [V] logits of the last position */
+  if (!row) return QAT_FAIL(QAT_ENOMEM, "generate: out of memory");
+  if (tmax > n) {
+    if (o->no_cache)
+      QAT_CHECK(st, qat_llama_plan(m, 1, (int)tmax, 0), done);
+    else
+      QAT_CHECK(st, qat_llama_decoder_new(m, (int)tmax, (int)n, &dec), done);
   }
-  if (n > max_seq) {
-    st = QAT_FAIL(QAT_EINVAL, "generate: the prompt is %lld tokens, more than max_seq %d",
-                  (long long)n, max_seq);
-    goto done;
-  }
-  int64_t tmax = n + steps < max_seq ? n + steps : max_seq;
-  ctx = malloc((size_t)(tmax > 0 ? tmax : 1) * sizeof *ctx);
-  row = malloc((size_t)V * sizeof *row);
-  if (!ctx || !row) {
-    st = QAT_FAIL(QAT_ENOMEM, "generate: out of memory");
-    goto done;
-  }
-  memcpy(ctx, ids, (size_t)n * sizeof *ctx);
-  for (int64_t i = 0; i < n; i++)
-    if (ctx[i] < 0 || ctx[i] >= V) {
-      st = QAT_FAIL(QAT_EINVAL, "generate: prompt token %d is outside the model's vocab %d",
-                    ctx[i], V);
-      goto done;
-    }
-  stats->prompt_tokens = (int)n;
-  /* echo the prompt as the tokenizer decodes it (from token 1 after a BOS, else from 0) */
-  for (int64_t i = bos >= 0 && n > 0 && ctx[0] == bos ? 1 : 0; i < n; i++)
-    put_piece(out, qat_tokenizer_piece(tok, i > 0 ? ctx[i - 1] : -1, ctx[i]));
-  if (tmax > n) QAT_CHECK(st, qat_llama_plan(m, 1, (int)tmax, 0), done);
-  double t0 = qat_now();
+  double t0 = qat_now(), t1 = t0;
   int64_t T = n;
   while (T < tmax) {
-    QAT_CHECK(st, qat_llama_forward(m, ctx, 1, (int)T), done);
-    const float *last = (const float *)m->logits.data + (T - 1) * (int64_t)V;
-    QAT_CHECK(st, m->be->download(m->be, row, last, (size_t)V * sizeof *row), done);
+    /* logits of position T - 1: the prompt at once, then the token appended last */
+    if (dec) {
+      int64_t nnew = T == n ? n : 1;
+      QAT_CHECK(st, qat_llama_decoder_step(dec, ctx + T - nnew, (int)nnew, row), done);
+    } else {
+      QAT_CHECK(st, qat_llama_forward(m, ctx, 1, (int)T), done);
+      const float *last = (const float *)m->logits.data + (T - 1) * (int64_t)V;
+      QAT_CHECK(st, m->be->download(m->be, row, last, (size_t)V * sizeof *row), done);
+    }
+    if (T == n) {
+      t1 = qat_now();
+      stats->prefill_seconds = t1 - t0;
+    } else {
+      stats->decode_steps++;
+    }
     int next = qat_sample(s, row, V);
-    if (next == eos || next == bos) break;
-    put_piece(out, qat_tokenizer_piece(tok, ctx[T - 1], next));
+    if (next == k->stop1 || next == k->stop2) break;
+    if (k->tok) put_piece(k->out, qat_tokenizer_piece(k->tok, ctx[T - 1], next));
+    if (k->gen) k->gen[T - n] = next;
     ctx[T++] = next;
     stats->new_tokens++;
   }
-  stats->seconds = qat_now() - t0;
+  double t2 = qat_now();
+  stats->seconds = t2 - t0;
+  stats->decode_seconds = stats->decode_steps ? t2 - t1 : 0.0;
+done:
+  qat_llama_decoder_free(dec);
+  free(row);
+  return st;
+}
+
+/* Checks the prompt ids and copies them into a fresh ctx[tmax] (tmax = n + steps, capped). */
+static qat_status gen_prepare(const qat_llama *m, const int32_t *ids, int64_t n, int steps,
+                              int32_t **ctx, int64_t *tmax) {
+  const int V = m->cfg.vocab, max_seq = m->cfg.max_seq;
+  *ctx = NULL;
+  if (steps < 0) return QAT_FAIL(QAT_EINVAL, "generate: steps %d must be >= 0", steps);
+  if (n == 0)
+    return QAT_FAIL(QAT_EINVAL, "generate: no token to start from (the tokenizer has no BOS and "
+                                "the prompt is empty)");
+  if (n > max_seq)
+    return QAT_FAIL(QAT_EINVAL, "generate: the prompt is %lld tokens, more than max_seq %d",
+                    (long long)n, max_seq);
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= V)
+      return QAT_FAIL(QAT_EINVAL, "generate: prompt token %d is outside the model's vocab %d",
+                      ids[i], V);
+  *tmax = n + steps < max_seq ? n + steps : max_seq;
+  *ctx = malloc((size_t)*tmax * sizeof **ctx);
+  if (!*ctx) return QAT_FAIL(QAT_ENOMEM, "generate: out of memory");
+  memcpy(*ctx, ids, (size_t)n * sizeof **ctx);
+  return QAT_OK;
+}
+
+qat_status qat_generate(qat_llama *m, qat_tokenizer *tok, const char *prompt,
+                        const qat_generate_opts *o, qat_sampler *s, FILE *out,
+                        qat_generate_stats *stats) {
+  memset(stats, 0, sizeof *stats);
+  const int bos = qat_tokenizer_bos(tok), eos = qat_tokenizer_eos(tok);
+  int32_t *ids = NULL, *ctx = NULL;
+  int64_t n = 0, tmax = 0;
+  QAT_TRY(qat_tokenizer_encode(tok, prompt ? prompt : "", prompt ? strlen(prompt) : 0, 1, &ids,
+                               &n));
+  qat_status st;
+  QAT_CHECK(st, gen_prepare(m, ids, n, o->steps, &ctx, &tmax), done);
+  stats->prompt_tokens = (int)n;
+  /* echo the prompt as the tokenizer decodes it (from token 1 after a BOS, else from 0) */
+  for (int64_t i = bos >= 0 && ctx[0] == bos ? 1 : 0; i < n; i++)
+    put_piece(out, qat_tokenizer_piece(tok, i > 0 ? ctx[i - 1] : -1, ctx[i]));
+  gen_sink k = {tok, out, eos, bos, NULL};
+  QAT_CHECK(st, gen_loop(m, ctx, n, tmax, o, s, &k, stats), done);
   fputc('\n', out);
   fflush(out);
 done:
   free(ids);
   free(ctx);
-  free(row);
+  return st;
+}
+
+qat_status qat_generate_ids(qat_llama *m, const int32_t *prompt, int n, const qat_generate_opts *o,
+                            int stop_id, qat_sampler *s, int32_t *gen, qat_generate_stats *stats) {
+  memset(stats, 0, sizeof *stats);
+  int32_t *ctx = NULL;
+  int64_t tmax = 0;
+  QAT_TRY(gen_prepare(m, prompt, n, o->steps, &ctx, &tmax));
+  stats->prompt_tokens = n;
+  gen_sink k = {NULL, NULL, stop_id, -1, gen};
+  qat_status st = gen_loop(m, ctx, n, tmax, o, s, &k, stats);
+  free(ctx);
   return st;
 }

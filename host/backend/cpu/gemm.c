@@ -44,6 +44,21 @@ qat_status qat_cpu_gemm(const qat_backend *be, int ta, int tb, int64_t M, int64_
     for (int64_t i = 0; i < n; i++) c[i] = beta == 0.0f ? 0.0f : beta * c[i];
     return QAT_OK;
   }
+  if (M == 1) {
+    /* One row (generation's decode step): a GEMV. OpenBLAS's sgemm packs all of B for M = 1,
+     * which reads and writes the weights once more; sgemv streams them once. op(A) is a
+     * contiguous K-vector either way (lda is K, or M = 1). beta == 0 must not read C (BLAS
+     * semantics; NaN garbage in C stays out), so C is zeroed first. */
+    if (beta == 0.0f)
+      for (int64_t i = 0; i < N; i++) c[i] = 0.0f;
+    if (tb) /* B stored [N, K]: c = alpha * B a + beta * c */
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, (const float *)B->data,
+                  (int)ldb, (const float *)A->data, 1, beta, c, 1);
+    else /* B stored [K, N]: c = alpha * B^T a + beta * c */
+      cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, (const float *)B->data,
+                  (int)ldb, (const float *)A->data, 1, beta, c, 1);
+    return QAT_OK;
+  }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               (int)M, (int)N, (int)K, alpha, (const float *)A->data, (int)lda,
               (const float *)B->data, (int)ldb, beta, c, (int)N);

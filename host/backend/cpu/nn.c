@@ -71,6 +71,7 @@ qat_status qat_cpu_check_cols(const char *op, const char *what, const qat_tensor
 }
 
 void qat_cpu_register_kd(qat_backend *be); /* kd.c: kd_xent */
+void qat_cpu_register_decode(qat_backend *be); /* decode_attention.c: attention_decode */
 
 void qat_cpu_register_nn(qat_backend *be) {
   be->gemm = qat_cpu_gemm;
@@ -86,6 +87,7 @@ void qat_cpu_register_nn(qat_backend *be) {
   be->rope = qat_cpu_rope;
   be->attention_fwd = qat_cpu_attention_fwd;
   be->attention_bwd = qat_cpu_attention_bwd;
+  qat_cpu_register_decode(be);
   be->swiglu_fwd = qat_cpu_swiglu_fwd;
   be->swiglu_bwd = qat_cpu_swiglu_bwd;
   be->xent = qat_cpu_xent;
