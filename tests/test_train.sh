@@ -98,6 +98,16 @@ e, r = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert abs(e["nll"] - r["qat"]["nll"]) < 1e-4, (e, r["qat"])
 PY
 
+# 4b. portable run directories: a run started with relative paths from one directory exports
+# (and would resume) from any other; config.yaml records absolute paths
+mkdir -p "$T/rel"
+(cd "$T" && "$QAT" train "$T/c.yaml" model=m data.train=train.npy data.val=val.npy \
+  checkpoint.dir=rel/run train.steps=2 checkpoint.every=0 > /dev/null 2>&1)
+grep -q "^model: \"$T/m\"\$" "$T/rel/run/config.yaml" ||
+  { echo "config.yaml keeps a relative model path:"; grep model "$T/rel/run/config.yaml"; exit 1; }
+(cd / && "$QAT" export --checkpoint "$T/rel/run" --out "$T/rel/exp" > /dev/null) ||
+  { echo "export from another working directory failed"; exit 1; }
+
 # 5. bad configs: exit 1 or 2, the key named, no run directory
 bad() { # expected-code pattern args...
   local code=$1 pat=$2; shift 2

@@ -208,6 +208,9 @@ qat_status cmd_quantize(int argc, char **argv) {
       {"true-sequential", 0, NULL,
        "gptq: within a block q/k/v, then o, then gate/up, then down, each on inputs through the "
        "Linears already quantized"},
+      {"skip-first", 1, NULL,
+       "gptq: leading tokens of every window left out of the Hessians (default 0; 1 drops the "
+       "attention-sink token, whose massive activations otherwise dominate H on real models)"},
       {"batch", 1, NULL, "gptq: windows per block pass (default 4)"},
       {"seed", 1, NULL, "gptq: window sampling seed (default 0)"},
       {"device", 1, NULL, "gptq: cpu or cuda (default cuda when usable)"},
@@ -220,7 +223,7 @@ qat_status cmd_quantize(int argc, char **argv) {
                     "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
                     "[--init minmax|mse] | [--quant SPEC]  [gptq: --calib T.npy [--samples N] "
                     "[--seq-len T] [--damp D] [--block B] [--act-order] [--true-sequential] "
-                    "[--batch B] [--seed S] [--device D]]",
+                    "[--skip-first N] [--batch B] [--seed S] [--device D]]",
                     fl, nf);
     return QAT_OK;
   }
@@ -235,8 +238,8 @@ qat_status cmd_quantize(int argc, char **argv) {
   int gptq = method && strcmp(method, "gptq") == 0;
   if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
   const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
-                             "device", "act-order", "true-sequential"};
-  for (int i = 0; i < 10; i++)
+                             "device", "act-order", "true-sequential", "skip-first"};
+  for (int i = 0; i < (int)(sizeof gptq_only / sizeof gptq_only[0]); i++)
     if (qat_flag_get(fl, nf, gptq_only[i]))
       return QAT_FAIL(QAT_EUSAGE, "--%s: only for --method gptq", gptq_only[i]);
   const char *init_name = qat_qinit_name(q.init);

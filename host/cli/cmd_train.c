@@ -4,6 +4,7 @@
 #include "cli/cli.h"
 #include "core/log.h"
 #include "dist/dist.h"
+#include "train/config_paths.h"
 #include "train/trainer.h"
 
 #include <signal.h>
@@ -27,6 +28,12 @@ qat_status cmd_train(int argc, char **argv) {
       return QAT_FAIL(QAT_EUSAGE, "override \"%s\": expected key.sub=value", argv[i]);
   qat_config cfg;
   QAT_TRY(qat_config_load(argv[0], (const char *const *)argv + 1, argc - 1, &cfg));
+  /* the run directory must not depend on where this command was started */
+  qat_status pst = qat_config_absolute_paths(&cfg);
+  if (pst != QAT_OK) {
+    qat_config_free(&cfg);
+    return pst;
+  }
   qat_dist_env env; /* launched on several ranks: rank 0 prints the config */
   if (qat_dist_env_detect(&env) != QAT_OK || env.rank == 0) {
     fprintf(stderr, "# effective config\n");

@@ -21,13 +21,14 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
                                  const qat_flag *fl, int nf) {
   const char *calib = qat_flag_get(fl, nf, "calib"), *device = qat_flag_get(fl, nf, "device");
   if (!calib) return QAT_FAIL(QAT_EUSAGE, "--method gptq needs --calib TOKENS.npy");
-  long samples, seq_len, block, batch, seed;
+  long samples, seq_len, block, batch, seed, skip;
   double damp;
   QAT_TRY(qat_flag_int(fl, nf, "samples", 1, 1L << 20, 128, &samples));
   QAT_TRY(qat_flag_int(fl, nf, "seq-len", 0, 1L << 20, 0, &seq_len));
   QAT_TRY(qat_flag_int(fl, nf, "block", 1, 1L << 16, 128, &block));
   QAT_TRY(qat_flag_int(fl, nf, "batch", 1, 1L << 16, 4, &batch));
   QAT_TRY(qat_flag_int(fl, nf, "seed", 0, 1L << 30, 0, &seed));
+  QAT_TRY(qat_flag_int(fl, nf, "skip-first", 0, 1L << 20, 0, &skip));
   QAT_TRY(qat_flag_float(fl, nf, "damp", 0.01, &damp));
   if (!(damp >= 0 && damp < 1))
     return QAT_FAIL(QAT_EUSAGE, "--damp %g: must be in [0, 1)", damp);
@@ -46,6 +47,8 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
     if (T > m->cfg.max_seq)
       st = QAT_FAIL(QAT_EUSAGE, "--seq-len %d exceeds the model's max_position_embeddings %d", T,
                     m->cfg.max_seq);
+    else if (skip >= T)
+      st = QAT_FAIL(QAT_EUSAGE, "--skip-first %ld: must be below --seq-len %d", skip, T);
   }
   if (st == QAT_OK) st = qat_llama_set_quant(m, q);
   if (st == QAT_OK) {
@@ -58,7 +61,7 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   const int tseq = qat_flag_get(fl, nf, "true-sequential") != NULL;
   qat_gptq_run_opts o = {.T = T, .batch = (int)batch,
                          .gptq = {.damp = damp, .block = (int)block, .act_order = act},
-                         .true_sequential = tseq,
+                         .true_sequential = tseq, .skip_first = (int)skip,
                          .budget = {.device_bytes = (size_t)8 << 30, .host_bytes = (size_t)64 << 30},
                          .cache_dtype = QAT_F32};
   qat_gptq_run_stats gs = {0};
@@ -67,9 +70,10 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   shown.grad = QAT_QGRAD_EFFICIENTQAT; /* the spec's default: no gradient option in the record */
   qat_quant_format(&shown, spec, sizeof spec);
   if (st == QAT_OK) {
-    printf("GPTQ %s%s%s: %ld windows of %d tokens from %s, damp %g, block %ld, on %s\n", spec,
-           act ? " act-order" : "", tseq ? " true-sequential" : "", samples, T, calib, damp,
-           block, device);
+    printf("GPTQ %s%s%s: %ld windows of %d tokens from %s, damp %g, block %ld, skip-first %ld, "
+           "on %s\n",
+           spec, act ? " act-order" : "", tseq ? " true-sequential" : "", samples, T, calib, damp,
+           block, skip, device);
     fflush(stdout);
     st = qat_gptq_run(m, windows, samples, &o, &gs);
   }
@@ -79,10 +83,10 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
     char extra[512];
     snprintf(extra, sizeof extra,
              "\"spec\": \"%s\", \"init\": \"%s\", \"samples\": %ld, \"seq_len\": %d, \"damp\": %g, "
-             "\"block\": %ld, \"act_order\": %s, \"true_sequential\": %s, \"seed\": %ld, "
-             "\"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g",
+             "\"block\": %ld, \"act_order\": %s, \"true_sequential\": %s, \"skip_first\": %ld, "
+             "\"seed\": %ld, \"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g",
              spec, qat_qinit_name(q->init), samples, T, damp, block, act ? "true" : "false",
-             tseq ? "true" : "false", seed, gs.rel_err_rtn, gs.rel_err_gptq);
+             tseq ? "true" : "false", skip, seed, gs.rel_err_rtn, gs.rel_err_gptq);
     st = qat_cli_write_quant_record(m, tmp, "gptq", extra);
   }
   if (st == QAT_OK) st = qat_dir_commit(tmp, out);

@@ -99,6 +99,7 @@ static const key_def k_keys[] = {
     {"block_ap.lr_w", K_FLOAT, OFF(block_ap.lr_w), "1e-5", NULL, 0},
     {"block_ap.lr_quant", K_FLOAT, OFF(block_ap.lr_quant), "1e-4", NULL, 0},
     {"block_ap.batch", K_INT, OFF(block_ap.batch), "2", NULL, 0},
+    {"block_ap.grad_accum", K_INT, OFF(block_ap.grad_accum), "1", NULL, 0},
     {"block_ap.val_samples", K_INT, OFF(block_ap.val_samples), "64", NULL, 0},
     {"block_ap.cache_device_mb", K_I64, OFF(block_ap.cache_device_mb), "4096", NULL, 0},
     {"block_ap.cache_host_mb", K_I64, OFF(block_ap.cache_host_mb), "16384", NULL, 0},
@@ -111,6 +112,7 @@ static const key_def k_keys[] = {
     {"gptq.block", K_INT, OFF(gptq.block), "128", NULL, 0},
     {"gptq.act_order", K_BOOL, OFF(gptq.act_order), "false", NULL, 0},
     {"gptq.true_sequential", K_BOOL, OFF(gptq.true_sequential), "false", NULL, 0},
+    {"gptq.skip_first", K_INT, OFF(gptq.skip_first), "0", NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},
@@ -628,6 +630,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->gptq.batch >= 1, "gptq.batch", c->gptq.batch, "must be >= 1");
   NEED_F(c->gptq.damp >= 0 && c->gptq.damp < 1, "gptq.damp", c->gptq.damp, "must be in [0, 1)");
   NEED_I(c->gptq.block >= 1, "gptq.block", c->gptq.block, "must be >= 1");
+  NEED_I(c->gptq.skip_first >= 0 && c->gptq.skip_first < c->data.seq_len, "gptq.skip_first",
+         c->gptq.skip_first, "must be in [0, data.seq_len)");
   NEED_I(c->block_ap.samples >= 1, "block_ap.samples", c->block_ap.samples, "must be >= 1");
   NEED_I(c->block_ap.epochs >= 1, "block_ap.epochs", c->block_ap.epochs, "must be >= 1");
   NEED_F(c->block_ap.lr_w >= 0 && isfinite(c->block_ap.lr_w), "block_ap.lr_w", c->block_ap.lr_w,
@@ -637,6 +641,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->e2e_qp.steps >= 1, "e2e_qp.steps", c->e2e_qp.steps, "must be >= 1");
   NEED_F(c->e2e_qp.lr >= 0 && isfinite(c->e2e_qp.lr), "e2e_qp.lr", c->e2e_qp.lr, "must be >= 0");
   NEED_I(c->block_ap.batch >= 1, "block_ap.batch", c->block_ap.batch, "must be >= 1");
+  NEED_I(c->block_ap.grad_accum >= 1, "block_ap.grad_accum", c->block_ap.grad_accum,
+         "must be >= 1");
   NEED_I(c->block_ap.val_samples >= 0, "block_ap.val_samples", c->block_ap.val_samples,
          "must be >= 0 (0 = no validation MSE)");
   NEED_I(c->block_ap.cache_device_mb >= 0, "block_ap.cache_device_mb", c->block_ap.cache_device_mb,

@@ -100,7 +100,8 @@ typedef struct qat_config {
   struct {
     int samples, epochs;
     double lr_w, lr_quant;
-    int batch;       /* calibration samples per Block-AP step */
+    int batch;       /* calibration samples per Block-AP micro-batch (per rank) */
+    int grad_accum;  /* micro-batches per Block-AP step (per rank) */
     int val_samples; /* held-out windows (data.val) for the per-block MSE; 0 = none */
     int64_t cache_device_mb, cache_host_mb; /* activation cache budget per tier */
     char *cache_dir; /* disk tier of the activation cache (NULL: none) */
@@ -114,6 +115,7 @@ typedef struct qat_config {
     int block;     /* columns per lazy-update block */
     int act_order; /* columns by decreasing Hessian diagonal, static groups */
     int true_sequential; /* q/k/v, o, gate/up, down in turn within a block */
+    int skip_first;      /* leading tokens of each window left out of the Hessians */
   } gptq;
   struct {
     int64_t steps;

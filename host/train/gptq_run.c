@@ -50,7 +50,8 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
   if (fp)
     for (int k = 0; k < 4; k++)
       if (mask >> k & 1) QAT_TRY(G->be->memset0(G->be, G->H[k].data, qat_nbytes(&G->H[k])));
-  const float alpha = (float)(1.0 / ((double)G->ns * G->T));
+  const int skip = G->o->skip_first;
+  const float alpha = (float)(1.0 / ((double)G->ns * (G->T - skip)));
   for (int64_t i0 = 0; i0 < G->ns; i0 += G->Bb) {
     int n = batch_n(G, i0);
     int64_t N = (int64_t)n * G->T;
@@ -65,6 +66,12 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
     QAT_TRY(qat_llama_block_forward_fp(G->m, l, &x, &y, n, G->T));
     qat_tensor in[4];
     QAT_TRY(qat_llama_block_linear_inputs(G->m, n, G->T, in));
+    for (int k = 0; k < 4 && skip > 0; k++) /* rows left out of H: zero (read by nothing else) */
+      if (mask >> k & 1)
+        for (int i = 0; i < n; i++) {
+          qat_tensor r = qat_rows(&in[k], (int64_t)i * G->T, skip);
+          QAT_TRY(G->be->memset0(G->be, r.data, qat_nbytes(&r)));
+        }
     for (int k = 0; k < 4; k++) /* H[K, K] += alpha * in^T in, in [N, K] */
       if (mask >> k & 1)
         QAT_TRY(G->be->gemm(G->be, 1, 0, G->K[k], G->K[k], N, alpha, &in[k], &in[k], 1.0f,
@@ -204,9 +211,9 @@ static qat_status run_blocks(grun *G, const int32_t *calib, qat_gptq_run_stats *
 qat_status qat_gptq_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                         const qat_gptq_run_opts *o, qat_gptq_run_stats *stats) {
   if (!m->quantized) return QAT_FAIL(QAT_EINVAL, "gptq: the model is not quantized");
-  if (ncalib < 1 || o->batch < 1 || o->T < 1)
-    return QAT_FAIL(QAT_EINVAL, "gptq: samples %lld, batch %d, T %d", (long long)ncalib,
-                    o->batch, o->T);
+  if (ncalib < 1 || o->batch < 1 || o->T < 1 || o->skip_first < 0 || o->skip_first >= o->T)
+    return QAT_FAIL(QAT_EINVAL, "gptq: samples %lld, batch %d, T %d, skip_first %d (in [0, T))",
+                    (long long)ncalib, o->batch, o->T, o->skip_first);
   if (o->cache_dtype != QAT_F32 && o->cache_dtype != QAT_BF16)
     return QAT_FAIL(QAT_EINVAL, "gptq: cache dtype %s (F32 or BF16)",
                     qat_dtype_name(o->cache_dtype));

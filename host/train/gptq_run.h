@@ -30,6 +30,10 @@ typedef struct qat_gptq_run_opts {
   int true_sequential;   /* within a block: q/k/v, then o, then gate/up, then down, each from
                           * inputs through the Linears already quantized (the reference's
                           * --true-sequential); else all 7 from one unquantized pass */
+  int skip_first;        /* leading tokens of every sample left out of H (still run): the first
+                          * token of a window is an attention sink with massive activations on
+                          * real models (SmolLM2: 99.8% of block 11's down_proj input energy), which
+                          * would make GPTQ fit that one token; 0 = all (the reference) */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* QAT_F32 (0, exact) or QAT_BF16 */
 } qat_gptq_run_opts;
