@@ -6,14 +6,15 @@
 #    one results table, and writes metrics.jsonl (one line per step, not per rank);
 # 2. 3 ranks agree with 1 process of accumulation 3 (train.global_batch = 12 on both) to a
 #    normalized 1e-5 (only the order of the gradient sum differs);
-#    E2E-QP (method e2e_qp) likewise;
+#    E2E-QP (method e2e_qp), Block-AP (samples and activation cache sharded, against
+#    block_ap.grad_accum 2) and the pipeline likewise;
 # 3. kill -9 of one rank mid-run ends the job non-zero within 60 s, the last complete checkpoint
 #    stays intact, and re-launching resumes to the uninterrupted run's final state; SIGTERM to
 #    one rank stops every rank after one coordinated checkpoint, and the re-launch resumes exactly;
 #    a rank that hangs (SIGSTOP) ends the job within dist.timeout_s;
 # 4. bad setups exit non-zero on every rank with one line each: global batch not divisible,
 #    ranks disagreeing on the config, a different world size on resume, a method without data
-#    parallelism, dist.zero = 1.
+#    parallelism (gptq), dist.zero = 1, Block-AP samples not a multiple of world x batch.
 set -euo pipefail
 . "$(dirname "$0")/lib_dist.sh"
 . "$(dirname "$0")/lib_stories260k.sh"
@@ -64,6 +65,35 @@ cmp "$T/e1/$ck/state.safetensors" "$T/e2/$ck/state.safetensors" ||
   { echo "FAIL: e2e_qp: 2 ranks differ from 1 process x accumulation 2"; exit 1; }
 [ "$(grep -c '^recovered' "$T/e2.out")" = 1 ] || { echo "FAIL: e2e_qp: not one results table"; exit 1; }
 echo "e2e_qp: 2 ranks == 1 process x 2 ($ck identical)"
+
+# 1c. Block-AP: samples and activation cache sharded across ranks (8 of 16 samples each), the
+# block's gradients summed per step: 2 ranks == 1 process with block_ap.grad_accum 2; then the
+# pipeline (Block-AP, then E2E-QP on the frozen codes) likewise
+bap="method=block_ap block_ap.samples=16 block_ap.batch=4 block_ap.epochs=2 block_ap.val_samples=6 block_ap.cache_dtype=f32"
+"$QAT" train "$T/c.yaml" checkpoint.dir="$T/p1" $bap block_ap.grad_accum=2 > /dev/null 2> "$T/p1.err" ||
+  { cat "$T/p1.err"; echo "FAIL: block_ap 1 process"; exit 1; }
+dist_mpirun -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/p2" $bap > "$T/p2.out" 2> "$T/p2.err" ||
+  { cat "$T/p2.err"; echo "FAIL: block_ap 2 ranks"; exit 1; }
+grep -q "8 samples and 3 validation windows in this rank's activation cache" "$T/p2.err" ||
+  { cat "$T/p2.err"; echo "FAIL: block_ap: the samples were not sharded"; exit 1; }
+ck=$(cd "$T/p1" && ls -d ckpt-* | tail -1)
+cmp "$T/p1/$ck/state.safetensors" "$T/p2/$ck/state.safetensors" ||
+  { echo "FAIL: block_ap: 2 ranks differ from 1 process x block_ap.grad_accum 2"; exit 1; }
+python3 - "$T/p1/metrics.jsonl" "$T/p2/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in open(p) if '"block"' in l]
+        for p in sys.argv[1:])
+assert len(a) == 5 and a == b, (a, b)   # per-block MSEs (validation reduced across ranks) equal
+PY
+echo "block_ap: 2 ranks == 1 process x block_ap.grad_accum 2 ($ck identical, per-block MSEs equal)"
+pipe="method=pipeline $bap e2e_qp.steps=4 e2e_qp.batch=4 e2e_qp.lr=1e-3"
+"$QAT" train "$T/c.yaml" checkpoint.dir="$T/q1" $pipe block_ap.grad_accum=2 e2e_qp.grad_accum=2 > /dev/null 2>&1
+dist_mpirun -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/q2" $pipe e2e_qp.grad_accum=1 > /dev/null 2> "$T/q2.err" ||
+  { cat "$T/q2.err"; echo "FAIL: pipeline 2 ranks"; exit 1; }
+ck=$(cd "$T/q1" && ls -d ckpt-* | tail -1)
+cmp "$T/q1/$ck/state.safetensors" "$T/q2/$ck/state.safetensors" ||
+  { echo "FAIL: pipeline: 2 ranks differ from 1 process"; exit 1; }
+echo "pipeline: 2 ranks == 1 process x 2 ($ck identical)"
 
 # 2. three ranks vs one process of accumulation 3, same global batch of 12 windows
 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/g1" train.global_batch=12 > /dev/null 2>&1
@@ -165,7 +195,8 @@ bad() { # name, expected text, mpirun arguments...
 bad "global batch" "not divisible by world 2" -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b1" train.global_batch=12
 bad "config mismatch" "differs from rank 0" -np 1 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b2" : \
   -np 1 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b2" train.lr=2e-3
-bad "method" "method block_ap runs on one rank" -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b3" method=block_ap
+bad "method" "method gptq runs on one rank" -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b3" method=gptq
+bad "block_ap samples" "block_ap.samples = 12 is not a multiple of world 2" -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b5" $bap block_ap.samples=12
 bad "zero" "dist.zero = 1" -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/b4" dist.zero=1
 bad "world size on resume" "saved by a run of 2 ranks but this job has 3" -np 3 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/two" train.steps=16
 for d in b1 b2 b3 b4; do [ ! -e "$T/$d" ] || { echo "FAIL: $d: a bad setup left a run directory"; exit 1; }; done

@@ -15,6 +15,7 @@
 
 #include "core/log.h"
 #include "io/fsutil.h"
+#include "train/dist_train.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,7 +30,10 @@ typedef struct bap {
   const qat_backend *be;
   const qat_block_ap_opts *o;
   int T, C, Bb;
-  int64_t ns, nv, ntot; /* training samples, validation samples, all slots per set */
+  int64_t ns, nv, ntot; /* this rank's training samples, validation samples, all slots per set */
+  qat_dist *dist;       /* world W; every rank holds its own samples' activations */
+  int A;                /* local micro-batches per step */
+  int64_t nv_total;     /* validation samples over all ranks */
   qat_actcache *cache;
   int set_fp, set_y, set_q; /* X_fp and Y swap after every block */
   qat_arena arena;
@@ -100,7 +104,7 @@ static qat_status residual(const qat_backend *be, const qat_tensor *out, const q
 
 /* Validation MSE of block l of the student on the validation slots; NaN when there are none. */
 static qat_status val_mse(bap *B, int l, double *mse) {
-  if (B->nv == 0) {
+  if (B->nv_total == 0) {
     *mse = NAN;
     return QAT_OK;
   }
@@ -117,7 +121,8 @@ static qat_status val_mse(bap *B, int l, double *mse) {
     QAT_TRY(residual(B->be, &out, &y, &d, &ss));
     total += ss;
   }
-  *mse = total / ((double)B->nv * B->T * B->C);
+  QAT_TRY(B->dist->allreduce_f64(B->dist, &total, 1, QAT_RED_SUM));
+  *mse = total / ((double)B->nv_total * B->T * B->C);
   return QAT_OK;
 }
 
@@ -154,6 +159,50 @@ qat_status qat_block_ap_step(qat_llama *m, int l, qat_optim *opt, const double l
   return qat_optim_step(opt, lr);
 }
 
+/* One step of layer l over this rank's micro-batches [mb, mb + A) of the epoch (the last one
+ * may be short; slots never wrap): zero, forward / residual / backward of each, the block's
+ * gradients and the squared error summed across ranks, then the fake-quant backward and AdamW.
+ * The loss is a mean over the step's samples on all ranks (ns is a multiple of W * A * Bb when
+ * W * A > 1, so every rank's micro-batches are full). With A = W = 1 these are exactly
+ * qat_block_ap_step's ops. *prefetch_next: the first micro-batch of the next step. */
+static qat_status accum_step(bap *B, int l, qat_optim *opt, const double lr[3], int64_t mb,
+                             int64_t next, double *loss) {
+  qat_llama *m = B->m;
+  int64_t nb = (B->ns + B->Bb - 1) / B->Bb, ns_step = 0;
+  for (int a = 0; a < B->A && mb + a < nb; a++) ns_step += batch_n(B, (mb + a) * B->Bb, B->ns);
+  double numel = (double)ns_step * B->dist->world * B->T * B->C, ss = 0;
+  QAT_TRY(zero_block_grads(m, l));
+  for (int a = 0; a < B->A && mb + a < nb; a++) {
+    int64_t i0 = (mb + a) * B->Bb, nx = mb + a + 1 < nb && a + 1 < B->A ? i0 + B->Bb
+                                                                        : next * B->Bb;
+    int n = batch_n(B, i0, B->ns);
+    int64_t N = (int64_t)n * B->T;
+    qat_tensor x = rows(&B->xin, 0, N), y = rows(&B->y, 0, N), out = rows(&B->xout, 0, N),
+               d = rows(&B->d, 0, N);
+    QAT_TRY(get_batch(B, B->set_q, i0, n, &x));
+    QAT_TRY(get_batch(B, B->set_y, i0, n, &y));
+    if (nx >= 0) {
+      QAT_TRY(prefetch(B, B->set_q, nx, B->Bb, 0, B->ns));
+      QAT_TRY(prefetch(B, B->set_y, nx, B->Bb, 0, B->ns));
+    }
+    double s1 = 0;
+    QAT_TRY(qat_llama_block_forward(m, l, &x, &out, n, B->T));
+    QAT_TRY(residual(B->be, &out, &y, &d, &s1));
+    ss += s1;
+    /* dL/dout = 2 (out - Y) / numel */
+    QAT_TRY(QAT_OP(B->be, scale, (float)(2.0 / numel), &d));
+    QAT_TRY(qat_llama_block_backward(m, l, &d, NULL));
+  }
+  /* every rank decides on the summed loss, so all stop (or go on) together */
+  QAT_TRY(B->dist->allreduce_f64(B->dist, &ss, 1, QAT_RED_SUM));
+  *loss = ss / numel;
+  if (!isfinite(*loss))
+    return QAT_FAIL(QAT_EINVAL, "Block-AP block %d: non-finite loss %g", l, *loss);
+  QAT_TRY(qat_dist_allreduce_block_grads(B->dist, m, l));
+  QAT_TRY(qat_llama_block_finish_backward(m, l));
+  return qat_optim_step(opt, lr);
+}
+
 static qat_status train_block(bap *B, int l, qat_block_ap_stats *stats) {
   const qat_block_ap_opts *o = B->o;
   qat_param *ps = NULL;
@@ -172,30 +221,21 @@ static qat_status train_block(bap *B, int l, qat_block_ap_stats *stats) {
     if (ps[i].group != QAT_PG_OTHER || strstr(ps[i].name, "norm.weight")) ps[k++] = ps[i];
   np = k;
   qat_status st = qat_optim_init(&opt, B->be, ps, np, groups);
-  int64_t nb = (B->ns + B->Bb - 1) / B->Bb, total = nb * o->epochs;
+  /* this rank's micro-batches per epoch, A per step */
+  int64_t nmb = (B->ns + B->Bb - 1) / B->Bb, nb = (nmb + B->A - 1) / B->A, total = nb * o->epochs;
   char what[64];
   snprintf(what, sizeof what, "block %d/%d", l + 1, B->m->cfg.n_layers);
   qat_progress pr;
   qat_progress_start(&pr, what, total);
   double ep_sum = 0;
   for (int64_t k = 0; st == QAT_OK && k < total; k++) {
-    int64_t i0 = (k % nb) * B->Bb, nx = ((k + 1) % nb) * B->Bb;
-    int n = batch_n(B, i0, B->ns);
-    int64_t N = (int64_t)n * B->T;
-    qat_tensor x = rows(&B->xin, 0, N), y = rows(&B->y, 0, N), out = rows(&B->xout, 0, N),
-               d = rows(&B->d, 0, N);
-    QAT_CHECK(st, get_batch(B, B->set_q, i0, n, &x), done);
-    QAT_CHECK(st, get_batch(B, B->set_y, i0, n, &y), done);
-    if (k + 1 < total) {
-      QAT_CHECK(st, prefetch(B, B->set_q, nx, B->Bb, 0, B->ns), done);
-      QAT_CHECK(st, prefetch(B, B->set_y, nx, B->Bb, 0, B->ns), done);
-    }
+    int64_t mb = (k % nb) * B->A, next = k + 1 < total ? ((k + 1) % nb) * B->A : -1;
     double lr[3];
     lr[QAT_PG_WEIGHT] = qat_lr_at(QAT_SCHED_COSINE, o->lr_w, k, total, 0, o->min_lr_ratio);
     lr[QAT_PG_QUANT] = qat_lr_at(QAT_SCHED_COSINE, o->lr_quant, k, total, 0, o->min_lr_ratio);
     lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
     double loss = 0;
-    st = qat_block_ap_step(B->m, l, &opt, lr, &x, &y, &out, &d, n, B->T, &loss);
+    st = accum_step(B, l, &opt, lr, mb, next, &loss);
     if (st != QAT_OK) {
       qat_context(st, "step %lld", (long long)k + 1);
       goto done;
@@ -281,7 +321,10 @@ qat_status qat_block_ap_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                       "a resume restores finished blocks through opts.restore)",
                       l);
   bap B = {.m = m, .be = m->be, .o = o, .T = o->T, .C = m->cfg.dim, .Bb = o->batch,
-           .ns = ncalib, .nv = nval, .ntot = ncalib + nval, .set_fp = 0, .set_y = 1, .set_q = 2};
+           .ns = ncalib, .nv = nval, .ntot = ncalib + nval, .set_fp = 0, .set_y = 1, .set_q = 2,
+           .dist = o->dist ? o->dist : qat_dist_single(),
+           .A = o->grad_accum > 0 ? o->grad_accum : 1,
+           .nv_total = o->dist ? o->val_total : nval};
   int64_t N = (int64_t)B.Bb * B.T;
   int bf = o->cache_dtype == QAT_BF16;
   size_t need = 4 * qat_arena_need(QAT_F32, N * B.C) + qat_arena_need(QAT_I32, N) +
@@ -336,6 +379,7 @@ static qat_status save_block_ckpt(phase_ctx *P, int blocks_done) {
   qat_status st = qat_eqat_ckpt_add_layers(J->m, 0, blocks_done, 1, &w, &bufs);
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "phase", "block_ap");
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "blocks_done", blocks_done);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "world", J->dist->world);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
   char path[4096];
@@ -359,7 +403,13 @@ static qat_status on_block(void *ctx, const qat_block_ap_stats *s) {
   phase_ctx *P = ctx;
   qat_train_job *J = P->J;
   int L = J->m->cfg.n_layers;
-  QAT_TRY(save_block_ckpt(P, s->block + 1));
+  /* rank 0 writes (every rank holds the same block); a failed save stops every rank */
+  qat_status sv = J->dist->rank == 0 ? save_block_ckpt(P, s->block + 1) : QAT_OK;
+  sv = qat_dist_agree(J->dist, sv);
+  if (sv != QAT_OK) J->agreed = 1;
+  QAT_TRY(sv);
+  double stop = qat_train_stop_requested() ? 1 : 0; /* any rank's request stops all */
+  QAT_TRY(J->dist->allreduce_f64(J->dist, &stop, 1, QAT_RED_SUM));
   if (J->metrics) {
     char a[32], b[32], c[32], d[32];
     json_num(a, sizeof a, s->mse_rtn);
@@ -372,7 +422,7 @@ static qat_status on_block(void *ctx, const qat_block_ap_stats *s) {
             s->block, a, b, c, d, (long long)s->steps, s->seconds);
     fflush(J->metrics);
   }
-  if (qat_train_stop_requested() && s->block + 1 < L)
+  if (stop > 0 && s->block + 1 < L)
     return QAT_FAIL(QAT_EINTERRUPT, "interrupted after Block-AP block %d: checkpoint saved in %s",
                     s->block, J->cfg->checkpoint.dir);
   return QAT_OK;
@@ -397,7 +447,24 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
     st = qat_windows_gather((uint64_t)cfg->train.seed, J->train, J->ntrain, T, ns, calib);
   for (int64_t i = 0; st == QAT_OK && i < nv; i++)
     memcpy(val + i * T, J->val + qat_val_window_start(i, T), (size_t)T * 4);
-  phase_ctx P = {.J = J, .ck = ck, .spb = qat_block_ap_steps_per_block(ns, cfg->block_ap.batch,
+  /* data parallelism: calibration micro-batch j and validation sample i belong to rank j mod W
+   * and i mod W; the checks fail alike on every rank */
+  int W = J->dist->world, R = J->dist->rank, Bb = cfg->block_ap.batch,
+      A = cfg->block_ap.grad_accum;
+  int64_t per = (int64_t)W * A * Bb, ns_r = 0, nv_r = 0;
+  if (st == QAT_OK && per > Bb && ns % per != 0) {
+    st = QAT_FAIL(QAT_EUSAGE,
+                  "block_ap.samples = %lld is not a multiple of world %d x block_ap.grad_accum %d "
+                  "x block_ap.batch %d = %lld",
+                  (long long)ns, W, A, Bb, (long long)per);
+    J->agreed = 1;
+  }
+  for (int64_t j = R; st == QAT_OK && j * Bb < ns; j += W, ns_r += Bb)
+    memmove(calib + ns_r * T, calib + j * Bb * T, (size_t)Bb * T * 4); /* j >= ns_r / Bb */
+  for (int64_t i = R; st == QAT_OK && i < nv; i += W, nv_r++)
+    memmove(val + nv_r * T, val + i * T, (size_t)T * 4);
+  if (W == 1) ns_r = ns; /* one process: the last micro-batch may be short */
+  phase_ctx P = {.J = J, .ck = ck, .spb = qat_block_ap_steps_per_block(ns, (int)per,
                                                              cfg->block_ap.epochs)};
   qat_block_ap_opts o = {
       .T = T, .batch = cfg->block_ap.batch, .epochs = cfg->block_ap.epochs,
@@ -407,7 +474,8 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},
       .cache_dtype = cfg->block_ap.cache_dtype,
-      .first_block = first_block, .restore = restore_blocks, .on_block = on_block, .ctx = &P};
+      .first_block = first_block, .restore = restore_blocks, .on_block = on_block, .ctx = &P,
+      .grad_accum = A, .dist = J->dist, .val_total = nv};
   if (st == QAT_OK) {
     qat_log("block_ap: %lld samples x %d tokens (+%lld validation), batch %d, %d epochs: %lld "
             "steps per block, lr_w %g, lr_quant %g, %s activation cache",
@@ -416,7 +484,10 @@ qat_status qat_block_ap_phase(qat_train_job *J, int first_block, const char *ck)
     if (first_block > 0)
       qat_log("block_ap: resuming at block %d (recomputing the cache through %d finished blocks)",
               first_block + 1, first_block);
-    st = qat_block_ap_run(J->m, calib, ns, val, nv, &o);
+    if (W > 1)
+      qat_log("block_ap: %d ranks x %d x %d samples per step; %lld samples and %lld validation "
+              "windows in this rank's activation cache", W, A, Bb, (long long)ns_r, (long long)nv_r);
+    st = qat_block_ap_run(J->m, calib, ns_r, val, nv_r, &o);
   }
   free(calib);
   free(val);

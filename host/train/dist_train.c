@@ -24,26 +24,29 @@ static void push(qat_tensor *list, int *n, const qat_tensor *t) {
   list[(*n)++] = *t;
 }
 
+/* Layer l's accumulation buffers (see qat_dist_grad_buffers). */
+static void push_layer(const qat_llama *m, int l, qat_tensor *list, int *n) {
+  qat_llama_layer *ly = &m->layers[l];
+  qat_linear *lins[7] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down};
+  for (int i = 0; i < 7; i++) {
+    qat_linear *li = lins[i];
+    if (m->quantized) /* code mode lays out no dw_hat: ds accumulates directly */
+      push(list, n, li->dw_hat.data ? &li->dw_hat : &li->ds);
+    else if (!li->frozen)
+      push(list, n, &li->dw);
+    if (m->train_embeddings && li->b.data) push(list, n, &li->db);
+  }
+  if (m->train_embeddings) {
+    push(list, n, &ly->d_attn_norm);
+    push(list, n, &ly->d_ffn_norm);
+  }
+}
+
 qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n_out) {
   int L = m->cfg.n_layers, temb = m->train_embeddings, n = 0;
   qat_tensor *list = calloc((size_t)L * 16 + 4, sizeof *list);
   if (!list) return QAT_FAIL(QAT_ENOMEM, "dist: out of memory");
-  for (int l = 0; l < L; l++) {
-    qat_llama_layer *ly = &m->layers[l];
-    qat_linear *lins[7] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down};
-    for (int i = 0; i < 7; i++) {
-      qat_linear *li = lins[i];
-      if (m->quantized) /* code mode lays out no dw_hat: ds accumulates directly */
-        push(list, &n, li->dw_hat.data ? &li->dw_hat : &li->ds);
-      else if (!li->frozen)
-        push(list, &n, &li->dw);
-      if (temb && li->b.data) push(list, &n, &li->db);
-    }
-    if (temb) {
-      push(list, &n, &ly->d_attn_norm);
-      push(list, &n, &ly->d_ffn_norm);
-    }
-  }
+  for (int l = 0; l < L; l++) push_layer(m, l, list, &n);
   if (temb) {
     push(list, &n, &m->d_embed);
     push(list, &n, &m->d_final_norm);
@@ -54,11 +57,27 @@ qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n_out) {
   return QAT_OK;
 }
 
+static qat_status sum_list(qat_dist *d, qat_tensor *g, int n);
+
 qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m) {
   if (d->world == 1) return QAT_OK;
   qat_tensor *g = NULL;
   int n = 0;
   QAT_TRY(qat_dist_grad_buffers(m, &g, &n));
+  return sum_list(d, g, n);
+}
+
+qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l) {
+  if (d->world == 1) return QAT_OK;
+  qat_tensor *g = calloc(16, sizeof *g);
+  if (!g) return QAT_FAIL(QAT_ENOMEM, "dist: out of memory");
+  int n = 0;
+  push_layer(m, l, g, &n);
+  return sum_list(d, g, n);
+}
+
+/* Sums g[0..n) across ranks and frees g. */
+static qat_status sum_list(qat_dist *d, qat_tensor *g, int n) {
   qat_status st = QAT_OK;
   for (int i = 0; st == QAT_OK && i < n; i++) {
     if (g[i].dtype != QAT_F32)
@@ -76,11 +95,12 @@ qat_status qat_dist_train_check(qat_dist *d, const qat_config *cfg) {
   if (cfg->dist.zero)
     return QAT_FAIL(QAT_EUNSUPPORTED, "dist.zero = 1 (ZeRO-1, sharded AdamW moments) is not "
                                       "implemented yet; use dist.zero = 0");
-  /* e2e_qp runs the QAT loop on frozen codes (step sizes only), so it shares its sharding */
-  if (d->world > 1 && cfg->method != QAT_METHOD_QAT && cfg->method != QAT_METHOD_E2E_QP)
+  /* e2e_qp runs the QAT loop on frozen codes (step sizes only), so it shares its sharding;
+   * Block-AP shards its samples and activation cache (block_ap.c) */
+  if (d->world > 1 && cfg->method == QAT_METHOD_GPTQ)
     return QAT_FAIL(QAT_EUNSUPPORTED,
                     "method %s runs on one rank only so far (%d ranks started): data parallelism "
-                    "is implemented for methods qat and e2e_qp",
+                    "is implemented for methods qat, block_ap, e2e_qp and pipeline",
                     qat_cfg_method_name(cfg->method), d->world);
   return QAT_OK;
 }

@@ -39,8 +39,11 @@ qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n);
  * process. */
 qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m);
 
+/* The same for layer l's buffers only (Block-AP's one-layer gradients). */
+qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l);
+
 /* Start-up checks a distributed job passes on every rank or on none (after qat_dist_agree):
- * the method supports data parallelism (qat, e2e_qp), dist.zero = 0, and every rank holds the same effective
+ * the method supports data parallelism (all but gptq), dist.zero = 0, and every rank holds the same effective
  * config (hash). */
 qat_status qat_dist_train_check(qat_dist *d, const qat_config *cfg);
 

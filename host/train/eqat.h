@@ -106,6 +106,14 @@ typedef struct qat_block_ap_opts {
                     * the full-precision stream has passed them, restore(ctx, first_block) must
                     * bring them to their finished state (frozen codes, e.g. from a checkpoint) */
   qat_status (*restore)(void *ctx, int first_block);
+  /* Data parallelism (0 / NULL: one process, accumulation 1): each rank passes its own share of
+   * the samples (qat_block_ap_phase: calibration micro-batch j and validation sample i go to
+   * rank j mod W and i mod W); a step is grad_accum local micro-batches on every rank, the
+   * block's gradients summed across ranks before its fake-quant backward, losses and the
+   * validation MSE reduced (val_total: validation samples over all ranks). */
+  int grad_accum;
+  qat_dist *dist;
+  int64_t val_total;
   /* Called after block b is trained, frozen and its outputs propagated (checkpoint, metrics);
    * a non-OK status stops the run and is returned. May be NULL. */
   qat_status (*on_block)(void *ctx, const qat_block_ap_stats *st);

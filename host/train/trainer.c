@@ -681,7 +681,9 @@ static qat_status eqat_run(job *J) {
   QAT_TRY(eqat_ref_rows(J));
   int do_bap = cfg->method == QAT_METHOD_BLOCK_AP || cfg->method == QAT_METHOD_PIPELINE;
   int do_e2e = cfg->method == QAT_METHOD_E2E_QP || cfg->method == QAT_METHOD_PIPELINE;
-  int64_t spb = do_bap ? qat_block_ap_steps_per_block(cfg->block_ap.samples, cfg->block_ap.batch,
+  /* a Block-AP step sees world x grad_accum x batch samples */
+  int per_step = cfg->block_ap.batch * cfg->block_ap.grad_accum * J->dist->world;
+  int64_t spb = do_bap ? qat_block_ap_steps_per_block(cfg->block_ap.samples, per_step,
                                                       cfg->block_ap.epochs)
                        : 0;
   J->step_base = spb * L;
@@ -696,6 +698,13 @@ static qat_status eqat_run(job *J) {
     const char *phase = "";
     int64_t hash = 0;
     qat_status st = qat_ckpt_get_str(&c, "phase", &phase);
+    int64_t world = 1; /* checkpoints before data parallelism: one rank */
+    if (st == QAT_OK && qat_ckpt_get_int(&c, "world", &world) != QAT_OK) world = 1;
+    if (st == QAT_OK && strcmp(phase, "block_ap") == 0 && world != J->dist->world)
+      st = QAT_FAIL(QAT_EUSAGE,
+                    "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld "
+                    "(resharding is not supported)",
+                    ck, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world);
     if (st == QAT_OK && strcmp(phase, "block_ap") == 0 && do_bap) {
       st = qat_ckpt_get_int(&c, "blocks_done", &blocks_done);
       if (st == QAT_OK && (blocks_done < 1 || blocks_done > L))
@@ -719,9 +728,9 @@ static qat_status eqat_run(job *J) {
         (uint64_t)hash != qat_config_hash(cfg))
       qat_warn("resuming %s with a different config than the one it was saved with", ck);
     qat_ckpt_close(&c);
-    QAT_TRY(st);
+    QAT_TRY(agree(J, st)); /* every rank read the same checkpoint */
   }
-  QAT_TRY(open_run_dir(J));
+  QAT_TRY(agree(J, open_run_dir(J)));
   if (do_bap && blocks_done < L) QAT_TRY(qat_block_ap_phase(J, (int)blocks_done, ck));
   if (do_e2e) {
     J->hp = (qat_train_hyper){.steps = cfg->e2e_qp.steps, .batch = cfg->e2e_qp.batch,
