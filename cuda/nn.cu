@@ -4,6 +4,7 @@
 #include "cuda/nn_common.cuh"
 
 void qat_cuda_register_kd(qat_backend *be); // kd.cu: kd_xent
+void qat_cuda_register_decode(qat_backend *be); // decode_attention.cu: attention_decode
 
 void qat_cuda_register_nn(qat_backend *be) {
   qat_cuda_register_gemm(be);
@@ -12,6 +13,7 @@ void qat_cuda_register_nn(qat_backend *be) {
   qat_cuda_register_rmsnorm(be);
   qat_cuda_register_rope(be);
   qat_cuda_register_attention(be);
+  qat_cuda_register_decode(be);
   qat_cuda_register_swiglu(be);
   qat_cuda_register_xent(be);
   qat_cuda_register_kd(be);
