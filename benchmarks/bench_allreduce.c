@@ -4,6 +4,7 @@
  * last result checked (wrong elements counted; any wrong element makes the exit status 1).
  *   mpirun -np N bench_allreduce [--backend auto|mpi|nccl] [--device cpu|cuda] [--min BYTES]
  *                                [--max BYTES] [--iters K] [--check] [--json]
+ *   bench_allreduce --have mpi|nccl   (exit 0 when that communicator is built in, else 3)
  * --check: small sizes, few iterations, and also broadcast, all-gather, reduce-scatter, AVG/MIN/
  * MAX, BF16 and the scalar reductions (the correctness test tests/test_dist_comm.sh runs).
  * busbw = algbw * 2 (W - 1) / W for all-reduce (nccl-tests' convention: comparable to link
@@ -209,6 +210,10 @@ static qat_status run(int argc, char **argv, int *failed) {
 }
 
 int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "--have")) { /* is communicator KIND built in: exit 0 / 3 */
+    qat_dist_kind k;
+    return qat_dist_kind_parse(argv[2], &k) == QAT_OK && qat_dist_have(k) ? 0 : 3;
+  }
   int failed = 0;
   qat_status st = run(argc, argv, &failed);
   if (st != QAT_OK) {

@@ -95,12 +95,7 @@ qat_status qat_dist_train_check(qat_dist *d, const qat_config *cfg) {
   if (cfg->dist.zero)
     return QAT_FAIL(QAT_EUNSUPPORTED, "dist.zero = 1 (ZeRO-1, sharded AdamW moments) is not "
                                       "implemented yet; use dist.zero = 0");
-  /* e2e_qp runs the QAT loop on frozen codes (step sizes only), so it shares its sharding;
-   * Block-AP shards its samples and activation cache (block_ap.c) */
-  if (d->world > 1 && cfg->method == QAT_METHOD_GPTQ)
-    return QAT_FAIL(QAT_EUNSUPPORTED,
-                    "method %s runs on one rank only so far (%d ranks started): data parallelism "
-                    "is implemented for methods qat, block_ap, e2e_qp and pipeline",
-                    qat_cfg_method_name(cfg->method), d->world);
+  /* every method is data parallel: qat and e2e_qp (trainer.c), Block-AP's samples and
+   * activation cache sharded (block_ap.c), GPTQ's Hessians summed (gptq_run.c) */
   return QAT_OK;
 }

@@ -43,7 +43,7 @@ qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m);
 qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l);
 
 /* Start-up checks a distributed job passes on every rank or on none (after qat_dist_agree):
- * the method supports data parallelism (all but gptq), dist.zero = 0, and every rank holds the same effective
+ * dist.zero = 0, and every rank holds the same effective
  * config (hash). */
 qat_status qat_dist_train_check(qat_dist *d, const qat_config *cfg);
 

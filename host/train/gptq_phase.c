@@ -54,6 +54,15 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
   int32_t *calib = malloc((size_t)(ns * T) * 4);
   if (!calib) return QAT_FAIL(QAT_ENOMEM, "gptq: out of host memory");
   qat_status st = qat_windows_gather((uint64_t)cfg->train.seed, J->train, J->ntrain, T, ns, calib);
+  /* data parallelism: window i to rank i mod W (each rank caches its own windows) */
+  int W = J->dist->world, R = J->dist->rank;
+  int64_t ns_r = 0;
+  if (st == QAT_OK && ns < W) {
+    st = QAT_FAIL(QAT_EUSAGE, "gptq.samples = %lld: fewer than the %d ranks", (long long)ns, W);
+    J->agreed = 1;
+  }
+  for (int64_t i = R; st == QAT_OK && i < ns; i += W, ns_r++)
+    memmove(calib + ns_r * T, calib + i * T, (size_t)T * 4);
   qat_gptq_run_opts o = {
       .T = T, .batch = cfg->gptq.batch,
       .gptq = {.damp = cfg->gptq.damp, .block = cfg->gptq.block, .act_order = cfg->gptq.act_order},
@@ -61,13 +70,16 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},
-      .cache_dtype = cfg->block_ap.cache_dtype};
+      .cache_dtype = cfg->block_ap.cache_dtype, .dist = J->dist, .samples_total = ns};
   qat_gptq_run_stats gs = {0};
   if (st == QAT_OK) {
     qat_log("gptq: %lld windows of %d tokens from %s, damp %g, block %d%s%s", (long long)ns, T,
             cfg->data.train, o.gptq.damp, o.gptq.block, o.gptq.act_order ? ", act-order" : "",
             o.true_sequential ? ", true-sequential" : "");
-    st = qat_gptq_run(J->m, calib, ns, &o, &gs);
+    if (W > 1)
+      qat_log("gptq: %d ranks, %lld windows in this rank's activation cache; the Hessians "
+              "are summed across ranks", W, (long long)ns_r);
+    st = qat_gptq_run(J->m, calib, ns_r, &o, &gs);
   }
   free(calib);
   QAT_TRY(st);
@@ -81,5 +93,8 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
     fflush(J->metrics);
   }
   QAT_TRY(qat_llama_freeze_codes(J->m, -1)); /* the result is integer codes */
-  return save(J, &gs);
+  /* every rank holds the same codes: rank 0 writes them, and a failed save stops all */
+  st = qat_dist_agree(J->dist, J->dist->rank == 0 ? save(J, &gs) : QAT_OK);
+  if (st != QAT_OK) J->agreed = 1;
+  return st;
 }

@@ -18,7 +18,8 @@ typedef struct grun {
   const qat_backend *be;
   const qat_gptq_run_opts *o;
   int T, C, Bb;
-  int64_t ns;
+  int64_t ns, ns_total; /* this rank's samples, all ranks' */
+  qat_dist *dist;
   qat_actcache *cache; /* one set: X_q */
   qat_arena arena;
   qat_tensor x, y;  /* [N, C] F32 */
@@ -51,7 +52,7 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
     for (int k = 0; k < 4; k++)
       if (mask >> k & 1) QAT_TRY(G->be->memset0(G->be, G->H[k].data, qat_nbytes(&G->H[k])));
   const int skip = G->o->skip_first;
-  const float alpha = (float)(1.0 / ((double)G->ns * (G->T - skip)));
+  const float alpha = (float)(1.0 / ((double)G->ns_total * (G->T - skip)));
   for (int64_t i0 = 0; i0 < G->ns; i0 += G->Bb) {
     int n = batch_n(G, i0);
     int64_t N = (int64_t)n * G->T;
@@ -77,6 +78,11 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
         QAT_TRY(G->be->gemm(G->be, 1, 0, G->K[k], G->K[k], N, alpha, &in[k], &in[k], 1.0f,
                             &G->H[k]));
   }
+  /* every rank's share of H: the sum is the whole calibration set's */
+  for (int k = 0; fp && G->dist->world > 1 && k < 4; k++)
+    if (mask >> k & 1)
+      QAT_TRY(G->dist->allreduce(G->dist, G->H[k].data, qat_numel(&G->H[k]), QAT_F32,
+                                 QAT_RED_SUM));
   return QAT_OK;
 }
 
@@ -223,6 +229,8 @@ qat_status qat_gptq_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
   const qat_llama_config *c = &m->cfg;
   grun G = {.m = m, .be = m->be, .o = o, .T = o->T, .C = c->dim,
             .Bb = (int)(o->batch < ncalib ? o->batch : ncalib), .ns = ncalib,
+            .ns_total = o->dist ? o->samples_total : ncalib,
+            .dist = o->dist ? o->dist : qat_dist_single(),
             .K = {c->dim, (int64_t)c->n_heads * c->head_dim, c->dim, c->hidden}};
   const int64_t N = (int64_t)G.Bb * G.T;
   const int bf = o->cache_dtype == QAT_BF16;

@@ -15,6 +15,7 @@
 #ifndef QAT_TRAIN_GPTQ_RUN_H
 #define QAT_TRAIN_GPTQ_RUN_H
 
+#include "dist/dist.h"
 #include "model/llama.h"
 #include "quant/gptq.h"
 #include "train/actcache.h"
@@ -36,6 +37,12 @@ typedef struct qat_gptq_run_opts {
                           * would make GPTQ fit that one token; 0 = all (the reference) */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* QAT_F32 (0, exact) or QAT_BF16 */
+  /* Data parallelism (NULL: one process): each rank passes its own calibration samples (and
+   * caches only their activations); each H is summed across ranks before the GPTQ of its
+   * Linears, which every rank then runs alike (same H, same codes). samples_total: the
+   * samples over all ranks (H's normalization). */
+  qat_dist *dist;
+  int64_t samples_total;
 } qat_gptq_run_opts;
 
 typedef struct qat_gptq_run_stats {
