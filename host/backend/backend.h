@@ -18,6 +18,8 @@
 
 #include "core/tensor.h"
 
+struct qat_packed; /* quant/packed_layout.h */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -142,6 +144,12 @@ struct qat_backend {
   qat_status (*gemm)(const qat_backend *be, int ta, int tb, int64_t M, int64_t N, int64_t K,
                      float alpha, const qat_tensor *A, const qat_tensor *B, float beta,
                      qat_tensor *C);
+  /* Packed low-bit GEMM (issue 11; W[N, K] in quant/packed_layout.h's format, its buffers on
+   * the backend's device), x and y F32, y overwritten:
+   *   trans 0: y[M, N] = x[M, K] @ dequant(W)^T   (a Linear's forward)
+   *   trans 1: y[M, K] = x[M, N] @ dequant(W)     (its backward dx = dy @ dequant(W)) */
+  qat_status (*qgemm)(const qat_backend *be, int trans, int64_t M, const struct qat_packed *w,
+                      const qat_tensor *x, qat_tensor *y);
   /* y += alpha * x (same numel). */
   qat_status (*axpy)(const qat_backend *be, float alpha, const qat_tensor *x, qat_tensor *y);
   /* x *= alpha. */
@@ -244,6 +252,7 @@ qat_status qat_tensor_download(const qat_backend *be, qat_tensor *host_dst, cons
 void qat_cpu_register_quant(qat_backend *be);
 void qat_cpu_register_nn(qat_backend *be);
 void qat_cpu_register_codes(qat_backend *be); /* cpu/codes.c: dq_forward, dq_backward, fq_codes */
+void qat_cpu_register_qgemm(qat_backend *be); /* cpu/qgemm.c */
 #ifdef QAT_HAVE_CUDA
 qat_status qat_cuda_create(qat_backend *be); /* cuda/backend.cu */
 int qat_cuda_device_count(void);

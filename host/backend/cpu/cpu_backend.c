@@ -92,6 +92,7 @@ qat_backend *qat_backend_cpu(void) {
     qat_cpu_register_quant(&be);
     qat_cpu_register_nn(&be);
     qat_cpu_register_codes(&be);
+    qat_cpu_register_qgemm(&be);
     ready = 1;
   }
   return &be;
