@@ -23,11 +23,14 @@ qat_status cmd_tokenize(int argc, char **argv) {
       {"split", 1, NULL, "all (default) | train (first 90% of documents) | heldout (last 10%)"},
       {"vocab", 1, NULL, "vocabulary size of a tokenizer.bin (default: read to end of file); "
                          "for the others, the model's vocab the ids must fit"},
+      {"lf", 0, NULL,
+       "read CRLF line ends as LF first (WikiText-2's raw file: REFERENCE.md section 5); "
+       "--docs blank-line folds them anyway"},
       {"help", 0, NULL, "show this help"},
   };
   const int nf = (int)(sizeof f / sizeof f[0]);
   const char *syn = "--tokenizer T --in TEXT --out TOKENS.npy [--docs blank-line|none] "
-                    "[--split all|train|heldout] [--vocab N]";
+                    "[--split all|train|heldout] [--vocab N] [--lf]";
   QAT_TRY(qat_parse_flags(argc, argv, f, nf, "tokenize"));
   if (qat_flag_get(f, nf, "help")) {
     qat_print_usage("tokenize", syn, f, nf);
@@ -60,6 +63,12 @@ qat_status cmd_tokenize(int argc, char **argv) {
   else
     QAT_CHECK(st, qat_tokenizer_load(tok_path, (int)vocab, &tok), done);
   QAT_CHECK(st, qat_read_file(in, &text, &len), done);
+  if (qat_flag_get(f, nf, "lf")) { /* CRLF -> LF in place (a lone CR stays) */
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++)
+      if (!(text[i] == '\r' && i + 1 < len && text[i + 1] == '\n')) text[w++] = text[i];
+    len = w;
+  }
   double t0 = qat_now();
   st = qat_tokenize_docs(tok, text, len, docs, split, &ids, &n, &ndocs);
   double dt = qat_now() - t0;

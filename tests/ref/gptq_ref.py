@@ -15,7 +15,8 @@ float64 ops. Calibration windows: qat's counter-based sampler (host/train/sample
 documented formula) so both sides see the same windows.
 
   gptq_ref.py --model DIR --calib TOKENS.npy --samples N --seq-len T --bits B --group G
-              [--sym] [--damp 0.01] [--block 128] [--seed 0] [--true-sequential] --out OUT.npz
+              [--sym] [--damp 0.01] [--block 128] [--seed 0] [--true-sequential]
+              [--skip-first K] --out OUT.npz
 OUT.npz holds every quantized Linear weight by HF name, plus "rel_err_rtn", "rel_err_gptq".
 """
 import argparse
@@ -137,6 +138,8 @@ def main():
     ap.add_argument("--block", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--true-sequential", action="store_true")
+    ap.add_argument("--skip-first", type=int, default=0,
+                    help="leading tokens of each window left out of H (qat's gptq.skip_first)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     m = llama_ref.load_hf(a.model)
@@ -148,8 +151,9 @@ def main():
         Hs = None
         for x in xs:
             _, ins = layer_inputs(m, lay, x)
+            ins = [i[a.skip_first:] for i in ins]
             Hs = [i.T @ i for i in ins] if Hs is None else [h + i.T @ i for h, i in zip(Hs, ins)]
-        return [h / (len(xs) * T) for h in Hs]
+        return [h / (len(xs) * (T - a.skip_first)) for h in Hs]
 
     for li, lay in enumerate(m.layers):
         Hs = hessians()
