@@ -4,8 +4,10 @@
  *   trans 1: y[M, K] = x[M, N] @ dequant(W)        (its input gradient dx = dy @ W)
  * Two regimes:
  * - M <= QAT_QGEMM_SMALL_M: decode-and-dot, the weights read once as codes (what makes low-bit
- *   decode fast: the F32 weights are 4-16x the bytes). Forward: OpenMP over rows n of W; per
- *   group j, s_j * (x . q - zp_j * sum x) with sum x per group computed once. Transposed: OpenMP
+ *   decode fast: the F32 weights are 4-16x the bytes). Forward: OpenMP over rows n of W; M = 1
+ *   dots the codes straight from the stream, per group j s_j * (x . q - zp_j * sum x) with the
+ *   group sums of x computed once; M > 1 dequantizes the row once into a K-float buffer and
+ *   dots it with four rows of x at a time. Transposed: OpenMP
  *   over column chunks of K; each thread adds x[m, n] * dequant(W[n, chunk]) into its own y
  *   columns. Inner kernels AVX2+FMA when the CPU has them (qgemm_avx2.c), else portable C.
  * - larger M: dequantize a panel of W rows to F32 and cblas_sgemm it (compute bound there, and
@@ -20,7 +22,8 @@
 #include <omp.h>
 #include <stdlib.h>
 
-#define QAT_QGEMM_SMALL_M 16
+#define QAT_QGEMM_SMALL_M 16 /* default crossover; QAT_QGEMM_SMALL_M in the environment overrides
+                               it (benchmarks/bench_qgemm measures both sides of it) */
 #define PANEL_BYTES (4u << 20) /* F32 panel of W rows for the large-M path */
 
 /* ---- portable kernels ------------------------------------------------------------------------ */
@@ -49,11 +52,15 @@ static float port_dot(const float *a, const float *b, int64_t n) {
   return r;
 }
 
+static void port_dot4(const float *x, int64_t ldx, const float *w, int64_t n, float out[4]) {
+  for (int i = 0; i < 4; i++) out[i] = port_dot(x + i * ldx, w, n);
+}
+
 static void port_axpy(float alpha, const float *x, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
-const qgemm_kern qgemm_kern_portable = {port_decode, port_dot_row, port_dot, port_axpy,
+const qgemm_kern qgemm_kern_portable = {port_decode, port_dot_row, port_dot4, port_dot, port_axpy,
                                         "portable"};
 
 const qgemm_kern *qgemm_kern_pick(void) {
@@ -104,37 +111,38 @@ static void group_sums(const qat_packed *p, int64_t M, const float *x, float *xs
 static qat_status fwd_small(const qgemm_kern *kn, const qat_packed *p, int64_t M, const float *x,
                             float *y) {
   int64_t N = p->N, K = p->K, G = p->G;
-  float *xs = malloc(sizeof(float) * (size_t)(M * G));
-  if (!xs) return QAT_FAIL(QAT_ENOMEM, "qgemm: group sums [%lld, %lld]", (long long)M, (long long)G);
-  group_sums(p, M, x, xs);
+  float *xs = NULL;
+  if (M == 1) {
+    xs = malloc(sizeof(float) * (size_t)G);
+    if (!xs) return QAT_FAIL(QAT_ENOMEM, "qgemm: group sums [%lld]", (long long)G);
+    group_sums(p, 1, x, xs);
+  }
   int fail = 0;
 #pragma omp parallel reduction(| : fail)
   {
-    float *qb = M > 1 ? malloc(sizeof(float) * (size_t)(p->group + 8)) : NULL;
-    if (M > 1 && !qb) fail = 1;
+    float *wb = M > 1 ? malloc(sizeof(float) * (size_t)(K + 8)) : NULL;
+    if (M > 1 && !wb) fail = 1;
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; n++) {
       if (fail) continue;
-      if (M == 1) {
+      if (M == 1) { /* codes dotted straight from the stream, group-wise */
         y[n] = kn->dot_row(p, n, x, xs);
         continue;
       }
-      /* codes of one group decoded once, dotted with every row of x */
-      const uint8_t *row = p->codes + n * p->row_bytes;
-      for (int64_t m = 0; m < M; m++) y[m * N + n] = 0.0f;
-      for (int64_t j = 0; j < G; j++) {
-        kn->decode(row, p->bits, j * p->group, p->group, qb);
-        float s = qat_packed_scale(p, n, j), zp = qat_packed_zp(p, n, j);
-        for (int64_t m = 0; m < M; m++) {
-          float d = kn->dot(x + m * K + j * p->group, qb, p->group);
-          y[m * N + n] += s * d - s * zp * xs[m * G + j];
-        }
+      /* the row dequantized once (K floats, in L1/L2), then dotted with every row of x */
+      dequant_cols(kn, p, n, 0, K, wb);
+      int64_t m = 0;
+      float o[4];
+      for (; m + 4 <= M; m += 4) {
+        kn->dot4(x + m * K, K, wb, K, o);
+        for (int i = 0; i < 4; i++) y[(m + i) * N + n] = o[i];
       }
+      for (; m < M; m++) y[m * N + n] = kn->dot(x + m * K, wb, K);
     }
-    free(qb);
+    free(wb);
   }
   free(xs);
-  return fail ? QAT_FAIL(QAT_ENOMEM, "qgemm: per-thread code buffer") : QAT_OK;
+  return fail ? QAT_FAIL(QAT_ENOMEM, "qgemm: per-thread row buffer") : QAT_OK;
 }
 
 static qat_status bwd_small(const qgemm_kern *kn, const qat_packed *p, int64_t M, const float *x,
@@ -208,7 +216,12 @@ static qat_status cpu_qgemm(const qat_backend *be, int trans, int64_t M, const q
   CPU_COLS(op, y, out);
   if (x->data == y->data) return QAT_FAIL(QAT_EINVAL, "qgemm: y aliases x");
   const qgemm_kern *kn = qgemm_kern_pick();
-  if (M > QAT_QGEMM_SMALL_M) return panels(kn, w, trans, M, x->data, y->data);
+  static int64_t small_m = -1;
+  if (small_m < 0) {
+    const char *e = getenv("QAT_QGEMM_SMALL_M");
+    small_m = e && *e ? atoll(e) : QAT_QGEMM_SMALL_M;
+  }
+  if (M > small_m) return panels(kn, w, trans, M, x->data, y->data);
   return trans ? bwd_small(kn, w, M, x->data, y->data) : fwd_small(kn, w, M, x->data, y->data);
 }
 

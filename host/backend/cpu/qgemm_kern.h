@@ -14,6 +14,8 @@ typedef struct qgemm_kern {
   /* sum_k x[k] * code[k] over one row of W for M = 1, group-wise:
    *   returns sum_j s_j * (sum_{k in j} x[k] q[k] - zp_j * xs[j]), xs[j] = sum_{k in j} x[k] */
   float (*dot_row)(const qat_packed *p, int64_t n, const float *x, const float *xs);
+  /* out[i] = sum_k x[i * ldx + k] w[k] for i < 4 (four rows of x against one weight row) */
+  void (*dot4)(const float *x, int64_t ldx, const float *w, int64_t n, float out[4]);
   /* sum_k a[k] b[k], n elements */
   float (*dot)(const float *a, const float *b, int64_t n);
   /* y[k] += alpha * x[k], n elements */
