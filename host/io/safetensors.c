@@ -454,7 +454,11 @@ static qat_status set_open_index(const char *dir, const char *ipath, qat_st_set 
     int seen = 0;
     for (int i = 0; i < s->nfiles && !seen; i++)
       seen = !strcmp(s->files[i].path, path);
-    if (!seen) QAT_CHECK(st, set_add(s, path), done);
+    if (!seen && (st = set_add(s, path)) != QAT_OK) {
+      st = qat_context(st, "%s: tensor \"%s\" is in shard \"%s\"", ipath, pname(e->string, nb),
+                       pname(shard, fb));
+      goto done;
+    }
   }
   /* every listed tensor is in the shard the index names, and listed once */
   cJSON_ArrayForEach(e, wm) {

@@ -1,8 +1,11 @@
 /* Loading a Hugging Face folder: config.json, then every tensor of the model's table from
  * model.safetensors or its shards, checked against the config (shape, finiteness), converted to
  * F32 on the host and uploaded into the params arena. lm_head.weight is ignored when tied;
- * tensors the model does not use (e.g. rotary_emb.inv_freq of old checkpoints) are ignored. */
+ * tensors the model does not use (e.g. rotary_emb.inv_freq of old checkpoints) are ignored.
+ * config.json is checked against the safetensors headers (llama_check.c) before the arena it
+ * sizes is allocated. */
 #include "io/safetensors.h"
+#include "model/llama_check.h"
 #include "model/llama_priv.h"
 
 #include <math.h>
@@ -62,14 +65,16 @@ qat_status qat_llama_load(const char *dir, qat_backend *be, qat_llama **out) {
   qat_llama_config c;
   QAT_TRY(qat_llama_config_load(dir, &c));
   qat_llama *m = NULL;
-  QAT_TRY(qat_context(qat_llama_alloc(&c, be, &m), "%s", dir));
   qat_st_set set = {0};
   lt_entry *t = NULL;
   int n = 0;
   float *stage = NULL;
   size_t stage_cap = 0;
   qat_status st;
+  /* headers first: config.json must agree with them before it sizes any arena */
   QAT_CHECK(st, qat_st_set_open(dir, &set), fail);
+  QAT_CHECK(st, qat_llama_check_weights(&c, &set, dir), fail);
+  QAT_CHECK(st, qat_context(qat_llama_alloc(&c, be, &m), "%s", dir), fail);
   QAT_CHECK(st, qat_llama_table(m, &t, &n), fail);
   for (int i = 0; i < n; i++) QAT_CHECK(st, load_tensor(m, &set, &t[i], &stage, &stage_cap), fail);
   QAT_CHECK(st, qat_llama_finish_init(m), fail);

@@ -11,6 +11,7 @@
 #include "io/npy.h"
 #include "model/eval.h"
 #include "model/llama.h"
+#include "model/llama_check.h"
 #include "train/checkpoint.h"
 #include "train/dist_train.h"
 #include "train/distill.h"
@@ -395,7 +396,9 @@ static qat_status est(const qat_llama_config *c, const qat_llama_mem_job *j, dou
 }
 
 qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
-                                  const qat_qspec *q) {
+                                  const qat_qspec *q, int world) {
+  /* Block-AP and GPTQ shard their samples across ranks: a rank caches at most ceil(n / W) */
+  const int64_t W = world > 1 ? world : 1;
   qat_llama_config c;
   QAT_TRY(qat_llama_config_load(cfg->model, &c));
   qat_dtype act = be->device == QAT_DEV_CUDA ? QAT_BF16 : QAT_F32; /* qat_llama_load's */
@@ -427,7 +430,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     /* one cache set of [T, C] slots (at most its device budget), 2 [Bb*T, C] F32 buffers, the
      * tokens, a BF16 staging buffer, and the four input second-moment matrices (gptq_run.c) */
     double esz = (double)qat_dtype_size(cfg->block_ap.cache_dtype);
-    double set = (double)cfg->gptq.samples * T * c.dim * esz;
+    double set = (double)((cfg->gptq.samples + W - 1) / W) * T * c.dim * esz;
     double dev = (double)((size_t)cfg->block_ap.cache_device_mb << 20);
     double qd = (double)c.n_heads * c.head_dim;
     n->cache = (set < dev ? set : dev) + 2.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T +
@@ -450,9 +453,9 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
        * most its device budget, + 4 [Bb*T, C] F32 buffers, the tokens and, for a BF16 cache, a
        * [Bb*T, C] BF16 staging buffer (block_ap.c) */
       double esz = (double)qat_dtype_size(cfg->block_ap.cache_dtype);
-      double sets = 3.0 * (cfg->block_ap.samples + (cfg->block_ap.val_samples > 0
-                                                         ? cfg->block_ap.val_samples : 0)) *
-                    T * c.dim * esz;
+      int64_t nv = cfg->block_ap.val_samples > 0 ? cfg->block_ap.val_samples : 0;
+      double sets = 3.0 * (double)((cfg->block_ap.samples + W - 1) / W + (nv + W - 1) / W) * T *
+                    c.dim * esz;
       double dev = (double)((size_t)cfg->block_ap.cache_device_mb << 20);
       double stage = cfg->block_ap.cache_dtype == QAT_BF16 ? (double)Bb * T * c.dim * esz : 0;
       n->cache = (sets < dev ? sets : dev) + 4.0 * Bb * T * c.dim * 4 + 4.0 * Bb * T + stage;
@@ -546,8 +549,9 @@ static qat_status setup_common(job *J) {
   QAT_TRY(qat_qspec_check(&J->q));
   int64_t train_need = 0;
   const char *train_what = NULL;
+  QAT_TRY(qat_llama_check_dir(cfg->model, NULL)); /* before any size is taken from config.json */
   QAT_TRY(check_seq_lens(cfg, &train_need, &train_what));
-  QAT_TRY(qat_train_check_memory(cfg, J->be, &J->q));
+  QAT_TRY(qat_train_check_memory(cfg, J->be, &J->q, J->dist->world));
   if (!qat && eqat_teacher(cfg)) {
     /* loaded first, so that its transient F32 masters never sit beside the student's */
     size_t dropped = 0;
