@@ -17,6 +17,10 @@
 #  - 24 re-configured files (every Metaspace prepend_scheme x split with added tokens in the text,
 #    the legacy Llama-2 normalizer, a Regex Replace with ^, every Split behavior x invert, Digits
 #    runs, WhitespaceSplit, Punctuation, ByteLevel before other steps) on the stress text;
+#  - real vocabularies when present: llama.cpp's ggml-vocab-{llama-bpe,qwen2,starcoder,gpt-2}.gguf
+#    rebuilt as tokenizer.json, against the ids Hugging Face's original tokenizers gave for
+#    llama.cpp's hard cases, and SmolLM2-135M's own tokenizer (its cached GGUF) on WikiText-2
+#    and TinyStories;
 #  - decoding: the pieces of every id concatenate to what tokenizers' decode gives (the input,
 #    NFC-normalized for Qwen2), through the round-trip mode of tests/test_tokenizer_json.c;
 #  - encode speed (MB/s) on TinyStories;
@@ -59,6 +63,10 @@ done
 SPM=$ASSETS/tokenizers/llama2/tokenizer.model
 
 # --- ids against tokenizers ---------------------------------------------------------------------
+# qat runs here; each comparison is a line of $JOBS, all checked by one Python process below
+JOBS=$TMP/jobs.txt
+: > "$JOBS"
+job() { printf '%q ' "$@" >> "$JOBS"; echo >> "$JOBS"; }
 # every file in both document modes for the first three kinds; for the others TinyStories as
 # documents, WikiText-2 as one stream (it has no blank lines) and the stress text both ways
 for k in $KINDS; do
@@ -72,8 +80,7 @@ for k in $KINDS; do
     out=$TMP/$k-$(basename "$f")-$d.npy
     "$QAT" tokenize --tokenizer "$TMP/$k" --in "$f" --out "$out" --docs "$d" >"$TMP/log" ||
       { die "qat tokenize $k $f --docs $d: $(cat "$TMP/log")"; continue; }
-    $REF check --tok "$TMP/$k" --in "$f" --docs "$d" --npy "$out" "${spm[@]}" ||
-      die "$k $f --docs $d"
+    job check --tok "$TMP/$k" --in "$f" --docs "$d" --npy "$out" "${spm[@]}"
   done
 done
 # re-configured spm / smollm2 files: every Metaspace scheme x split, Split behavior x invert and
@@ -81,17 +88,56 @@ done
 $REF variants "$TMP" > "$TMP/variants.txt" && [ -s "$TMP/variants.txt" ] ||
   die "could not write the variant tokenizers"
 while read -r v; do
-  "$QAT" tokenize --tokenizer "$v" --in "$ST" --out "$TMP/v.npy" --docs none >"$TMP/log" ||
+  "$QAT" tokenize --tokenizer "$v" --in "$ST" --out "$v.npy" --docs none >"$TMP/log" ||
     { die "qat tokenize $v: $(cat "$TMP/log")"; continue; }
-  $REF check --tok "$v" --in "$ST" --docs none --npy "$TMP/v.npy" || die "variant $v"
+  job check --tok "$v" --in "$ST" --docs none --npy "$v.npy"
 done < "$TMP/variants.txt"
+# --- real vocabularies ---------------------------------------------------------------------------
+# llama.cpp's tokenizer test vocabularies (Llama-3, Qwen2, StarCoder = SmolLM2's layout, GPT-2;
+# in the llama-cpp-python sdist, never in this repository): tokenizer.json rebuilt from the GGUF
+# keys, then qat's ids on llama.cpp's 46 hard cases must be the ids Hugging Face's original
+# tokenizer gave (the .out files), and Llama-3's / Qwen2's equal tokenizers' on WikiText-2
+LLAMACPP=${QAT_LLAMACPP_MODELS:-$(ls -d ../peers/llama_cpp_python-*/vendor/llama.cpp/models 2>/dev/null | head -1)}
+if [ -n "$LLAMACPP" ] && [ -d "$LLAMACPP" ]; then
+  for n in llama-bpe qwen2 starcoder gpt-2; do
+    v=$LLAMACPP/ggml-vocab-$n.gguf
+    [ -f "$v" ] && [ -f "$v.inp" ] || { echo "skipped $n: $v not found"; continue; }
+    $REF gguf-vocab "$v" "$TMP/gg-$n" >/dev/null &&
+      "$RT" --cases "$TMP/gg-$n" "$v.inp" "$TMP/gg.out" >/dev/null &&
+      $REF check-cases --tok "$TMP/gg-$n" --inp "$v.inp" --want "$v.out" --got "$TMP/gg.out" ||
+      { die "real vocabulary $n"; continue; }
+    case $n in llama-bpe | qwen2)
+      "$QAT" tokenize --tokenizer "$TMP/gg-$n" --in "$WT" --out "$TMP/gg-$n.npy" --docs none \
+        >/dev/null && job check --tok "$TMP/gg-$n" --in "$WT" --docs none --npy "$TMP/gg-$n.npy" ||
+        die "real vocabulary $n on WikiText-2" ;;
+    esac
+  done
+else
+  echo "skipped real vocabularies: no llama.cpp models/ folder (set QAT_LLAMACPP_MODELS)"
+fi
+# SmolLM2-135M's own tokenizer, from its GGUF when scripts/fetch_smollm2.sh has cached it
+SMOL=${QAT_CACHE:-$HOME/.cache/qat}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$SMOL" ]; then
+  $REF gguf-vocab "$SMOL" "$TMP/smollm2-real" >/dev/null || die "SmolLM2 tokenizer rebuild"
+  for run in "$WT none" "$TS blank-line"; do
+    set -- $run
+    out=$TMP/smollm2-real-$2.npy
+    "$QAT" tokenize --tokenizer "$TMP/smollm2-real" --in "$1" --out "$out" --docs "$2" \
+      >/dev/null && job check --tok "$TMP/smollm2-real" --in "$1" --docs "$2" --npy "$out" ||
+      die "SmolLM2's tokenizer on $1"
+  done
+else
+  echo "skipped SmolLM2's own tokenizer: $SMOL not cached (scripts/fetch_smollm2.sh)"
+fi
+
 # the tokenizer.json alone: Llama-3's BOS comes from its template; GPT-2's file names none
 "$QAT" tokenize --tokenizer "$TMP/llama3/tokenizer.json" --in "$ST" --out "$TMP/l3.npy" \
-  >/dev/null && $REF check --tok "$TMP/llama3" --in "$ST" --npy "$TMP/l3.npy" ||
+  >/dev/null && job check --tok "$TMP/llama3" --in "$ST" --npy "$TMP/l3.npy" ||
   die "llama3 tokenizer.json alone"
 "$QAT" tokenize --tokenizer "$TMP/gpt2/tokenizer.json" --in "$ST" --out "$TMP/g2.npy" \
-  >/dev/null && $REF check --tok "$TMP/gpt2" --in "$ST" --npy "$TMP/g2.npy" --no-bos ||
+  >/dev/null && job check --tok "$TMP/gpt2" --in "$ST" --npy "$TMP/g2.npy" --no-bos ||
   die "gpt2 tokenizer.json alone"
+$REF many "$JOBS" || die "ids differ from tokenizers (FAIL lines above)"
 # the SentencePiece-style file alone: its template adds <s> ... </s>
 "$QAT" tokenize --tokenizer "$TMP/spm/tokenizer.json" --in "$ST" --out "$TMP/sp.npy" >/dev/null &&
   python3 - "$TMP/sp.npy" "$TMP/spm-stress.txt-blank-line.npy" <<'PY' || die "spm tokenizer.json alone"
@@ -105,11 +151,16 @@ PY
 
 # --- decoding -----------------------------------------------------------------------------------
 # qat_tokenizer_piece returns C strings, so the stress text's one NUL byte cannot come back.
+: > "$JOBS"
+for k in $KINDS; do
+  for f in "$TS" "$WT" "$ST"; do job decode --tok "$TMP/$k" --in "$f" --out "$TMP/want-$k-$(basename "$f")"; done
+done
+$REF many "$JOBS" || die "the reference decode failed (FAIL lines above)"
 for k in $KINDS; do
   for f in "$TS" "$WT" "$ST"; do
-    $REF decode --tok "$TMP/$k" --in "$f" --out "$TMP/want.txt" &&
-      "$RT" --roundtrip "$TMP/$k" "$f" "$TMP/got.txt" >/dev/null &&
-      tr -d '\000' < "$TMP/want.txt" | cmp -s - "$TMP/got.txt" &&
+    want=$TMP/want-$k-$(basename "$f")
+    [ -f "$want" ] && "$RT" --roundtrip "$TMP/$k" "$f" "$TMP/got.txt" >/dev/null &&
+      tr -d '\000' < "$want" | cmp -s - "$TMP/got.txt" &&
       echo "ok decode $k $(basename "$f"): $(wc -c < "$TMP/got.txt") bytes" ||
       die "decode $k $f differs from tokenizers' decode"
   done

@@ -7,7 +7,10 @@
  * comparison with the `tokenizers` library itself on real text is tests/test_tokenizer_hf.sh.
  *
  * `test_tokenizer_json --roundtrip DIR TEXT OUT` writes the concatenated qat_tokenizer_piece of
- * every id of TEXT (encoded with DIR's tokenizer) to OUT, for the script test. */
+ * every id of TEXT (encoded with DIR's tokenizer) to OUT, for the script test;
+ * `test_tokenizer_json --cases DIR INP OUT` encodes each case of a llama.cpp ggml-vocab-*.inp
+ * file (cases separated by "\n__ggml_vocab_test__\n") and writes one line of " id id ..." per
+ * case to OUT, the layout of llama.cpp's .out files. */
 #include "io/fsutil.h"
 #include "io/tokenizer.h"
 #include "testutil.h"
@@ -759,8 +762,42 @@ static int roundtrip(const char *dir, const char *in, const char *out) {
   return 0;
 }
 
+/* --cases DIR INP OUT */
+static int cases(const char *dir, const char *in, const char *out) {
+  static const char sep[] = "\n__ggml_vocab_test__\n";
+  qat_tokenizer *t = NULL;
+  char *text = NULL;
+  size_t len;
+  qat_status st = qat_tokenizer_load_dir(dir, 0, &t);
+  if (st == QAT_OK) st = qat_read_file(in, &text, &len);
+  FILE *f = st == QAT_OK ? fopen(out, "w") : NULL;
+  if (!f) {
+    fprintf(stderr, "cases: %s\n", st != QAT_OK ? qat_last_error() : out);
+    return 1;
+  }
+  int ncase = 0;
+  for (size_t a = 0; a < len && st == QAT_OK; ncase++) {
+    const char *e = memmem(text + a, len - a, sep, sizeof sep - 1);
+    size_t b = e ? (size_t)(e - text) : len;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    st = qat_tokenizer_encode(t, text + a, b - a, 0, &ids, &n);
+    for (int64_t i = 0; i < n; i++) fprintf(f, " %d", ids[i]);
+    fputc('\n', f);
+    free(ids);
+    a = e ? b + sizeof sep - 1 : len;
+  }
+  fclose(f);
+  if (st != QAT_OK) fprintf(stderr, "cases: %s\n", qat_last_error());
+  printf("cases: %d encoded\n", ncase);
+  free(text);
+  qat_tokenizer_free(t);
+  return st == QAT_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc == 5 && !strcmp(argv[1], "--roundtrip")) return roundtrip(argv[2], argv[3], argv[4]);
+  if (argc == 5 && !strcmp(argv[1], "--cases")) return cases(argv[2], argv[3], argv[4]);
   Suite *s = suite_create("tokenizer_hf");
   TCase *tc = tcase_create("tokenizer_hf");
   tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);

@@ -395,7 +395,11 @@ qat_status hf_bpe(hf_encoder *e, const char *s, size_t n, int bytes) {
   const unsigned char *u = (const unsigned char *)s;
   for (size_t i = 0; i < n;) {
     if (bytes) {
-      QAT_TRY(add_char(e, &w, s + i, 1, h->byte_id[u[i]], s, n, 1));
+      int32_t id = h->byte_id[u[i]];
+      if (id >= 0 && w.unk < 0) /* the common case, inline */
+        e->sym[w.k] = (hf_symbol){id, w.k - 1, w.k + 1}, w.k++;
+      else
+        QAT_TRY(add_char(e, &w, s + i, 1, id, s, n, 1));
       i++;
       continue;
     }

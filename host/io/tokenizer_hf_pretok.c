@@ -470,6 +470,14 @@ static qat_status split(hf_encoder *e, int stage, const pcre2_code *re, int beha
       at = a + (a < n ? hf_utf8_step((const unsigned char *)s + a, n - a, &ok) : 1);
       a = SIZE_MAX;
     }
+    if (behavior == HF_ISOLATED) { /* the usual case (GPT-2 / Llama-3 / Qwen2 patterns), direct */
+      size_t end = a == SIZE_MAX ? n : a;
+      if (gap < end) QAT_TRY(hand_on(e, stage, s + gap, end - gap, first && gap == 0));
+      if (a == SIZE_MAX) break;
+      QAT_TRY(hand_on(e, stage, s + a, b - a, first && a == 0));
+      gap = at = b;
+      continue;
+    }
     segment segs[2];
     int ns = 0;
     if (a == SIZE_MAX) {

@@ -44,6 +44,15 @@ must append (null: none).
                       [--spm tokenizer.model]
   hf_tokenizer_ref.py decode --tok DIR --in TEXT --out EXPECTED   # what the pieces must give
   hf_tokenizer_ref.py variants DIR     # after build: DIR/var-*/ for `check` (prints the folders)
+  hf_tokenizer_ref.py many JOBS        # check / decode jobs, one argument line each, one process
+  hf_tokenizer_ref.py gguf-vocab VOCAB.gguf OUTDIR   # a llama.cpp ggml-vocab-*.gguf -> a folder
+  hf_tokenizer_ref.py check-cases --tok DIR --inp X.inp --want X.out --got QAT.out
+gguf-vocab rebuilds the tokenizer.json of a real vocabulary that llama.cpp ships for its tokenizer
+tests (models/ggml-vocab-{llama-bpe,qwen2,starcoder,gpt-2}.gguf: Llama-3, Qwen2, StarCoder = the
+SmolLM2 layout, GPT-2) from its tokenizer.ggml.* keys with the pre-tokenizer the original
+tokenizer.json has; its .inp / .out files hold 46 hard cases and the ids Hugging Face's own
+tokenizer gave for them. check-cases asserts tokenizers on the rebuilt file gives those ids (the
+rebuild is faithful) and that qat's do too.
 variants re-configures the built spm/ and smollm2/ files through tokenizers' own objects (so the
 JSON is what tokenizers writes): every Metaspace prepend_scheme x split with an added token in
 the text, the Llama-2 legacy normalizer and a Regex Replace on the spm vocab, Metaspace "first"
@@ -287,11 +296,17 @@ def stress_text():
     return text + bad
 
 
+_loaded = {}
+
+
 def load(d):
+    """The folder's tokenizer and expect.json, loaded once per process (check-many)."""
     from tokenizers import Tokenizer
-    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-    with open(os.path.join(d, "expect.json")) as f:
-        return tok, json.load(f)
+    if d not in _loaded:
+        tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+        with open(os.path.join(d, "expect.json")) as f:
+            _loaded[d] = tok, json.load(f)
+    return _loaded[d]
 
 
 def cmd_check(a):
@@ -441,6 +456,128 @@ def cmd_variants(a):
     return 0
 
 
+GGUF_PRE = {  # tokenizer.ggml.pre -> (normalizer NFC, Split regex or None, Digits, ignore_merges)
+    "llama-bpe": (False, LLAMA3, False, True),
+    "qwen2": (True, QWEN2, False, False),
+    "starcoder": (False, None, True, False),
+    "smollm": (False, None, True, False),
+    "gpt-2": (False, None, False, False),
+}
+
+
+def gguf_metadata(path):
+    """The key/value section of a GGUF file (v2/v3, little-endian) as a dict: strings decoded,
+    arrays as lists. gguf.GGUFReader builds a numpy view per array element, over a minute for
+    Llama-3's 128K tokens and 280K merges on a loaded CI core; this reads the same in a second."""
+    import struct
+    data = open(path, "rb").read()
+    fixed = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
+             11: "<q", 12: "<d"}
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, data, pos)[0]
+        pos += struct.calcsize(fmt)
+        return v
+
+    def string():
+        nonlocal pos
+        n = take("<Q")
+        pos += n
+        return data[pos - n:pos].decode("utf-8")
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("<I"), take("<Q")
+            return [value(et) for _ in range(n)]
+        return take(fixed[t])
+
+    magic, version = take("<4s"), take("<I")
+    if magic != b"GGUF" or version not in (2, 3):
+        raise ValueError(f"{path}: not a GGUF v2/v3 file")
+    take("<Q")  # tensor count
+    return {string(): value(take("<I")) for _ in range(take("<Q"))}
+
+
+def cmd_gguf_vocab(a):
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                            pre_tokenizers, processors)
+    kv = gguf_metadata(a.gguf)
+    pre = kv["tokenizer.ggml.pre"]
+    if pre not in GGUF_PRE:
+        print(f"gguf-vocab: pre-tokenizer {pre!r} not rebuilt here")
+        return 2
+    nfc, split, digits, ignore = GGUF_PRE[pre]
+    tokens, types = kv["tokenizer.ggml.tokens"], kv["tokenizer.ggml.token_type"]
+    merges = [tuple(m.split(" ", 1)) for m in kv["tokenizer.ggml.merges"]]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
+                               ignore_merges=ignore))
+    bl = pre_tokenizers.ByteLevel
+    steps = ([pre_tokenizers.Split(Regex(split), "isolated")] if split else []) + \
+        ([pre_tokenizers.Digits(individual_digits=True)] if digits else []) + \
+        [bl(add_prefix_space=False, use_regex=split is None)]
+    tok.pre_tokenizer = steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(steps)
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == 3])  # control tokens
+    os.makedirs(a.out, exist_ok=True)
+    tok.save(os.path.join(a.out, "tokenizer.json"))
+    with open(os.path.join(a.out, "tokenizer_config.json"), "w") as fo:
+        json.dump({"add_bos_token": False, "add_eos_token": False}, fo)
+    with open(os.path.join(a.out, "expect.json"), "w") as fo:
+        json.dump({"bos": None, "eos": None, "vocab": len(tokens)}, fo)
+    print(f"gguf-vocab: {a.gguf}: {pre}, {len(tokens)} tokens, {len(merges)} merges")
+    return 0
+
+
+def cmd_check_cases(a):
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(os.path.join(a.tok, "tokenizer.json"))
+    texts = open(a.inp, encoding="utf-8", newline="").read().split("\n__ggml_vocab_test__\n")[:-1]
+    want = [[int(x) for x in line.split()] for line in open(a.want).read().split("\n")[:len(texts)]]
+    got = [[int(x) for x in line.split()] for line in open(a.got).read().split("\n")[:len(texts)]]
+    name = os.path.basename(a.inp)
+    bad_ref = [k for k, t in enumerate(texts) if tok.encode(t, add_special_tokens=False).ids != want[k]]
+    if bad_ref:
+        print(f"FAIL {name}: the rebuilt tokenizer.json is not Hugging Face's on cases {bad_ref}")
+        return 1
+    bad = [k for k in range(len(texts)) if k >= len(got) or got[k] != want[k]]
+    if bad:
+        k = bad[0]
+        print(f"FAIL {name}: qat differs from Hugging Face's ids on cases {bad}; case {k} "
+              f"{texts[k][:40]!r}: qat {got[k][:10] if k < len(got) else None} want {want[k][:10]}")
+        return 1
+    print(f"ok {name}: {len(texts)} cases, {sum(map(len, want))} ids equal Hugging Face's "
+          f"(and tokenizers' on the rebuilt file)")
+    return 0
+
+
+def cmd_many(ap, a):
+    """One process for a list of check / decode jobs (a line each: that subcommand's arguments),
+    so the test does not pay Python's start-up per job; the exit status is 1 if any fails."""
+    import shlex
+    fails = 0
+    for line in open(a.jobs):
+        if not line.strip():
+            continue
+        sub = ap.parse_args(shlex.split(line))
+        try:
+            rc = cmd_check(sub) if sub.cmd == "check" else cmd_decode(sub)
+        except Exception as e:  # a broken job fails, the others still run
+            print(f"FAIL {line.strip()}: {e!r}")
+            rc = 1
+        if rc:
+            print(f"FAIL job: {line.strip()}")
+            fails += 1
+    return 1 if fails else 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -458,6 +595,16 @@ def main():
     c.add_argument("--npy", required=True)
     c.add_argument("--no-bos", action="store_true", help="the tokenizer.json alone: no BOS")
     c.add_argument("--spm", help="tokenizer.model that must give the same ids (sentencepiece)")
+    mny = sub.add_parser("many")
+    mny.add_argument("jobs", help="a file of check / decode argument lines")
+    g = sub.add_parser("gguf-vocab")
+    g.add_argument("gguf")
+    g.add_argument("out")
+    cc = sub.add_parser("check-cases")
+    cc.add_argument("--tok", required=True)
+    cc.add_argument("--inp", required=True)
+    cc.add_argument("--want", required=True)
+    cc.add_argument("--got", required=True)
     v = sub.add_parser("variants")
     v.add_argument("dir")
     d = sub.add_parser("decode")
@@ -488,6 +635,12 @@ def main():
         return 0
     if a.cmd == "variants":
         return cmd_variants(a)
+    if a.cmd == "many":
+        return cmd_many(ap, a)
+    if a.cmd == "gguf-vocab":
+        return cmd_gguf_vocab(a)
+    if a.cmd == "check-cases":
+        return cmd_check_cases(a)
     return cmd_check(a) if a.cmd == "check" else cmd_decode(a)
 
 
