@@ -7,6 +7,7 @@
 #include "io/fsutil.h"
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "quant/packed.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -74,6 +75,29 @@ typedef struct {
   uint64_t params[QAT_DTYPE_COUNT], bytes[QAT_DTYPE_COUNT];
   int tensors[QAT_DTYPE_COUNT];
 } totals;
+
+/* Packed Linears of a file with qat_packed metadata (quant/packed.h), each read and validated:
+ * spec, shape and bits per weight (codes + scales + zeros); totals into *nw weights, *nb bytes. */
+static qat_status print_packed(const qat_st_file *f, double *nw, double *nb) {
+  if (!qat_packed_st_is_packed(f)) return QAT_OK;
+  printf("packed Linears:\n");
+  for (int i = 0; i < f->n; i++) {
+    const char *name = f->tensors[i].name;
+    size_t l = strlen(name);
+    if (l < 7 || strcmp(name + l - 7, ".qcodes") != 0) continue;
+    char base[512];
+    snprintf(base, sizeof base, "%.*s", (int)(l - 7), name);
+    qat_packed p;
+    QAT_TRY(qat_packed_st_read(f, base, &p));
+    printf("  %-52s W%d g%-5d %-4s [%lld, %lld] scales %s  %.3f bits/weight\n", base, p.bits,
+           p.group == p.K ? -1 : p.group, p.sym ? "sym" : "asym", (long long)p.N, (long long)p.K,
+           qat_dtype_name((qat_dtype)p.sdtype), qat_packed_bpw(&p));
+    *nw += (double)p.N * (double)p.K;
+    *nb += (double)qat_packed_bytes(&p);
+    qat_packed_free(&p);
+  }
+  return QAT_OK;
+}
 
 static void print_file(const qat_st_file *f, totals *tot) {
   printf("\nfile: %s (%d tensors, %zu bytes)\n", f->path, f->n, f->map_size);
@@ -144,8 +168,15 @@ qat_status cmd_inspect(int argc, char **argv) {
   if (is_dir) print_config(config);
   cJSON_Delete(config);
   totals tot = {0};
-  for (int i = 0; i < set.nfiles; i++)
+  double pw = 0, pb = 0;
+  for (int i = 0; i < set.nfiles && st == QAT_OK; i++) {
     print_file(&set.files[i], &tot);
+    st = print_packed(&set.files[i], &pw, &pb);
+  }
+  if (st != QAT_OK) {
+    qat_st_set_close(&set);
+    return st;
+  }
 
   uint64_t params = 0, bytes = 0;
   int ntensors = 0;
@@ -163,6 +194,9 @@ qat_status cmd_inspect(int argc, char **argv) {
       printf("  %-5s %6d tensors %14" PRIu64 " parameters %14" PRIu64 " bytes (%s)\n",
              qat_dtype_name((qat_dtype)d), tot.tensors[d], tot.params[d], tot.bytes[d],
              human_bytes((double)tot.bytes[d], hb, sizeof hb));
+  if (pw > 0)
+    printf("packed: %.0f weights in %s, %.3f bits (%.3f bytes) per weight\n", pw,
+           human_bytes(pb, hb, sizeof hb), 8.0 * pb / pw, pb / pw);
   qat_st_set_close(&set);
   return QAT_OK;
 }

@@ -2,12 +2,15 @@
  * (q/k/v/o/gate/up/down projections) with min-max or MSE-searched (--init mse) step sizes and
  * writes a HF folder whose Linear weights are the fake-quant (dequantized) values in the input's
  * dtype; every other tensor and file is copied unchanged; qat_quant.json records the quantizer.
- * Output is built in a temporary sibling and renamed, so an error leaves nothing at --out. */
+ * Output is built in a temporary sibling and renamed, so an error leaves nothing at --out.
+ * --packed writes each decoder Linear as packed codes instead (quant/packed.h: <base>.qcodes,
+ * .qscales in --scale-dtype, .qzeros; "qat_packed" file metadata), the same codes and grid. */
 #include "backend/backend.h"
 #include "cli/cli.h"
 #include "core/log.h"
 #include "io/fsutil.h"
 #include "io/safetensors.h"
+#include "quant/packed.h"
 #include "quant/quant.h"
 
 #include <math.h>
@@ -35,17 +38,21 @@ typedef struct {
   int64_t n;
 } err_acc;
 
-/* RTN fake-quant of one tensor: host float32 w[rows, cols] -> w_hat, with error stats. */
+/* RTN fake-quant of one tensor: host float32 w[rows, cols] -> w_hat, with error stats. With pk
+ * (packed output), the codes fq_forward used are packed into *pk with scales of dtype sdt, the
+ * error is that of the packed weights, and *f16_err gets max |dequant(pk) - w_hat| (the F16
+ * rounding of the scales; 0 with F32 scales). */
 static qat_status rtn_tensor(const qat_qspec *q, const qat_st_tensor *t, void *out, err_acc *e,
-                             double *rel_out) {
+                             double *rel_out, qat_packed *pk, qat_dtype sdt, double *f16_err) {
   qat_backend *be = qat_backend_cpu();
   int64_t rows = t->shape[0], cols = t->shape[1], n = rows * cols;
   int64_t ss[2];
   qat_qspec_sshape(q, rows, cols, ss);
   float *w = malloc((size_t)n * 4), *wh = malloc((size_t)n * 4);
   float *s = malloc((size_t)(ss[0] * ss[1]) * 4), *z = malloc((size_t)(ss[0] * ss[1]) * 4);
+  uint8_t *codes = pk ? malloc((size_t)n) : NULL;
   qat_status st = QAT_OK;
-  if (!w || !wh || !s || !z) {
+  if (!w || !wh || !s || !z || (pk && !codes)) {
     st = QAT_FAIL(QAT_ENOMEM, "tensor %s: cannot allocate %lld floats", t->name, (long long)n);
     goto done;
   }
@@ -64,9 +71,25 @@ static qat_status rtn_tensor(const qat_qspec *q, const qat_st_tensor *t, void *o
   qat_tensor *pz = q->sym ? NULL : &tz;
   QAT_CHECK(st, QAT_OP(be, fq_init, q, &tw, &ts, pz), done);
   QAT_CHECK(st, QAT_OP(be, fq_forward, q, &tw, &ts, pz, &twh), done);
-  /* round-trip error measured after conversion to the output dtype */
-  QAT_CHECK(st, qat_convert_from_f32(wh, out, t->dtype, (size_t)n), done);
-  QAT_CHECK(st, qat_convert_to_f32(out, t->dtype, wh, (size_t)n), done);
+  if (pk) {
+    qat_tensor tc = qat_view2(codes, QAT_U8, QAT_DEV_CPU, rows, cols);
+    QAT_CHECK(st, QAT_OP(be, fq_codes, q, &tw, &ts, pz, &tc), done);
+    QAT_CHECK(st, qat_packed_alloc(pk, q, rows, cols, sdt, t->name), done);
+    QAT_CHECK(st, qat_packed_pack(pk, codes, s, q->sym ? NULL : z, t->name), done);
+    /* the error of what is stored: the packed weights, scales rounded to sdt */
+    qat_packed_dequant(pk, 0, rows, (float *)out);
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+      double d = fabs((double)((float *)out)[i] - wh[i]);
+      if (d > m) m = d;
+    }
+    *f16_err = m;
+    memcpy(wh, out, (size_t)n * 4);
+  } else {
+    /* round-trip error measured after conversion to the output dtype */
+    QAT_CHECK(st, qat_convert_from_f32(wh, out, t->dtype, (size_t)n), done);
+    QAT_CHECK(st, qat_convert_to_f32(out, t->dtype, wh, (size_t)n), done);
+  }
   double sq = 0, ref = 0;
   for (int64_t i = 0; i < n; i++) {
     double d = (double)wh[i] - w[i];
@@ -83,6 +106,7 @@ done:
   free(wh);
   free(s);
   free(z);
+  free(codes);
   if (st != QAT_OK) qat_context(st, "quantize");
   return st;
 }
@@ -99,12 +123,18 @@ static int ends_with(const char *s, const char *suf) {
 
 /* Quantize one safetensors file of the set into tmpdir/<same name>. */
 static qat_status quantize_file(const qat_qspec *q, const qat_st_file *f, const char *tmpdir,
-                                err_acc *e, int *nq) {
+                                err_acc *e, int *nq, int packed, qat_dtype sdt) {
   qat_st_writer w;
   qat_st_writer_init(&w);
   void **bufs = calloc((size_t)f->n + 1, sizeof *bufs);
+  qat_packed *pks = packed ? calloc((size_t)f->n + 1, sizeof *pks) : NULL;
+  int npk = 0;
   qat_status st = QAT_OK;
-  if (!bufs) return QAT_FAIL(QAT_ENOMEM, "quantize: out of memory");
+  if (!bufs || (packed && !pks)) {
+    free(bufs);
+    free(pks);
+    return QAT_FAIL(QAT_ENOMEM, "quantize: out of memory");
+  }
   for (int i = 0; i < f->nmeta; i++)
     QAT_CHECK(st, qat_st_writer_meta(&w, f->meta_keys[i], f->meta_vals[i]), done);
   for (int i = 0; i < f->n; i++) {
@@ -120,25 +150,40 @@ static qat_status quantize_file(const qat_qspec *q, const qat_st_file *f, const 
       if (q->group > 0 && t->shape[1] % q->group != 0)
         qat_warn("%s: %lld columns is not a multiple of group %d: trailing partial group",
                  t->name, (long long)t->shape[1], q->group);
-      bufs[i] = malloc(t->end - t->begin + 1);
+      /* packed: the F32 dequantized weights are measured in bufs[i], not written */
+      bufs[i] = malloc(packed ? (size_t)qat_st_numel(t) * 4 + 1 : t->end - t->begin + 1);
       if (!bufs[i]) {
         st = QAT_FAIL(QAT_ENOMEM, "tensor %s: out of memory", t->name);
         goto done;
       }
-      double rel = 0;
-      QAT_CHECK(st, rtn_tensor(q, t, bufs[i], e, &rel), done);
+      double rel = 0, f16 = 0;
+      qat_packed *pk = packed ? &pks[npk] : NULL;
+      QAT_CHECK(st, rtn_tensor(q, t, bufs[i], e, &rel, pk, sdt, &f16), done);
+      (*nq)++;
+      if (pk) {
+        npk++;
+        char base[512];
+        snprintf(base, sizeof base, "%.*s", (int)(strlen(t->name) - 7), t->name); /* ".weight" */
+        printf("  %-52s [%6lld, %6lld] packed %.3f bpw rel_rmse %.4f scale rounding %.3g\n",
+               t->name, (long long)t->shape[0], (long long)t->shape[1], qat_packed_bpw(pk), rel,
+               f16);
+        QAT_CHECK(st, qat_packed_st_add(&w, base, pk), done);
+        continue;
+      }
       printf("  %-52s [%6lld, %6lld] %-4s rel_rmse %.4f\n", t->name, (long long)t->shape[0],
              (long long)t->shape[1], qat_dtype_name(t->dtype), rel);
       data = bufs[i];
-      (*nq)++;
     }
     QAT_CHECK(st, qat_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, data), done);
   }
-  char path[4096];
+  char path[4096], meta[256];
+  if (npk) QAT_CHECK(st, qat_st_writer_meta(&w, "qat_packed", qat_packed_meta(&pks[0], meta, sizeof meta)), done);
   QAT_CHECK(st, qat_path_join(path, sizeof path, tmpdir, base_name(f->path)), done);
   QAT_CHECK(st, qat_st_write(&w, path), done);
 done:
   for (int i = 0; i < f->n; i++) free(bufs[i]);
+  for (int i = 0; packed && i <= npk; i++) qat_packed_free(&pks[i]);
+  free(pks);
   free(bufs);
   qat_st_writer_free(&w);
   return st;
@@ -197,6 +242,10 @@ qat_status cmd_quantize(int argc, char **argv) {
        "with the least sum |w_hat - w|^2.4 per group"},
       {"quant", 1, NULL,
        "the whole quantizer as a spec instead, e.g. rtn:2g32:mse or rtn:4g128:sym"},
+      {"packed", 0, NULL,
+       "write the Linears as packed codes (qat_packed safetensors; the group must divide the "
+       "input columns) instead of fake-quant weights"},
+      {"scale-dtype", 1, NULL, "packed: f16 (default) or f32 scales (f32: exactly the fake-quant grid)"},
       {"calib", 1, NULL, "gptq: calibration tokens (.npy, e.g. from qat tokenize)"},
       {"samples", 1, NULL, "gptq: calibration windows (default 128)"},
       {"seq-len", 1, NULL, "gptq: tokens per window (default min(2048, max_position_embeddings))"},
@@ -221,7 +270,7 @@ qat_status cmd_quantize(int argc, char **argv) {
   if (qat_flag_get(fl, nf, "help")) {
     qat_print_usage("quantize",
                     "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
-                    "[--init minmax|mse] | [--quant SPEC]  [gptq: --calib T.npy [--samples N] "
+                    "[--init minmax|mse] | [--quant SPEC] [--packed [--scale-dtype f16|f32]]  [gptq: --calib T.npy [--samples N] "
                     "[--seq-len T] [--damp D] [--block B] [--act-order] [--true-sequential] "
                     "[--skip-first N] [--batch B] [--seed S] [--device D]]",
                     fl, nf);
@@ -236,6 +285,16 @@ qat_status cmd_quantize(int argc, char **argv) {
   qat_qspec q;
   QAT_TRY(spec_from_flags(fl, nf, &q));
   int gptq = method && strcmp(method, "gptq") == 0;
+  int packed = qat_flag_get(fl, nf, "packed") != NULL;
+  const char *sdt_name = qat_flag_get(fl, nf, "scale-dtype");
+  qat_dtype sdt = QAT_F16;
+  if (sdt_name && !packed) return QAT_FAIL(QAT_EUSAGE, "--scale-dtype: only with --packed");
+  if (sdt_name && strcmp(sdt_name, "f16") != 0 && strcmp(sdt_name, "f32") != 0)
+    return QAT_FAIL(QAT_EUSAGE, "--scale-dtype %s: expected f16 or f32", sdt_name);
+  if (sdt_name && strcmp(sdt_name, "f32") == 0) sdt = QAT_F32;
+  if (packed && gptq) return QAT_FAIL(QAT_EUSAGE, "--packed: only for --method rtn so far");
+  if (packed && q.group == 0)
+    return QAT_FAIL(QAT_EUSAGE, "--packed: per-tensor scales are not a packed format");
   if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
   const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
                              "device", "act-order", "true-sequential", "skip-first"};
@@ -261,7 +320,7 @@ qat_status cmd_quantize(int argc, char **argv) {
   printf("RTN W%d %s g%d init %s (%s) -> %s\n", q.bits, q.sym ? "sym" : "asym", q.group,
          init_name, spec, out);
   for (int i = 0; i < set.nfiles && st == QAT_OK; i++)
-    st = quantize_file(&q, &set.files[i], tmp, &e, &nq);
+    st = quantize_file(&q, &set.files[i], tmp, &e, &nq, packed, sdt);
   if (st == QAT_OK) st = copy_other_files(model, tmp);
   if (st == QAT_OK && nq == 0)
     st = QAT_FAIL(QAT_EINVAL, "%s: no decoder Linear weights (model.layers.N.*_proj.weight) found",
@@ -270,8 +329,9 @@ qat_status cmd_quantize(int argc, char **argv) {
     char rec[512], path[4096];
     snprintf(rec, sizeof rec,
              "{\"method\": \"rtn\", \"bits\": %d, \"group\": %d, \"sym\": %s, "
-             "\"init\": \"%s\", \"spec\": \"%s\", \"format\": \"fakequant\", \"tensors\": %d}\n",
-             q.bits, q.group, q.sym ? "true" : "false", init_name, spec, nq);
+             "\"init\": \"%s\", \"spec\": \"%s\", \"format\": \"%s\", \"tensors\": %d}\n",
+             q.bits, q.group, q.sym ? "true" : "false", init_name, spec,
+             packed ? "packed" : "fakequant", nq);
     st = qat_path_join(path, sizeof path, tmp, "qat_quant.json");
     if (st == QAT_OK) st = qat_write_file_atomic(path, rec, strlen(rec));
   }
