@@ -76,9 +76,10 @@ typedef struct qat_train_job {
  * cache device tier and buffers, and the optimizer's moments (2 x F32 per trainable value); the
  * phase needing most is checked against the backend's free memory (mem_info). Logs the estimate
  * as one line; QAT_ENOMEM with the numbers, per component, when it does not fit. Runs before
- * any model is loaded and before the run directory exists. */
+ * any model is loaded and before the run directory exists. world: the job's ranks (Block-AP's and
+ * GPTQ's activation caches hold ceil(samples / world) per rank). */
 qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
-                                  const qat_qspec *q);
+                                  const qat_qspec *q, int world);
 
 /* Set by qat_train_request_stop (a signal handler). */
 int qat_train_stop_requested(void);
