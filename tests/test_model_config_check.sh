@@ -3,10 +3,11 @@
 # item 1), on the stories260K folder convert writes (skipped without the assets):
 # - hand edits (hidden_size 12288 with 40 layers, intermediate_size x10, vocab_size x100,
 #   num_hidden_layers +1 / -1, num_key_value_heads, head_dim, tie_word_embeddings false without
-#   lm_head.weight), a tensor stored as I32 and a shard index naming a missing file each make
-#   qat eval exit 1 with ONE line naming config.json (or the index), the key and the tensor;
+#   lm_head.weight), hidden_act with a "\n", a tensor stored as I32 and a shard index naming a
+#   missing file each make qat eval exit 1 with ONE line naming config.json (or the index), the
+#   key and the tensor;
 # - the refusal's peak RSS (getrusage of the child) stays within 4 MB of a run that fails before
-#   opening any model (a missing folder), while the edited configs imply up to ~290 GB;
+#   opening any model (a missing folder), while the 12288/40 edit implies 73.5 GB of F32 masters;
 # - generate, quantize --method gptq, train and export refuse the 12288/40 edit the same way and
 #   leave no output folder; the unedited folder still evaluates.
 set -euo pipefail
@@ -108,6 +109,9 @@ expect headdim "$(edited headdim head_dim=16)" config.json head_dim \
   model.layers.0.self_attn.q_proj.weight
 expect untied "$(edited untied tie_word_embeddings=false)" config.json tie_word_embeddings \
   lm_head.weight missing
+
+# a string value with a control byte (a JSON "\n") is echoed on one line
+expect newline "$(edited newline 'hidden_act="si\nlu"')" config.json hidden_act
 
 # a tensor stored as I32 (same byte size, so the file itself stays valid)
 d=$(edited i32)

@@ -57,6 +57,10 @@ static qat_status get_str(const cJSON *o, const char *key, char *buf, size_t n, 
   if (!v) return QAT_OK;
   if (!cJSON_IsString(v)) return QAT_FAIL(QAT_EFORMAT, CFG ": key \"%s\" must be a string", key);
   snprintf(buf, n, "%s", v->valuestring);
+  /* every string key is compared with fixed names, and a refused one is echoed in a one-line
+   * message: control bytes (a JSON "\n") become '?' (found writing fuzz_model_config) */
+  for (char *p = buf; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
   *found = 1;
   return QAT_OK;
 }
