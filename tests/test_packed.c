@@ -216,7 +216,7 @@ static void write_one(const char *path, const char *base, const qat_packed *p, c
   qat_st_writer_init(&w);
   char m[256];
   TU_REQUIRE_OK(qat_packed_st_add(&w, base, p));
-  TU_REQUIRE_OK(qat_st_writer_meta(&w, "qat_packed", meta ? meta : qat_packed_meta(p, m, sizeof m)));
+  TU_REQUIRE_OK(qat_st_writer_meta(&w, "qat_packed", meta ? meta : qat_packed_meta(&(qat_qspec){.bits = p->bits, .group = p->group == p->K ? -1 : p->group, .sym = p->sym}, (qat_dtype)p->sdtype, m, sizeof m)));
   TU_REQUIRE_OK(qat_st_write(&w, path));
   qat_st_writer_free(&w);
 }
@@ -249,7 +249,7 @@ START_TEST(safetensors_roundtrip) {
     qat_packed_free(&r);
     qat_st_close(&f);
     /* bad metadata: wrong version, missing fields */
-    const char *bad[] = {"{\"version\": 2, \"bits\": 4, \"sym\": false, \"scale_dtype\": \"F16\", "
+    const char *bad[] = {"{\"version\": 2, \"bits\": 4, \"group\": 32, \"sym\": false, \"scale_dtype\": \"F16\", "
                          "\"layout\": \"lsb-stream-u32\"}",
                          "{\"bits\": 4}", "not json"};
     for (int b = 0; b < 3; b++) {

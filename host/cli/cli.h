@@ -33,6 +33,8 @@ struct qat_flag;
 /* qat quantize --method gptq (quantize_gptq.c), with cmd_quantize's flags. */
 qat_status qat_cli_quantize_gptq(const char *model, const char *out, const struct qat_qspec *q,
                                  const struct qat_flag *fl, int nf);
+/* qat export --format gptq --model PACKED_DIR (export_gptq.c). */
+qat_status qat_cli_export_gptq(const char *packed_dir, const char *out);
 
 /* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
  * booleans. Unknown flags are QAT_EUSAGE naming the flag. */

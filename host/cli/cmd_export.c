@@ -2,7 +2,9 @@
  * Hugging Face folder whose decoder Linear weights are the dequantized low-bit weights (exactly
  * fake-quant(w) with the trained s, z), plus the quantization record: qat_quant.json (bits,
  * group, sym) and qat_quant.safetensors ("<linear>.scales", "<linear>.zeros" and the integer
- * codes are recoverable as round(w_hat / s) + z). Built in a temporary sibling and renamed. */
+ * codes are recoverable as round(w_hat / s) + z). Built in a temporary sibling and renamed.
+ * --format gptq --model DIR: a `qat quantize --packed` folder as a gptq_v2 checkpoint
+ * (export_gptq.c); from a training run it is not available yet. */
 #include "cli/cli.h"
 #include "core/log.h"
 #include "io/fsutil.h"
@@ -43,22 +45,35 @@ qat_status cmd_export(int argc, char **argv) {
   qat_flag fl[] = {
       {"checkpoint", 1, NULL, "run directory (its newest checkpoint) or one ckpt-N directory"},
       {"out", 1, NULL, "output Hugging Face folder (replaced atomically)"},
-      {"format", 1, NULL, "fakequant (default)"},
+      {"format", 1, NULL, "fakequant (default) or gptq (from --model, a qat quantize --packed folder)"},
+      {"model", 1, NULL, "gptq: the packed folder to export"},
       {"help", 0, NULL, "show this help"},
   };
   int nf = (int)(sizeof fl / sizeof fl[0]);
   QAT_TRY(qat_parse_flags(argc, argv, fl, nf, "export"));
   if (qat_flag_get(fl, nf, "help")) {
-    qat_print_usage("export", "--checkpoint RUN --out DIR [--format fakequant]", fl, nf);
+    qat_print_usage("export",
+                    "--checkpoint RUN --out DIR [--format fakequant] | --model PACKED --out DIR "
+                    "--format gptq",
+                    fl, nf);
     return QAT_OK;
   }
   const char *run = qat_flag_get(fl, nf, "checkpoint"), *out = qat_flag_get(fl, nf, "out");
   const char *format = qat_flag_get(fl, nf, "format");
+  const char *model = qat_flag_get(fl, nf, "model");
+  if (format && strcmp(format, "gptq") == 0) {
+    if (!out) return QAT_FAIL(QAT_EUSAGE, "--out is required");
+    if (run || !model)
+      return QAT_FAIL(QAT_EUSAGE,
+                      "--format gptq: give --model PACKED_DIR (qat quantize --packed); export "
+                      "of a training run to gptq is not available yet");
+    return qat_cli_export_gptq(model, out);
+  }
+  if (model) return QAT_FAIL(QAT_EUSAGE, "--model: only with --format gptq");
   if (!run) return QAT_FAIL(QAT_EUSAGE, "--checkpoint is required");
   if (!out) return QAT_FAIL(QAT_EUSAGE, "--out is required");
   if (format && strcmp(format, "fakequant") != 0)
-    return QAT_FAIL(QAT_EUSAGE, "--format %s: only fakequant is available (packed comes later)",
-                    format);
+    return QAT_FAIL(QAT_EUSAGE, "--format %s: expected fakequant or gptq", format);
   /* RUN/ckpt-N or RUN: find the run directory and the checkpoint */
   char ckdir[4096], rundir[4096], cfgpath[4096];
   int64_t step = -1;

@@ -177,7 +177,7 @@ static qat_status quantize_file(const qat_qspec *q, const qat_st_file *f, const 
     QAT_CHECK(st, qat_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, data), done);
   }
   char path[4096], meta[256];
-  if (npk) QAT_CHECK(st, qat_st_writer_meta(&w, "qat_packed", qat_packed_meta(&pks[0], meta, sizeof meta)), done);
+  if (npk) QAT_CHECK(st, qat_st_writer_meta(&w, "qat_packed", qat_packed_meta(q, sdt, meta, sizeof meta)), done);
   QAT_CHECK(st, qat_path_join(path, sizeof path, tmpdir, base_name(f->path)), done);
   QAT_CHECK(st, qat_st_write(&w, path), done);
 done:

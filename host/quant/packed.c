@@ -134,12 +134,12 @@ double qat_packed_bpw(const qat_packed *p) {
   return 8.0 * (double)qat_packed_bytes(p) / ((double)p->N * (double)p->K);
 }
 
-const char *qat_packed_meta(const qat_packed *p, char *buf, size_t n) {
+const char *qat_packed_meta(const qat_qspec *q, qat_dtype sdtype, char *buf, size_t n) {
   snprintf(buf, n,
            "{\"version\": %d, \"bits\": %d, \"group\": %d, \"sym\": %s, \"scale_dtype\": \"%s\", "
            "\"layout\": \"lsb-stream-u32\"}",
-           QAT_PACKED_VERSION, p->bits, p->group == p->K ? -1 : p->group,
-           p->sym ? "true" : "false", qat_dtype_name((qat_dtype)p->sdtype));
+           QAT_PACKED_VERSION, q->bits, q->group, q->sym ? "true" : "false",
+           qat_dtype_name(sdtype));
   return buf;
 }
 
@@ -165,8 +165,8 @@ qat_status qat_packed_st_add(qat_st_writer *w, const char *base, const qat_packe
 
 int qat_packed_st_is_packed(const qat_st_file *f) { return qat_st_meta(f, "qat_packed") != NULL; }
 
-/* bits / sym / scale dtype / version from the file's metadata. */
-static qat_status parse_meta(const qat_st_file *f, int *bits, int *sym, qat_dtype *sdt) {
+/* bits / group / sym / scale dtype / version from the file's metadata. */
+static qat_status parse_meta(const qat_st_file *f, int *bits, int *group, int *sym, qat_dtype *sdt) {
   const char *m = qat_st_meta(f, "qat_packed");
   if (!m) return QAT_FAIL(QAT_EFORMAT, "%s: no qat_packed metadata (not a packed file)", f->path);
   cJSON *j = cJSON_Parse(m);
@@ -175,11 +175,13 @@ static qat_status parse_meta(const qat_st_file *f, int *bits, int *sym, qat_dtyp
               *b = cJSON_GetObjectItemCaseSensitive(j, "bits"),
               *s = cJSON_GetObjectItemCaseSensitive(j, "sym"),
               *d = cJSON_GetObjectItemCaseSensitive(j, "scale_dtype"),
-              *l = cJSON_GetObjectItemCaseSensitive(j, "layout");
+              *l = cJSON_GetObjectItemCaseSensitive(j, "layout"),
+              *g = cJSON_GetObjectItemCaseSensitive(j, "group");
   if (!j || !cJSON_IsNumber(v) || !cJSON_IsNumber(b) || !cJSON_IsBool(s) || !cJSON_IsString(d) ||
-      !cJSON_IsString(l))
+      !cJSON_IsString(l) || !cJSON_IsNumber(g))
     st = QAT_FAIL(QAT_EFORMAT,
-                  "%s: qat_packed metadata needs version, bits, sym, scale_dtype and layout: %.80s",
+                  "%s: qat_packed metadata needs version, bits, group, sym, scale_dtype and layout: "
+                  "%.80s",
                   f->path, m);
   else if (v->valueint != QAT_PACKED_VERSION || strcmp(l->valuestring, "lsb-stream-u32") != 0)
     st = QAT_FAIL(QAT_EUNSUPPORTED, "%s: qat_packed version %d layout %s (this qat reads %d)",
@@ -191,11 +193,19 @@ static qat_status parse_meta(const qat_st_file *f, int *bits, int *sym, qat_dtyp
                   d->valuestring);
   if (st == QAT_OK) {
     *bits = b->valueint;
+    *group = g->valueint;
     *sym = cJSON_IsTrue(s);
     *sdt = strcmp(d->valuestring, "F16") == 0 ? QAT_F16 : QAT_F32;
   }
   cJSON_Delete(j);
   return st;
+}
+
+qat_status qat_packed_st_spec(const qat_st_file *f, qat_qspec *q, qat_dtype *sdtype) {
+  int bits = 0, group = 0, sym = 0;
+  QAT_TRY(parse_meta(f, &bits, &group, &sym, sdtype));
+  *q = (qat_qspec){.bits = bits, .group = group, .sym = sym};
+  return QAT_OK;
 }
 
 static qat_status want(const qat_st_file *f, const char *name, const qat_st_tensor *t,
@@ -211,10 +221,10 @@ static qat_status want(const qat_st_file *f, const char *name, const qat_st_tens
 }
 
 qat_status qat_packed_st_read(const qat_st_file *f, const char *base, qat_packed *p) {
-  int bits = 0, sym = 0;
+  int bits = 0, group = 0, sym = 0;
   qat_dtype sdt = QAT_F32;
   memset(p, 0, sizeof *p);
-  QAT_TRY(parse_meta(f, &bits, &sym, &sdt));
+  QAT_TRY(parse_meta(f, &bits, &group, &sym, &sdt));
   char nc[512], ns[512], nz[512];
   snprintf(nc, sizeof nc, "%s.qcodes", base);
   snprintf(ns, sizeof ns, "%s.qscales", base);

@@ -41,8 +41,11 @@ void qat_packed_dequant(const qat_packed *p, int64_t n0, int64_t n1, float *w);
 int64_t qat_packed_bytes(const qat_packed *p);
 double qat_packed_bpw(const qat_packed *p);
 
-/* The "qat_packed" metadata value for p's spec into buf. */
-const char *qat_packed_meta(const qat_packed *p, char *buf, size_t n);
+/* The "qat_packed" metadata value for spec q (its group as given: -1 per-channel) with scales of
+ * sdtype into buf. */
+const char *qat_packed_meta(const qat_qspec *q, qat_dtype sdtype, char *buf, size_t n);
+/* The file's spec from its "qat_packed" metadata (bits, group, sym; version checked). */
+qat_status qat_packed_st_spec(const qat_st_file *f, qat_qspec *q, qat_dtype *sdtype);
 /* Add p's tensors under base (e.g. "model.layers.0.mlp.up_proj") to w; names are copied by
  * the writer, data is referenced until qat_st_write. */
 qat_status qat_packed_st_add(qat_st_writer *w, const char *base, const qat_packed *p);
