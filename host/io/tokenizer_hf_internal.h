@@ -5,7 +5,7 @@
  *   -> normalizer steps on each gap (tokenizer_hf_pretok.c: NFC, Prepend, Replace)
  *   -> "normalized" added tokens cut out of the normalized gap (tokenizer_hf.c)
  *   -> pre-tokenizer steps, each splitting every piece of the previous one (tokenizer_hf_pretok.c:
- *      Split with any behavior, ByteLevel, Digits, Metaspace, Whitespace(Split), Punctuation)
+ *      Split with any behavior, ByteLevel, Digits, Metaspace, WhitespaceSplit, Punctuation)
  *   -> the BPE model per piece (tokenizer_hf_model.c: merges, ignore_merges, byte-level bytes,
  *      byte_fallback <0xNN> tokens, unk / fuse_unk)
  * Shared helpers (hash maps, JSON keys, UTF-8, PCRE2) are tokenizer_hf_util.c. */

@@ -8,7 +8,9 @@
  * bytes' <0xNN> tokens with byte_fallback (all of them or none), else unk_token (consecutive unks
  * fused with fuse_unk); then Word::merge_all: repeatedly merge the adjacent pair of lowest merge
  * rank, leftmost on ties - a min-heap of (rank, position) over a linked list, stale entries
- * skipped when the pair no longer produces the same token. */
+ * skipped when the pair no longer produces the same token.
+ * Known limit: cJSON strings end at U+0000, so a vocab entry containing it (no real vocabulary
+ * has one; byte-level files spell byte 0 as U+0100, SentencePiece ones as <0x00>) is misread. */
 #include "io/tokenizer_hf_internal.h"
 
 #include <stdio.h>
