@@ -3,7 +3,8 @@
  * the whole cache), GQA / MHA / MQA, large scores (scale 30: the online softmax's rescaling must
  * not overflow), B = 2 with different data per sequence. Also: the op equals the last row of the
  * causal attention_fwd over the same T keys (the prefill / decode hand-off), results do not depend
- * on the thread count, and bad arguments fail naming the problem with the output untouched.
+ * on the thread count, and bad arguments fail naming the problem with the output untouched. And
+ * the decode step's gemm at M = 1 (sgemv) against a double reference.
  * Tolerance 1e-5 normalized (F32 dots of D terms and exp within 2 ulp; the reference is double). */
 #include "test_cpu_util.h"
 #include "testutil.h"
@@ -169,6 +170,35 @@ START_TEST(test_decode_bad_args) {
 }
 END_TEST
 
+/* The decode step's other CPU path: gemm at M = 1 goes through sgemv (host/backend/cpu/gemm.c).
+ * Every transpose, alpha, beta in {0, 1, -0.3}; beta = 0 must ignore C (NaN there). */
+START_TEST(test_gemm_m1_is_gemv) {
+  const int64_t N = 37, K = 53;
+  const float betas[3] = {0.0f, 1.0f, -0.3f};
+  tu_rng r = {17};
+  for (int ta = 0; ta < 2; ta++)
+    for (int tb = 0; tb < 2; tb++)
+      for (int bi = 0; bi < 3; bi++) {
+        float *A = randv(&r, (size_t)K), *B = randv(&r, (size_t)(K * N)), *C = randv(&r, (size_t)N);
+        float ref[37];
+        if (betas[bi] == 0.0f)
+          for (int j = 0; j < N; j++) C[j] = NAN;
+        for (int64_t j = 0; j < N; j++) {
+          double acc = 0;
+          for (int64_t p = 0; p < K; p++) acc += (double)A[p] * (tb ? B[j * K + p] : B[p * N + j]);
+          ref[j] = (float)(0.7 * acc + (betas[bi] == 0.0f ? 0.0 : betas[bi] * (double)C[j]));
+        }
+        qat_tensor tA = ta ? qat_view2(A, QAT_F32, QAT_DEV_CPU, K, 1) : qat_view2(A, QAT_F32, QAT_DEV_CPU, 1, K);
+        qat_tensor tB = tb ? qat_view2(B, QAT_F32, QAT_DEV_CPU, N, K) : qat_view2(B, QAT_F32, QAT_DEV_CPU, K, N);
+        qat_tensor tC = qat_view2(C, QAT_F32, QAT_DEV_CPU, 1, N);
+        TU_REQUIRE_OK(cpu()->gemm(cpu(), ta, tb, 1, N, K, 0.7f, &tA, &tB, betas[bi], &tC));
+        double e = tu_nerr(C, ref, (size_t)N);
+        ck_assert_msg(e < TOL, "ta %d tb %d beta %g: nerr %.3g", ta, tb, betas[bi], e);
+        free(A), free(B), free(C);
+      }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("decode_attention");
   TCase *tc = tcase_create("decode_attention");
@@ -178,6 +208,7 @@ int main(void) {
   tcase_add_test(tc, test_decode_is_last_row_of_attention_fwd);
   tcase_add_test(tc, test_decode_deterministic);
   tcase_add_test(tc, test_decode_bad_args);
+  tcase_add_test(tc, test_gemm_m1_is_gemv);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);
 }
