@@ -77,6 +77,29 @@ AVX2 static float avx2_dot_row(const qat_packed *p, int64_t n, const float *x, c
   for (int64_t j = 0; j < p->G; j++) {
     int64_t k = j * g, k1 = k + g;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    if (b == 4 || b == 2)
+      for (; k + 32 <= k1; k += 32) {
+        __m128i c0, c1; /* codes k .. k+15 and k+16 .. k+31 as bytes, in order */
+        if (b == 4) { /* 16 bytes: low nibbles are the even codes, high nibbles the odd */
+          __m128i v = _mm_loadu_si128((const __m128i *)(row + (k >> 1))), m = _mm_set1_epi8(0x0F);
+          __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+          c0 = _mm_unpacklo_epi8(lo, hi);
+          c1 = _mm_unpackhi_epi8(lo, hi);
+        } else { /* 8 bytes: bit pairs 0..3 of byte i are codes 4i .. 4i+3 */
+          __m128i v = _mm_loadl_epi64((const __m128i *)(row + (k >> 2))), m = _mm_set1_epi8(0x03);
+          __m128i p0 = _mm_and_si128(v, m), p1 = _mm_and_si128(_mm_srli_epi16(v, 2), m);
+          __m128i p2 = _mm_and_si128(_mm_srli_epi16(v, 4), m), p3 = _mm_and_si128(_mm_srli_epi16(v, 6), m);
+          __m128i e = _mm_unpacklo_epi8(p0, p1), o = _mm_unpacklo_epi8(p2, p3);
+          c0 = _mm_unpacklo_epi16(e, o);
+          c1 = _mm_unpackhi_epi16(e, o);
+        }
+        a0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c0)), _mm256_loadu_ps(x + k), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8))),
+                             _mm256_loadu_ps(x + k + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c1)), _mm256_loadu_ps(x + k + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c1, 8))),
+                             _mm256_loadu_ps(x + k + 24), a3);
+      }
     for (; k + 32 <= k1; k += 32) {
       a0 = _mm256_fmadd_ps(dec8(&c, row, b, k), _mm256_loadu_ps(x + k), a0);
       a1 = _mm256_fmadd_ps(dec8(&c, row, b, k + 8), _mm256_loadu_ps(x + k + 8), a1);
