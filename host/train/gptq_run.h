@@ -31,10 +31,12 @@ typedef struct qat_gptq_run_opts {
   int true_sequential;   /* within a block: q/k/v, then o, then gate/up, then down, each from
                           * inputs through the Linears already quantized (the reference's
                           * --true-sequential); else all 7 from one unquantized pass */
-  int skip_first;        /* leading tokens of every sample left out of H (still run): the first
-                          * token of a window is an attention sink with massive activations on
-                          * real models (SmolLM2: 99.8% of block 11's down_proj input energy), which
-                          * would make GPTQ fit that one token; 0 = all (the reference) */
+  int skip_first;        /* leading tokens of every sample left out of H (still run); 0 = all
+                          * (the reference). The first token of a window is an attention sink with
+                          * massive activations on real models (SmolLM2: 99.8% of block 11's
+                          * down_proj input energy); leaving it out made SmolLM2 worse (W4 g128
+                          * 61.0 vs RTN 34.3): its output matters, and GPTQ then spends freely on
+                          * the sink's channels. An experiment knob, not a default */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* QAT_F32 (0, exact) or QAT_BF16 */
   /* Data parallelism (NULL: one process): each rank passes its own calibration samples (and
