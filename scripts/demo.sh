@@ -7,19 +7,11 @@
 # Writes runs/demo/summary.json. Minutes on 2 CPU cores.
 set -euo pipefail
 QAT=${1:-build/qat}
-# Debian's OpenBLAS 0.3.21 can misdetect newer x86 CPUs as Prescott (SSE3 kernels, ~3x slower);
-# name the core type from the CPU flags unless the user did.
-if [ -z "${OPENBLAS_CORETYPE:-}" ] && [ -r /proc/cpuinfo ]; then
-  if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
-  elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell; fi
-fi
+. "$(dirname "$0")/lib_demo.sh"
 OUT=runs/demo
 mkdir -p "$OUT"
 
-assets=""
-for d in "${QAT_ASSETS:-}" ../shared/assets; do
-  [ -n "$d" ] && [ -f "$d/stories260K/stories260K.bin" ] && { assets=$d; break; }
-done
+assets=$(find_assets stories260K/stories260K.bin)
 if [ -z "$assets" ]; then
   assets=$OUT/assets
   mkdir -p "$assets/stories260K" "$assets/text"
