@@ -106,6 +106,30 @@ print(f"gptq W3 g32 skip-first 3: {frac:.4f} of the weights equal the reference'
       f"({moved:.3f} differ from skip-first 0)")
 PY
 
+# --first-weight (each window's first token weighted in H) against the reference's same option
+"$QAT" quantize --method gptq --bits 3 --group 32 --first-weight 64 "${G[@]}" --out "$T/g3w" > /dev/null
+python3 tests/ref/gptq_ref.py --model "$T/m" --calib "$T/train.npy" --samples 16 --seq-len 128 \
+  --bits 3 --group 32 --first-weight 64 --out "$T/ref_w.npz" > /dev/null
+python3 - "$T/g3w" "$T/ref_w.npz" "$T/g3" <<'PY'
+import json, os, sys
+import numpy as np
+import st_np
+d, ref = sys.argv[1], np.load(sys.argv[2])
+w, _, _ = st_np.read(os.path.join(d, "model.safetensors"))
+w0, _, _ = st_np.read(os.path.join(sys.argv[3], "model.safetensors"))
+rec = json.load(open(os.path.join(d, "qat_quant.json")))
+assert rec["first_weight"] == 64, rec
+ks = [k for k in ref.files if k.endswith(".weight")]
+eq = [np.isclose(w[k], ref[k], rtol=1e-5, atol=1e-7) for k in ks]
+frac = sum(e.sum() for e in eq) / sum(e.size for e in eq)
+moved = sum((w[k] != w0[k]).sum() for k in ks) / sum(w[k].size for k in ks)
+rg = float(ref["rel_err_gptq"])
+assert frac > 0.97 and abs(rec["rel_err_gptq"] - rg) <= 0.01 * rg, (frac, rec, rg)
+assert moved > 0.01, moved
+print(f"gptq W3 g32 first-weight 64: {frac:.4f} of the weights equal the reference's "
+      f"({moved:.3f} differ from weight 1)")
+PY
+
 # held-out perplexity: GPTQ below RTN of the same spec
 ev() { "$QAT" eval --data "$T/val.npy" --seq-len 128 --max-windows 32 --device cpu --json "$@"; }
 ev --model "$T/g3" > "$T/e_g3.json"

@@ -260,6 +260,9 @@ qat_status cmd_quantize(int argc, char **argv) {
       {"skip-first", 1, NULL,
        "gptq: leading tokens of every window left out of the Hessians (default 0, the reference; 1 "
        "drops the attention-sink token, which made SmolLM2 W4 g128 worse: an experiment knob)"},
+      {"first-weight", 1, NULL,
+       "gptq: weight of each window's first token (an attention sink every later query reads) "
+       "in the Hessians (default 1, the reference; SmolLM2: 1024)"},
       {"batch", 1, NULL, "gptq: windows per block pass (default 4)"},
       {"seed", 1, NULL, "gptq: window sampling seed (default 0)"},
       {"device", 1, NULL, "gptq: cpu or cuda (default cuda when usable)"},
@@ -272,7 +275,7 @@ qat_status cmd_quantize(int argc, char **argv) {
                     "--model DIR --out DIR [--method rtn|gptq] [--bits N] [--group G] [--sym] "
                     "[--init minmax|mse] | [--quant SPEC] [--packed [--scale-dtype f16|f32]]  [gptq: --calib T.npy [--samples N] "
                     "[--seq-len T] [--damp D] [--block B] [--act-order] [--true-sequential] "
-                    "[--skip-first N] [--batch B] [--seed S] [--device D]]",
+                    "[--skip-first N] [--first-weight W] [--batch B] [--seed S] [--device D]]",
                     fl, nf);
     return QAT_OK;
   }
@@ -297,7 +300,8 @@ qat_status cmd_quantize(int argc, char **argv) {
     return QAT_FAIL(QAT_EUSAGE, "--packed: per-tensor scales are not a packed format");
   if (gptq) return qat_cli_quantize_gptq(model, out, &q, fl, nf);
   const char *gptq_only[] = {"calib", "samples", "seq-len", "damp", "block", "batch", "seed",
-                             "device", "act-order", "true-sequential", "skip-first"};
+                             "device", "act-order", "true-sequential", "skip-first",
+                             "first-weight"};
   for (int i = 0; i < (int)(sizeof gptq_only / sizeof gptq_only[0]); i++)
     if (qat_flag_get(fl, nf, gptq_only[i]))
       return QAT_FAIL(QAT_EUSAGE, "--%s: only for --method gptq", gptq_only[i]);

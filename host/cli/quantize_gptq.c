@@ -22,7 +22,7 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   const char *calib = qat_flag_get(fl, nf, "calib"), *device = qat_flag_get(fl, nf, "device");
   if (!calib) return QAT_FAIL(QAT_EUSAGE, "--method gptq needs --calib TOKENS.npy");
   long samples, seq_len, block, batch, seed, skip;
-  double damp;
+  double damp, first_weight;
   QAT_TRY(qat_flag_int(fl, nf, "samples", 1, 1L << 20, 128, &samples));
   QAT_TRY(qat_flag_int(fl, nf, "seq-len", 0, 1L << 20, 0, &seq_len));
   QAT_TRY(qat_flag_int(fl, nf, "block", 1, 1L << 16, 128, &block));
@@ -30,6 +30,10 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   QAT_TRY(qat_flag_int(fl, nf, "seed", 0, 1L << 30, 0, &seed));
   QAT_TRY(qat_flag_int(fl, nf, "skip-first", 0, 1L << 20, 0, &skip));
   QAT_TRY(qat_flag_float(fl, nf, "damp", 0.01, &damp));
+  QAT_TRY(qat_flag_float(fl, nf, "first-weight", 1.0, &first_weight));
+  if (!(first_weight > 0 && first_weight <= 1e6))
+    return QAT_FAIL(QAT_EUSAGE, "--first-weight %g: must be in (0, 1e6] (--skip-first 1 leaves "
+                    "the token out)", first_weight);
   if (!(damp >= 0 && damp < 1))
     return QAT_FAIL(QAT_EUSAGE, "--damp %g: must be in [0, 1)", damp);
   if (!device) device = qat_cuda_available() ? "cuda" : "cpu";
@@ -62,6 +66,7 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   qat_gptq_run_opts o = {.T = T, .batch = (int)batch,
                          .gptq = {.damp = damp, .block = (int)block, .act_order = act},
                          .true_sequential = tseq, .skip_first = (int)skip,
+                         .first_weight = (float)first_weight,
                          .budget = {.device_bytes = (size_t)8 << 30, .host_bytes = (size_t)64 << 30},
                          .cache_dtype = QAT_F32};
   qat_gptq_run_stats gs = {0};
@@ -71,9 +76,9 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
   qat_quant_format(&shown, spec, sizeof spec);
   if (st == QAT_OK) {
     printf("GPTQ %s%s%s: %ld windows of %d tokens from %s, damp %g, block %ld, skip-first %ld, "
-           "on %s\n",
+           "first-weight %g, on %s\n",
            spec, act ? " act-order" : "", tseq ? " true-sequential" : "", samples, T, calib, damp,
-           block, skip, device);
+           block, skip, first_weight, device);
     fflush(stdout);
     st = qat_gptq_run(m, windows, samples, &o, &gs);
   }
@@ -84,9 +89,9 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const qat_q
     snprintf(extra, sizeof extra,
              "\"spec\": \"%s\", \"init\": \"%s\", \"samples\": %ld, \"seq_len\": %d, \"damp\": %g, "
              "\"block\": %ld, \"act_order\": %s, \"true_sequential\": %s, \"skip_first\": %ld, "
-             "\"seed\": %ld, \"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g",
+             "\"first_weight\": %g, \"seed\": %ld, \"rel_err_rtn\": %.6g, \"rel_err_gptq\": %.6g",
              spec, qat_qinit_name(q->init), samples, T, damp, block, act ? "true" : "false",
-             tseq ? "true" : "false", skip, seed, gs.rel_err_rtn, gs.rel_err_gptq);
+             tseq ? "true" : "false", skip, first_weight, seed, gs.rel_err_rtn, gs.rel_err_gptq);
     st = qat_cli_write_quant_record(m, tmp, "gptq", extra);
   }
   if (st == QAT_OK) st = qat_dir_commit(tmp, out);

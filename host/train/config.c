@@ -113,6 +113,7 @@ static const key_def k_keys[] = {
     {"gptq.act_order", K_BOOL, OFF(gptq.act_order), "false", NULL, 0},
     {"gptq.true_sequential", K_BOOL, OFF(gptq.true_sequential), "false", NULL, 0},
     {"gptq.skip_first", K_INT, OFF(gptq.skip_first), "0", NULL, 0},
+    {"gptq.first_weight", K_FLOAT, OFF(gptq.first_weight), "1", NULL, 0},
     {"e2e_qp.steps", K_I64, OFF(e2e_qp.steps), "128", NULL, 0},
     {"e2e_qp.lr", K_FLOAT, OFF(e2e_qp.lr), "1e-5", NULL, 0},
     {"e2e_qp.batch", K_INT, OFF(e2e_qp.batch), "4", NULL, 0},
@@ -632,6 +633,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->gptq.block >= 1, "gptq.block", c->gptq.block, "must be >= 1");
   NEED_I(c->gptq.skip_first >= 0 && c->gptq.skip_first < c->data.seq_len, "gptq.skip_first",
          c->gptq.skip_first, "must be in [0, data.seq_len)");
+  NEED_F(c->gptq.first_weight > 0 && c->gptq.first_weight <= 1e6, "gptq.first_weight",
+         c->gptq.first_weight, "must be in (0, 1e6]");
   NEED_I(c->block_ap.samples >= 1, "block_ap.samples", c->block_ap.samples, "must be >= 1");
   NEED_I(c->block_ap.epochs >= 1, "block_ap.epochs", c->block_ap.epochs, "must be >= 1");
   NEED_F(c->block_ap.lr_w >= 0 && isfinite(c->block_ap.lr_w), "block_ap.lr_w", c->block_ap.lr_w,

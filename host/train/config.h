@@ -116,6 +116,7 @@ typedef struct qat_config {
     int act_order; /* columns by decreasing Hessian diagonal, static groups */
     int true_sequential; /* q/k/v, o, gate/up, down in turn within a block */
     int skip_first;      /* leading tokens of each window left out of the Hessians */
+    double first_weight; /* weight of each window's first token in the Hessians */
   } gptq;
   struct {
     int64_t steps;

@@ -67,6 +67,7 @@ qat_status qat_gptq_phase(qat_train_job *J, const char *ck) {
       .T = T, .batch = cfg->gptq.batch,
       .gptq = {.damp = cfg->gptq.damp, .block = cfg->gptq.block, .act_order = cfg->gptq.act_order},
       .true_sequential = cfg->gptq.true_sequential, .skip_first = cfg->gptq.skip_first,
+      .first_weight = (float)cfg->gptq.first_weight,
       .budget = {.device_bytes = (size_t)cfg->block_ap.cache_device_mb << 20,
                  .host_bytes = (size_t)cfg->block_ap.cache_host_mb << 20,
                  .disk_dir = cfg->block_ap.cache_dir},

@@ -52,7 +52,9 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
     for (int k = 0; k < 4; k++)
       if (mask >> k & 1) QAT_TRY(G->be->memset0(G->be, G->H[k].data, qat_nbytes(&G->H[k])));
   const int skip = G->o->skip_first;
-  const float alpha = (float)(1.0 / ((double)G->ns_total * (G->T - skip)));
+  /* position 0's weight in H (0 in the options means the reference's 1) */
+  const double w0 = skip == 0 && G->o->first_weight > 0 ? G->o->first_weight : 1.0;
+  const float alpha = (float)(1.0 / ((double)G->ns_total * (G->T - skip - 1 + w0)));
   for (int64_t i0 = 0; i0 < G->ns; i0 += G->Bb) {
     int n = batch_n(G, i0);
     int64_t N = (int64_t)n * G->T;
@@ -67,6 +69,12 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
     QAT_TRY(qat_llama_block_forward_fp(G->m, l, &x, &y, n, G->T));
     qat_tensor in[4];
     QAT_TRY(qat_llama_block_linear_inputs(G->m, n, G->T, in));
+    for (int k = 0; k < 4 && w0 != 1.0; k++) /* position 0 weighted (read by nothing else) */
+      if (mask >> k & 1)
+        for (int i = 0; i < n; i++) {
+          qat_tensor r = qat_rows(&in[k], (int64_t)i * G->T, 1);
+          QAT_TRY(QAT_OP(G->be, scale, (float)sqrt(w0), &r));
+        }
     for (int k = 0; k < 4 && skip > 0; k++) /* rows left out of H: zero (read by nothing else) */
       if (mask >> k & 1)
         for (int i = 0; i < n; i++) {
@@ -217,9 +225,12 @@ static qat_status run_blocks(grun *G, const int32_t *calib, qat_gptq_run_stats *
 qat_status qat_gptq_run(qat_llama *m, const int32_t *calib, int64_t ncalib,
                         const qat_gptq_run_opts *o, qat_gptq_run_stats *stats) {
   if (!m->quantized) return QAT_FAIL(QAT_EINVAL, "gptq: the model is not quantized");
-  if (ncalib < 1 || o->batch < 1 || o->T < 1 || o->skip_first < 0 || o->skip_first >= o->T)
-    return QAT_FAIL(QAT_EINVAL, "gptq: samples %lld, batch %d, T %d, skip_first %d (in [0, T))",
-                    (long long)ncalib, o->batch, o->T, o->skip_first);
+  if (ncalib < 1 || o->batch < 1 || o->T < 1 || o->skip_first < 0 || o->skip_first >= o->T ||
+      !(o->first_weight >= 0 && o->first_weight <= 1e6))
+    return QAT_FAIL(QAT_EINVAL,
+                    "gptq: samples %lld, batch %d, T %d, skip_first %d (in [0, T)), first_weight "
+                    "%g (in [0, 1e6])",
+                    (long long)ncalib, o->batch, o->T, o->skip_first, o->first_weight);
   if (o->cache_dtype != QAT_F32 && o->cache_dtype != QAT_BF16)
     return QAT_FAIL(QAT_EINVAL, "gptq: cache dtype %s (F32 or BF16)",
                     qat_dtype_name(o->cache_dtype));

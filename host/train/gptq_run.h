@@ -37,6 +37,12 @@ typedef struct qat_gptq_run_opts {
                           * down_proj input energy); leaving it out made SmolLM2 worse (W4 g128
                           * 61.0 vs RTN 34.3): its output matters, and GPTQ then spends freely on
                           * the sink's channels. An experiment knob, not a default */
+  float first_weight;    /* weight of each window's first token in H (0 or 1: the reference,
+                          * so zero-initialized options keep it; with skip_first 0 only). That token is an attention sink: every later
+                          * query reads its key and value, so its error costs about T times a
+                          * plain token's, which the plain sum of x x^T does not see (on SmolLM2
+                          * the reference GPTQ doubles the sink key's error while halving the
+                          * rest's). Rows of position 0 are scaled by sqrt(w) before X^T X */
   qat_actcache_budget budget;
   qat_dtype cache_dtype; /* QAT_F32 (0, exact) or QAT_BF16 */
   /* Data parallelism (NULL: one process): each rank passes its own calibration samples (and

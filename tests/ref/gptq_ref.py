@@ -16,7 +16,7 @@ documented formula) so both sides see the same windows.
 
   gptq_ref.py --model DIR --calib TOKENS.npy --samples N --seq-len T --bits B --group G
               [--sym] [--damp 0.01] [--block 128] [--seed 0] [--true-sequential]
-              [--skip-first K] --out OUT.npz
+              [--skip-first K] [--first-weight W] --out OUT.npz
 OUT.npz holds every quantized Linear weight by HF name, plus "rel_err_rtn", "rel_err_gptq".
 """
 import argparse
@@ -140,6 +140,8 @@ def main():
     ap.add_argument("--true-sequential", action="store_true")
     ap.add_argument("--skip-first", type=int, default=0,
                     help="leading tokens of each window left out of H (qat's gptq.skip_first)")
+    ap.add_argument("--first-weight", type=float, default=1.0,
+                    help="weight of each window's first token in H (qat's gptq.first_weight)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     m = llama_ref.load_hf(a.model)
@@ -152,8 +154,11 @@ def main():
         for x in xs:
             _, ins = layer_inputs(m, lay, x)
             ins = [i[a.skip_first:] for i in ins]
-            Hs = [i.T @ i for i in ins] if Hs is None else [h + i.T @ i for h, i in zip(Hs, ins)]
-        return [h / (len(xs) * (T - a.skip_first)) for h in Hs]
+            w0 = a.first_weight if a.skip_first == 0 else 1.0
+            hs = [i.T @ i + (w0 - 1.0) * np.outer(i[0], i[0]) for i in ins]
+            Hs = hs if Hs is None else [h + x for h, x in zip(Hs, hs)]
+        w0 = a.first_weight if a.skip_first == 0 else 1.0
+        return [h / (len(xs) * (T - a.skip_first - 1 + w0)) for h in Hs]
 
     for li, lay in enumerate(m.layers):
         Hs = hessians()
