@@ -41,7 +41,7 @@ for f in "4 128" "3 128" "2 64"; do
   ev "$OUT/rtn-$n" "$OUT/rtn-$n.json"
   "$QAT" quantize --model "$OUT/model" --out "$OUT/gptq-$n" --method gptq --bits "$b" --group "$g" \
     --init mse --calib "$OUT/wiki_train.npy" --samples "$GS" --seq-len 2048 \
-    --device cpu
+    --first-weight 1024 --device cpu
   ev "$OUT/gptq-$n" "$OUT/gptq-$n.json"
 done
 
