@@ -34,6 +34,8 @@ last=ckpt-00000012/state.safetensors
 # other methods' identities run in the optimized pass
 full=1
 [ "${QAT_SANITIZED:-0}" = 1 ] && full=0
+# Block-AP overrides: the identity below (full pass) and a bad setup (every pass)
+bap="method=block_ap block_ap.samples=16 block_ap.batch=4 block_ap.epochs=2 block_ap.val_samples=6 block_ap.cache_dtype=f32"
 
 # 1. two ranks == one process with twice the accumulation, bit for bit
 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/one" train.grad_accum=2 > "$T/one.out" 2> "$T/one.err"
@@ -75,7 +77,6 @@ echo "e2e_qp: 2 ranks == 1 process x 2 ($ck identical)"
 # 1c. Block-AP: samples and activation cache sharded across ranks (8 of 16 samples each), the
 # block's gradients summed per step: 2 ranks == 1 process with block_ap.grad_accum 2; then the
 # pipeline (Block-AP, then E2E-QP on the frozen codes) likewise
-bap="method=block_ap block_ap.samples=16 block_ap.batch=4 block_ap.epochs=2 block_ap.val_samples=6 block_ap.cache_dtype=f32"
 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/p1" $bap block_ap.grad_accum=2 > /dev/null 2> "$T/p1.err" ||
   { cat "$T/p1.err"; echo "FAIL: block_ap 1 process"; exit 1; }
 dist_mpirun -np 2 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/p2" $bap > "$T/p2.out" 2> "$T/p2.err" ||
