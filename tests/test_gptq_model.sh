@@ -81,20 +81,22 @@ assert frac > 0.97 and abs(rec["rel_err_gptq"] - rg) <= 0.01 * rg, (frac, rec, r
 print(f"gptq W3 g32 true-sequential: {frac:.4f} of the weights equal the reference's")
 PY
 
-# --skip-first (the first tokens of each window left out of H) against the reference's same
-# option; it must change the result (else the option would be a no-op the test cannot see)
-"$QAT" quantize --method gptq --bits 3 --group 32 --skip-first 3 "${G[@]}" --out "$T/g3k" > /dev/null
-python3 tests/ref/gptq_ref.py --model "$T/m" --calib "$T/train.npy" --samples 16 --seq-len 128 \
-  --bits 3 --group 32 --skip-first 3 --out "$T/ref_k.npz" > /dev/null
-python3 - "$T/g3k" "$T/ref_k.npz" "$T/g3" <<'PY'
+# --skip-first (the first tokens of each window left out of H) and --first-weight (the first
+# token weighted in H), each against the reference's same option; each must change the result
+# (else the option would be a no-op the test cannot see)
+h_option() { # qat-flag value record-key
+  "$QAT" quantize --method gptq --bits 3 --group 32 --$1 $2 "${G[@]}" --out "$T/g3_$3" > /dev/null
+  python3 tests/ref/gptq_ref.py --model "$T/m" --calib "$T/train.npy" --samples 16 --seq-len 128 \
+    --bits 3 --group 32 --$1 $2 --out "$T/ref_$3.npz" > /dev/null
+  python3 - "$T/g3_$3" "$T/ref_$3.npz" "$T/g3" "$3" "$2" <<'PY'
 import json, os, sys
 import numpy as np
 import st_np
-d, ref = sys.argv[1], np.load(sys.argv[2])
+d, ref, key, val = sys.argv[1], np.load(sys.argv[2]), sys.argv[4], float(sys.argv[5])
 w, _, _ = st_np.read(os.path.join(d, "model.safetensors"))
 w0, _, _ = st_np.read(os.path.join(sys.argv[3], "model.safetensors"))
 rec = json.load(open(os.path.join(d, "qat_quant.json")))
-assert rec["skip_first"] == 3, rec
+assert rec[key] == val, rec
 ks = [k for k in ref.files if k.endswith(".weight")]
 eq = [np.isclose(w[k], ref[k], rtol=1e-5, atol=1e-7) for k in ks]
 frac = sum(e.sum() for e in eq) / sum(e.size for e in eq)
@@ -102,33 +104,12 @@ moved = sum((w[k] != w0[k]).sum() for k in ks) / sum(w[k].size for k in ks)
 rg = float(ref["rel_err_gptq"])
 assert frac > 0.97 and abs(rec["rel_err_gptq"] - rg) <= 0.01 * rg, (frac, rec, rg)
 assert moved > 0.01, moved
-print(f"gptq W3 g32 skip-first 3: {frac:.4f} of the weights equal the reference's "
-      f"({moved:.3f} differ from skip-first 0)")
+print(f"gptq W3 g32 {key} {val:g}: {frac:.4f} of the weights equal the reference's "
+      f"({moved:.3f} differ from the default)")
 PY
-
-# --first-weight (each window's first token weighted in H) against the reference's same option
-"$QAT" quantize --method gptq --bits 3 --group 32 --first-weight 64 "${G[@]}" --out "$T/g3w" > /dev/null
-python3 tests/ref/gptq_ref.py --model "$T/m" --calib "$T/train.npy" --samples 16 --seq-len 128 \
-  --bits 3 --group 32 --first-weight 64 --out "$T/ref_w.npz" > /dev/null
-python3 - "$T/g3w" "$T/ref_w.npz" "$T/g3" <<'PY'
-import json, os, sys
-import numpy as np
-import st_np
-d, ref = sys.argv[1], np.load(sys.argv[2])
-w, _, _ = st_np.read(os.path.join(d, "model.safetensors"))
-w0, _, _ = st_np.read(os.path.join(sys.argv[3], "model.safetensors"))
-rec = json.load(open(os.path.join(d, "qat_quant.json")))
-assert rec["first_weight"] == 64, rec
-ks = [k for k in ref.files if k.endswith(".weight")]
-eq = [np.isclose(w[k], ref[k], rtol=1e-5, atol=1e-7) for k in ks]
-frac = sum(e.sum() for e in eq) / sum(e.size for e in eq)
-moved = sum((w[k] != w0[k]).sum() for k in ks) / sum(w[k].size for k in ks)
-rg = float(ref["rel_err_gptq"])
-assert frac > 0.97 and abs(rec["rel_err_gptq"] - rg) <= 0.01 * rg, (frac, rec, rg)
-assert moved > 0.01, moved
-print(f"gptq W3 g32 first-weight 64: {frac:.4f} of the weights equal the reference's "
-      f"({moved:.3f} differ from weight 1)")
-PY
+}
+h_option skip-first 3 skip_first
+h_option first-weight 64 first_weight
 
 # held-out perplexity: GPTQ below RTN of the same spec
 ev() { "$QAT" eval --data "$T/val.npy" --seq-len 128 --max-windows 32 --device cpu --json "$@"; }

@@ -69,17 +69,16 @@ static qat_status pass(grun *G, int l, int fp, unsigned mask) {
     QAT_TRY(qat_llama_block_forward_fp(G->m, l, &x, &y, n, G->T));
     qat_tensor in[4];
     QAT_TRY(qat_llama_block_linear_inputs(G->m, n, G->T, in));
-    for (int k = 0; k < 4 && w0 != 1.0; k++) /* position 0 weighted (read by nothing else) */
+    /* each window's leading rows (read by nothing else): left out (zeroed) or position 0 weighted;
+     * w0 != 1 only when skip == 0 */
+    for (int k = 0; k < 4 && (skip > 0 || w0 != 1.0); k++)
       if (mask >> k & 1)
         for (int i = 0; i < n; i++) {
-          qat_tensor r = qat_rows(&in[k], (int64_t)i * G->T, 1);
-          QAT_TRY(QAT_OP(G->be, scale, (float)sqrt(w0), &r));
-        }
-    for (int k = 0; k < 4 && skip > 0; k++) /* rows left out of H: zero (read by nothing else) */
-      if (mask >> k & 1)
-        for (int i = 0; i < n; i++) {
-          qat_tensor r = qat_rows(&in[k], (int64_t)i * G->T, skip);
-          QAT_TRY(G->be->memset0(G->be, r.data, qat_nbytes(&r)));
+          qat_tensor r = qat_rows(&in[k], (int64_t)i * G->T, skip > 0 ? skip : 1);
+          if (skip > 0)
+            QAT_TRY(G->be->memset0(G->be, r.data, qat_nbytes(&r)));
+          else
+            QAT_TRY(QAT_OP(G->be, scale, (float)sqrt(w0), &r));
         }
     for (int k = 0; k < 4; k++) /* H[K, K] += alpha * in^T in, in [N, K] */
       if (mask >> k & 1)
