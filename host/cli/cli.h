@@ -4,6 +4,9 @@
 
 #include "core/status.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 typedef qat_status (*qat_cmd_fn)(int argc, char **argv);
 
 qat_status cmd_quantize(int argc, char **argv);
@@ -35,6 +38,16 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const struc
                                  const struct qat_flag *fl, int nf);
 /* qat export --format gptq --model PACKED_DIR (export_gptq.c). */
 qat_status qat_cli_export_gptq(const char *packed_dir, const char *out);
+/* qat export --format gguf (export_gguf.c): from run (a training run) or model (a packed,
+ * fake-quant-with-record or fp folder; quant: RTN spec for an fp folder); f16: unquantized 2-D
+ * tensors as F16. */
+qat_status qat_cli_export_gguf(const char *run, const char *model, const char *quant, int f16,
+                               const char *out);
+struct qat_qspec;
+/* RUN or RUN/ckpt-N -> the trained model on the CPU (cmd_export.c); *q the run's spec. */
+qat_status qat_cli_load_run(const char *run, struct qat_llama **out, struct qat_qspec *q,
+                            char *model_dir, size_t nmodel, char *ckdir, size_t nck,
+                            int64_t *step);
 
 /* Tiny flag reader shared by commands: --name VALUE or --name=VALUE; flags without values are
  * booleans. Unknown flags are QAT_EUSAGE naming the flag. */

@@ -30,6 +30,16 @@ qat_status qat_gguf_convert(const char *gguf_path, const char *out_dir, const ch
 
 /* ---- shared by gguf_convert.c, gguf_config.c, gguf_tokenizer.c ---- */
 
+/* The pre-tokenizer regexes of tokenizer.ggml.pre "llama-bpe" and "qwen2" as their Hugging Face
+ * tokenizer.json files spell them (gguf_tokenizer.c writes them, gguf_export_tok.c recognizes
+ * them). */
+#define QAT_GGUF_LLAMA3_RE                                                                         \
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?"                      \
+  "[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define QAT_GGUF_QWEN2_RE                                                                          \
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?"                           \
+  "[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
 typedef struct qat_gguf_hparams {
   char arch[16]; /* llama | mistral | qwen2 */
   int64_t n_layers, dim, ffn, heads, kv_heads, head_dim, ctx, vocab;

@@ -25,13 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LLAMA3_RE                                                                                  \
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?"                      \
-  "[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define QWEN2_RE                                                                                   \
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?"                           \
-  "[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-
 /* Everything read from tokenizer.ggml.*, validated. */
 typedef struct tok {
   char *model, *pre, *tmpl;
@@ -176,10 +169,10 @@ static cJSON *bpe_json(const tok *t) {
     cJSON_AddBoolToObject(dg, "individual_digits", 1);
     pre = sequence(dg, byte_level(1, 0, 1));
   } else if (!strcmp(p, "llama-bpe")) {
-    pre = sequence(split(LLAMA3_RE), byte_level(0, 0, 1));
+    pre = sequence(split(QAT_GGUF_LLAMA3_RE), byte_level(0, 0, 1));
     ignore_merges = 1;
   } else if (!strcmp(p, "qwen2")) {
-    pre = sequence(split(QWEN2_RE), byte_level(0, 0, 1));
+    pre = sequence(split(QAT_GGUF_QWEN2_RE), byte_level(0, 0, 1));
     cJSON_Delete(norm);
     norm = cJSON_CreateObject();
     cJSON_AddStringToObject(norm, "type", "NFC");

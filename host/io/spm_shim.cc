@@ -17,6 +17,7 @@ struct qat_spm {
 extern "C" qat_status qat_spm_load(const char *path, const void *data, size_t size,
                                    qat_spm **out) {
   *out = nullptr;
+  QAT_TRY(qat_spm_check_tables(path, data, size));
   qat_spm *s = nullptr;
   try {
     s = new qat_spm();
@@ -83,5 +84,23 @@ extern "C" const char *qat_spm_piece(const qat_spm *s, int id, size_t *len, int 
     return p.c_str();
   } catch (...) {
     return nullptr;
+  }
+}
+
+extern "C" float qat_spm_score(const qat_spm *s, int id) {
+  try {
+    return id >= 0 && id < s->sp.GetPieceSize() ? s->sp.GetScore(id) : 0.0f;
+  } catch (...) {
+    return 0.0f;
+  }
+}
+
+extern "C" int qat_spm_type(const qat_spm *s, int id) {
+  try {
+    if (id < 0 || id >= s->sp.GetPieceSize()) return 0;
+    return s->sp.IsUnknown(id) ? 2 : s->sp.IsControl(id) ? 3 : s->sp.IsUnused(id) ? 5
+           : s->sp.IsByte(id) ? 6 : 1;
+  } catch (...) {
+    return 0;
   }
 }

@@ -36,7 +36,11 @@ qat_status qat_bpe_encode(const qat_bpe *b, const char *text, size_t len, qat_iv
 
 /* SentencePiece model proto (the bytes of tokenizer.model). */
 typedef struct qat_spm qat_spm;
+/* Loads a model proto; its normalization tables are checked first (qat_spm_check_tables). */
 qat_status qat_spm_load(const char *path, const void *data, size_t size, qat_spm **out);
+/* spm_check.c: the precompiled_charsmap tables of the normalizer and denormalizer specs, which
+ * sentencepiece reads without bounds checks, walked state by state; QAT_EFORMAT naming path. */
+qat_status qat_spm_check_tables(const char *path, const void *data, size_t size);
 void qat_spm_free(qat_spm *s);
 int qat_spm_vocab(const qat_spm *s);
 int qat_spm_bos(const qat_spm *s); /* -1 when the model has none */
@@ -47,6 +51,10 @@ enum { QAT_SPM_NORMAL = 0, QAT_SPM_CONTROL = 1, QAT_SPM_BYTE = 2, QAT_SPM_UNKNOW
 /* The piece string of id (pointer owned by the model, *len bytes) and its kind; NULL when id is
  * out of range. */
 const char *qat_spm_piece(const qat_spm *s, int id, size_t *len, int *kind);
+/* The piece's score, and its SentencePiece type (1 normal, 2 unknown, 3 control, 5 unused,
+ * 6 byte; user-defined pieces read as normal; 0 when id is out of range): GGUF export. */
+float qat_spm_score(const qat_spm *s, int id);
+int qat_spm_type(const qat_spm *s, int id);
 
 /* Hugging Face tokenizer.json (BPE: byte-level or SentencePiece-style; the subset and its
  * semantics: tokenizer_hf*.c). data/size: the whole file. BOS / EOS come from the file alone
