@@ -16,6 +16,17 @@ START_TEST(test_status_message) {
 }
 END_TEST
 
+/* Names from files may hold control bytes (the fuzzers found a shard name and an npy header key
+ * with a newline): a message stays one line, each such byte shown as '?'. */
+START_TEST(test_status_one_line) {
+  QAT_FAIL(QAT_EFORMAT, "shard \"a\nb\r\tc\x7f\" missing");
+  ck_assert_ptr_nonnull(strstr(qat_last_error(), "shard \"a?b??c?\" missing"));
+  qat_context(QAT_EFORMAT, "x.json\n");
+  ck_assert_int_eq(strncmp(qat_last_error(), "x.json?: shard", 14), 0);
+  ck_assert_ptr_null(strpbrk(qat_last_error(), "\n\r\t"));
+}
+END_TEST
+
 START_TEST(test_half_known_values) {
   /* exact encodings */
   ck_assert_uint_eq(qat_f32_to_f16(1.0f), 0x3c00);
@@ -78,6 +89,7 @@ int main(void) {
   Suite *s = suite_create("core");
   TCase *tc = tcase_create("core");
   tcase_add_test(tc, test_status_message);
+  tcase_add_test(tc, test_status_one_line);
   tcase_add_test(tc, test_half_known_values);
   tcase_add_test(tc, test_bf16_known_values);
   tcase_add_test(tc, test_arena);

@@ -32,6 +32,13 @@ int qat_exit_code(qat_status s) {
 
 void qat_clear_error(void) { g_msg[0] = 0; }
 
+/* A refusal is one line: names taken from files (a tensor or shard name, a JSON key, a path)
+ * may hold control bytes, so every one of them in the message becomes '?'. */
+static void one_line(void) {
+  for (char *c = g_msg; *c; c++)
+    if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+}
+
 qat_status qat_fail(qat_status code, const char *file, int line, const char *fmt, ...) {
   const char *base = strrchr(file, '/');
   base = base ? base + 1 : file;
@@ -41,6 +48,7 @@ qat_status qat_fail(qat_status code, const char *file, int line, const char *fmt
   vsnprintf(body, sizeof body, fmt, ap);
   va_end(ap);
   snprintf(g_msg, sizeof g_msg, "%s [%s:%d]", body, base, line);
+  one_line();
   return code;
 }
 
@@ -52,5 +60,6 @@ qat_status qat_context(qat_status code, const char *fmt, ...) {
   va_end(ap);
   memcpy(old, g_msg, sizeof old);
   snprintf(g_msg, sizeof g_msg, "%.500s: %.1500s", pre, old);
+  one_line();
   return code;
 }

@@ -551,7 +551,13 @@ int64_t qat_gguf_arr_i64(const qat_gguf_value *arr, uint64_t k) {
   case QAT_GGUF_I16: return (int16_t)x;
   case QAT_GGUF_I32: return (int32_t)x;
   case QAT_GGUF_F32:
-  case QAT_GGUF_F64: return (int64_t)qat_gguf_arr_f64(arr, k);
+  case QAT_GGUF_F64: { /* a float from the file: NaN is 0, out of range saturates */
+    double d = qat_gguf_arr_f64(arr, k);
+    if (!(d == d)) return 0;
+    if (d >= 9.2233720368547748e18) return INT64_MAX;
+    if (d <= -9.2233720368547758e18) return INT64_MIN;
+    return (int64_t)d;
+  }
   default: return (int64_t)x;
   }
 }
