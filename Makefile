@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure test demo clean bench
+.PHONY: all deps configure test demo clean bench fuzz
 
 all: deps configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -27,6 +27,14 @@ demo: all
 	  smollm2) ./scripts/demo_smollm2.sh $(BUILD)/qat ;; \
 	  *) echo "make demo: MODEL=$(MODEL): expected stories260k or smollm2" >&2; exit 2 ;; \
 	esac
+
+# make fuzz FUZZ_SECONDS=N: every libFuzzer target of tests/fuzz for N seconds (default 60), two
+# at a time, in build-fuzz (clang; the corpus grows there from run to run)
+FUZZ_SECONDS ?= 60
+fuzz:
+	@./scripts/deps.sh fuzz
+	tests/fuzz/build.sh build-fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh build-fuzz
 
 clean:
 	rm -rf $(BUILD)
