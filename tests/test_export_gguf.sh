@@ -15,8 +15,10 @@
 #   same ids;
 # - refusals (group 16, per-tensor, 8-bit asym, bad flags): one line, exit 1 (input) or 2
 #   (usage), no file left behind;
-# - SmolLM2-135M when its GGUF is cached (skipped otherwise): the tokenizer.ggml.* of the export
-#   equal the original GGUF's; W4 g32 sym Q4_0 within the reported rounding.
+# - SmolLM2-135M when its GGUF is cached (skipped otherwise): `qat convert --from gguf` then an
+#   F32 export gives every tensor of the original Q4_1 file dequantized, bit for bit in llama.cpp's
+#   layout, and every metadata key the two share equal (tokenizer included). (The quantized
+#   paths are covered above; SmolLM2's Q4_0 export checks the same way but costs ~30 s more.)
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 . "$(dirname "$0")/lib_stories260k.sh"
@@ -115,6 +117,57 @@ $CHECK "$T/run.gguf" "$T/run_fq" "$T/run.log" --qtype Q4_0 | sed "s/^/checkpoint
 "$QAT" export --format gguf --model "$T/m" --quant rtn:8g32:sym --out "$T/rtn8.gguf" > "$T/rtn8.log"
 $CHECK "$T/rtn8.gguf" "$T/rtn8" "$T/rtn8.log" --qtype Q8_0 | sed "s/^/rtn8 /"
 
+# packed folders (qat quantize --packed) of a small untied llama whose Linears all tile into
+# groups (stories260K's down_proj does not): F32 scales against the fake-quant folder, F16 scales
+# against the packed folder's own dequantization (tests/ref/packed_ref.py), exactly
+python3 - "$T/m" "$T/syn" <<'PY'
+import json, os, shutil, sys
+import numpy as np
+import st_np
+src, d = sys.argv[1:]
+os.makedirs(d)
+C, F, L, H, KV, V = 64, 128, 2, 4, 2, 512
+rng = np.random.default_rng(3)
+t = {"model.embed_tokens.weight": rng.normal(0, 0.5, (V, C)), "model.norm.weight": rng.normal(1, 0.1, C),
+     "lm_head.weight": rng.normal(0, 0.1, (V, C))}
+for l in range(L):
+    p = f"model.layers.{l}."
+    t[p + "input_layernorm.weight"] = rng.normal(1, 0.1, C)
+    t[p + "post_attention_layernorm.weight"] = rng.normal(1, 0.1, C)
+    for n, sh in [("self_attn.q_proj", (C, C)), ("self_attn.k_proj", (KV * C // H, C)),
+                  ("self_attn.v_proj", (KV * C // H, C)), ("self_attn.o_proj", (C, C)),
+                  ("mlp.gate_proj", (F, C)), ("mlp.up_proj", (F, C)), ("mlp.down_proj", (C, F))]:
+        t[p + n + ".weight"] = rng.normal(0, 0.1, sh)
+st_np.write(os.path.join(d, "model.safetensors"), t, "F32")
+cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C,
+       "intermediate_size": F, "num_hidden_layers": L, "num_attention_heads": H,
+       "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 256,
+       "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+       "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"}
+json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+shutil.copy(os.path.join(src, "tokenizer.bin"), d)
+PY
+"$QAT" quantize --model "$T/syn" --bits 4 --group 32 --out "$T/syn_fq" > /dev/null 2>&1
+"$QAT" quantize --model "$T/syn" --bits 4 --group 32 --packed --scale-dtype f32 --out "$T/syn_p32" > /dev/null 2>&1
+"$QAT" export --format gguf --model "$T/syn_p32" --out "$T/syn_p32.gguf" > "$T/syn_p32.log"
+$CHECK "$T/syn_p32.gguf" "$T/syn_fq" "$T/syn_p32.log" --qtype Q4_1 | sed "s/^/packed-f32 /"
+"$QAT" quantize --model "$T/syn" --bits 3 --group 64 --sym --packed --scale-dtype f16 --out "$T/syn_p16" > /dev/null 2>&1
+python3 - "$T/syn_p16" "$T/syn_p16dq" <<'PY'
+import os, shutil, sys
+import st_np, packed_ref
+src, d = sys.argv[1:]
+shutil.copytree(src, d)
+t, meta, _ = st_np.read(os.path.join(src, "model.safetensors"))
+out = {k: v for k, v in t.items() if not k.endswith((".qcodes", ".qscales", ".qzeros"))}
+for k in t:
+    if k.endswith(".qcodes"):
+        base = k[: -len(".qcodes")]
+        out[base + ".weight"] = packed_ref.unpack(t, meta, base)[0]
+st_np.write(os.path.join(d, "model.safetensors"), out, "F32")
+PY
+"$QAT" export --format gguf --model "$T/syn_p16" --out "$T/syn_p16.gguf" > "$T/syn_p16.log"
+$CHECK "$T/syn_p16.gguf" "$T/syn_p16dq" "$T/syn_p16.log" --qtype Q4_0 --exact | sed "s/^/packed-f16 /"
+
 refuse() { # rc want-substring cmd...
   local rc=$1 want=$2; shift 2
   set +e; out=$("$@" 2>&1 >/dev/null); got=$?; set -e
@@ -139,9 +192,8 @@ echo "ok: refusals"
 S=${QAT_CACHE:-$HOME/.cache/qat}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ -f "$S" ] && [ -z "${QAT_SANITIZE:-}" ]; then
   "$QAT" convert --from gguf "$S" --out "$T/smol" > /dev/null 2>&1
-  "$QAT" quantize --model "$T/smol" --bits 4 --group 32 --sym --out "$T/smol4" > /dev/null 2>&1
-  "$QAT" export --format gguf --model "$T/smol" --quant rtn:4g32:sym --out "$T/smol4.gguf" > "$T/smol4.log"
-  $CHECK "$T/smol4.gguf" "$T/smol4" "$T/smol4.log" --qtype Q4_0 --tok-ref "$S" | sed "s/^/smollm2 /"
+  "$QAT" export --format gguf --model "$T/smol" --out "$T/smol.gguf" > "$T/smol.log"
+  $CHECK "$T/smol.gguf" "$T/smol" "$T/smol.log" --ref-gguf "$S" | sed "s/^/smollm2-f32 /"
 else
   echo "skipped: SmolLM2 (no $S, or a sanitizer build)"
 fi

@@ -16,7 +16,12 @@
   (--f16-floats);
 - --qtype: the type every quantized decoder Linear (in features a multiple of 32) must have;
 - --tok-ref: tokenizer.ggml.{model, pre, tokens, token_type, merges, bos/eos ids, add_bos_token}
-  and tokenizer.chat_template equal to those of ORIGINAL.gguf.
+  and tokenizer.chat_template equal to those of ORIGINAL.gguf;
+- --ref-gguf ORIGINAL.gguf (an F32 export of the folder `qat convert --from gguf` made of it):
+  instead of the folder comparison, every tensor equals the original's, dequantized by
+  gguf.quants.dequantize, bit for bit in llama.cpp's own layout (q / k permutation included),
+  and every metadata key both files have is equal (the keys the export lacks are listed: the
+  descriptive general.* ones and the tokenizer ids a Hugging Face folder does not carry).
 Prints one line per check; exits 1 on the first failure."""
 import json
 import os
@@ -72,6 +77,7 @@ def main():
     f16f = "--f16-floats" in a
     qtype = a[a.index("--qtype") + 1] if "--qtype" in a else None
     tok_ref = a[a.index("--tok-ref") + 1] if "--tok-ref" in a else None
+    ref_gguf = a[a.index("--ref-gguf") + 1] if "--ref-gguf" in a else None
     cfg = json.load(open(os.path.join(fq, "config.json")))
     r = gguf.GGUFReader(path)
 
@@ -92,6 +98,8 @@ def main():
             fail(f"{k} = {got!r}, want {v!r}")
     print(f"metadata: ok ({len(want)} keys)")
 
+    if ref_gguf:
+        return against_gguf(r, gguf.GGUFReader(ref_gguf), ref_gguf)
     reported = {}
     for line in open(log):
         m = re.match(r"^\s+(\S+)\s+\[.*\]\s+(\S+)\s.*max weight change (\S+)", line)
@@ -161,6 +169,30 @@ def main():
         print(f"tokenizer: ok (equal to {os.path.basename(tok_ref)}: "
               f"{len(field(r, 'tokenizer.ggml.tokens'))} tokens, "
               f"{len(field(r, 'tokenizer.ggml.merges'))} merges)")
+
+
+def against_gguf(r, o, name):
+    ours = {t.name: t for t in r.tensors}
+    theirs = {t.name: t for t in o.tensors}
+    if set(ours) != set(theirs):
+        fail(f"tensor names differ from {name}: {sorted(set(ours) ^ set(theirs))[:5]}")
+    for n, t in theirs.items():
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        u = ours[n]
+        if u.tensor_type.name != "F32" or list(u.shape) != list(t.shape):
+            fail(f"{n}: {u.tensor_type.name} {list(u.shape)}, want F32 {list(t.shape)}")
+        if not np.array_equal(np.asarray(u.data).reshape(-1).view(np.uint32), w.reshape(-1).view(np.uint32)):
+            fail(f"{n}: differs from the dequantized {name}")
+    print(f"tensors: ok ({len(ours)} tensors bit-identical to {os.path.basename(name)} dequantized)")
+    skip = {"general.name", "general.file_type", "general.quantization_version", "general.alignment"}
+    n = 0
+    for k in sorted(set(r.fields) & set(o.fields)):
+        if k.startswith("GGUF.") or k in skip:
+            continue
+        if field(r, k) != field(o, k):
+            fail(f"{k} = {str(field(r, k))[:60]}, {name} has {str(field(o, k))[:60]}")
+        n += 1
+    print(f"metadata: ok ({n} keys equal; not in the export: {', '.join(sorted(set(o.fields) - set(r.fields)))})")
 
 
 if __name__ == "__main__":
