@@ -168,6 +168,49 @@ PY
 "$QAT" export --format gguf --model "$T/syn_p16" --out "$T/syn_p16.gguf" > "$T/syn_p16.log"
 $CHECK "$T/syn_p16.gguf" "$T/syn_p16dq" "$T/syn_p16.log" --qtype Q4_0 --exact | sed "s/^/packed-f16 /"
 
+# fp round trips through GGUF and `qat convert --from gguf`: the untied llama, a qwen2 variant
+# (q/k/v biases, no row permutation) and a llama with Llama-3.1 rope_scaling (written as
+# rope_freqs.weight, recovered by the importer): same tensors bit for bit, same rope_scaling
+python3 - "$T/syn" "$T/synq" "$T/synr" <<'PY'
+import json, os, shutil, sys
+import numpy as np
+import st_np
+src, q, r = sys.argv[1:]
+for d in (q, r):
+    shutil.copytree(src, d)
+t, _, _ = st_np.read(os.path.join(src, "model.safetensors"))
+rng = np.random.default_rng(4)
+for l in range(2):
+    for n, rows in [("q", 64), ("k", 32), ("v", 32)]:
+        t[f"model.layers.{l}.self_attn.{n}_proj.bias"] = rng.normal(0, 0.1, rows)
+st_np.write(os.path.join(q, "model.safetensors"), t, "F32")
+c = json.load(open(os.path.join(src, "config.json")))
+json.dump(dict(c, model_type="qwen2", architectures=["Qwen2ForCausalLM"]), open(os.path.join(q, "config.json"), "w"))
+json.dump(dict(c, rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0,
+          "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+          open(os.path.join(r, "config.json"), "w"))
+PY
+for s in syn synq synr; do
+  "$QAT" export --format gguf --model "$T/$s" --out "$T/$s.gguf" > /dev/null
+  "$QAT" convert --from gguf "$T/$s.gguf" --out "$T/${s}_rt" > /dev/null 2>&1
+  python3 - "$T/$s" "$T/${s}_rt" <<'PY'
+import json, os, sys
+import numpy as np
+import st_np
+a, b = sys.argv[1:]
+x, _, _ = st_np.read(os.path.join(a, "model.safetensors"))
+y, _, _ = st_np.read(os.path.join(b, "model.safetensors"))
+assert set(x) == set(y), sorted(set(x) ^ set(y))
+for k in x:
+    assert np.array_equal(x[k], y[k]), k
+ca, cb = (json.load(open(os.path.join(d, "config.json"))) for d in (a, b))
+for k in ["model_type", "rope_scaling", "rope_theta", "tie_word_embeddings", "num_key_value_heads"]:
+    assert ca.get(k) == cb.get(k), (k, ca.get(k), cb.get(k))
+print(f"ok: {os.path.basename(a)} ({ca['model_type']}{', llama3 rope' if ca.get('rope_scaling') else ''}) "
+      f"-> gguf -> qat convert: {len(x)} tensors bit-identical, config equal")
+PY
+done
+
 refuse() { # rc want-substring cmd...
   local rc=$1 want=$2; shift 2
   set +e; out=$("$@" 2>&1 >/dev/null); got=$?; set -e
@@ -190,7 +233,7 @@ echo "ok: refusals"
 
 # SmolLM2-135M (its Q4_1 GGUF, cached by scripts/fetch_smollm2.sh)
 S=${QAT_CACHE:-$HOME/.cache/qat}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ -f "$S" ] && [ -z "${QAT_SANITIZE:-}" ]; then
+if [ -f "$S" ] && [ "${QAT_SANITIZED:-0}" != 1 ]; then
   "$QAT" convert --from gguf "$S" --out "$T/smol" > /dev/null 2>&1
   "$QAT" export --format gguf --model "$T/smol" --out "$T/smol.gguf" > "$T/smol.log"
   $CHECK "$T/smol.gguf" "$T/smol" "$T/smol.log" --ref-gguf "$S" | sed "s/^/smollm2-f32 /"
