@@ -22,8 +22,10 @@ int qat_file_is_gguf(const char *path);
 qat_status qat_inspect_gguf(const char *path);
 
 struct qat_llama;
-/* Loads --model DIR on --device (default cuda when usable) with optional --quant rtn:4g128. */
-qat_status qat_cli_open_model(const char *dir, const char *device, const char *quant,
+/* Loads --model DIR on --device (default cuda when usable) with optional --quant rtn:4g128; a
+ * packed folder (qat_packed metadata) runs on its codes (cpu), packed != 0 (--packed) requires
+ * one. Prints the bits per weight and resident weight bytes to stderr (model_open.c). */
+qat_status qat_cli_open_model(const char *dir, const char *device, const char *quant, int packed,
                               struct qat_llama **out);
 
 /* qat_quant.safetensors + qat_quant.json of quantized m into dir (quant_record.c); extra: more

@@ -19,7 +19,10 @@ qat_status cmd_eval(int argc, char **argv) {
       {"batch", 1, NULL, "windows per forward (default 1)"},
       {"quant", 1, NULL,
        "RTN fake-quant of the decoder Linears, e.g. rtn:4g128, rtn:2g32:mse (clipping search)"},
-      {"device", 1, NULL, "cpu | cuda (default cuda when available)"},
+      {"device", 1, NULL, "cpu | cuda (default cuda when available; cpu for a packed folder)"},
+      {"packed", 0, NULL,
+       "run on the folder's packed codes (qat quantize --packed; detected without the flag too, "
+       "which then says so): no F32 Linear weight is built"},
       {"json", 0, NULL, "print one JSON line {nll, ppl, tokens, windows} on stdout"},
       {"help", 0, NULL, "show this help"},
   };
@@ -41,7 +44,8 @@ qat_status cmd_eval(int argc, char **argv) {
   QAT_TRY(qat_npy_read_tokens(data, &tokens, &n));
   qat_llama *m = NULL;
   qat_status st;
-  QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qs, &m), done);
+  QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qs,
+                                    qat_flag_get(f, nf, "packed") != NULL, &m), done);
   if (seq_len == 0) seq_len = m->cfg.max_seq < 2048 ? m->cfg.max_seq : 2048;
   qat_eval_result r;
   QAT_CHECK(st, qat_eval_ppl(m, tokens, n, (int)seq_len, max_windows, (int)batch, &r), done);

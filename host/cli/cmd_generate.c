@@ -22,7 +22,10 @@ qat_status cmd_generate(int argc, char **argv) {
       {"seed", 1, NULL, "random seed (default: from the clock)"},
       {"quant", 1, NULL,
        "RTN fake-quant of the decoder Linears, e.g. rtn:4g128, rtn:2g32:mse (clipping search)"},
-      {"device", 1, NULL, "cpu | cuda (default cuda when available)"},
+      {"device", 1, NULL, "cpu | cuda (default cuda when available; cpu for a packed folder)"},
+      {"packed", 0, NULL,
+       "run on the folder's packed codes (qat quantize --packed), with the KV cache; detected "
+       "without the flag too, which then says so: no F32 Linear weight is built"},
       {"no-cache", 0, NULL,
        "rerun the whole context for every token instead of using a KV cache (slow; reference)"},
       {"help", 0, NULL, "show this help"},
@@ -47,7 +50,7 @@ qat_status cmd_generate(int argc, char **argv) {
   qat_tokenizer *tok = NULL;
   qat_status st;
   QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qat_flag_get(f, nf, "quant"),
-                                    &m),
+                                    qat_flag_get(f, nf, "packed") != NULL, &m),
             done);
   QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
   /* Without a BOS (Qwen2) an empty prompt would leave no token to start from. */

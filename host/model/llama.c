@@ -130,9 +130,13 @@ static qat_status params_need_ex(qat_llama *m, int no_linears, size_t *need) {
   free(t);
   return QAT_OK;
 }
-static qat_status params_need(qat_llama *m, size_t *need) { return params_need_ex(m, 0, need); }
 
 qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out) {
+  return qat_llama_alloc_ex(c, be, 0, out);
+}
+
+qat_status qat_llama_alloc_ex(const qat_llama_config *c, qat_backend *be, int no_linears,
+                              qat_llama **out) {
   *out = NULL;
   qat_llama *m = NULL;
   QAT_TRY(qat_llama_shell(c, &m));
@@ -147,7 +151,7 @@ qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama
     return st;
   }
   size_t need = 0;
-  QAT_CHECK(st, params_need(m, &need), fail);
+  QAT_CHECK(st, params_need_ex(m, no_linears, &need), fail);
   /* table entries, inv_freq, then ".scales" / ".zeros" of each Linear */
   llama_name *names = calloc((size_t)n + 1 + 14 * (size_t)c->n_layers, sizeof *names);
   m->priv->names = names;
@@ -158,6 +162,10 @@ qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama
   QAT_CHECK(st, qat_arena_init(&m->priv->params, be, "params", need), fail);
   for (int i = 0; i < n; i++) {
     snprintf(names[i].s, sizeof names[i].s, "%s", t[i].name);
+    if (no_linears && t[i].kind == LT_LINEAR_W) {
+      t[i].p->name = names[i].s; /* named for messages, never carved */
+      continue;
+    }
     QAT_CHECK(st, qat_arena_tensor(&m->priv->params, t[i].p, QAT_F32, t[i].ndim, t[i].shape, names[i].s),
               fail);
   }
@@ -257,6 +265,7 @@ void qat_llama_free(qat_llama *m) {
     qat_arena_free(&P->qstate);
     qat_arena_free(&P->grads);
     qat_arena_free(&P->params);
+    qat_llama_packed_release(m);
     free(P->act);
     free(P->names);
     free(P->gtpl);
@@ -464,6 +473,11 @@ static size_t wcomp_need(const qat_llama *m) {
  * otherwise a view of the master. */
 qat_status qat_llama_sync_wcomp(qat_llama *m) {
   struct qat_llama_priv *P = m->priv;
+  if (m->packed) /* qgemm reads the codes: there are no compute weights */
+    return m->act_dtype == QAT_F32 ? QAT_OK
+                                   : QAT_FAIL(QAT_EUNSUPPORTED, "model: packed Linears compute "
+                                                                "in F32 only (act_dtype %s)",
+                                              qat_dtype_name(m->act_dtype));
   if (m->masters_dropped) /* w aliases w_hat: the compute weights cannot be rebuilt */
     return P->wcomp_dtype == m->act_dtype && !m->quantized
                ? QAT_OK
@@ -592,6 +606,9 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
   struct qat_llama_priv *P = m->priv;
   if (m->masters_dropped)
     return QAT_FAIL(QAT_EINVAL, "model set_quant: the masters were dropped (inference only)");
+  if (m->packed)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "model set_quant: the Linears are packed codes already "
+                                      "(a packed model cannot be fake-quantized again)");
   if (q) QAT_TRY(qat_qspec_check(q));
   qat_arena_free(&P->qstate);
   m->quantized = 0;
@@ -767,6 +784,9 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   QAT_TRY(qat_llama_plan_check(m, "model plan", B, T));
   if (training && m->masters_dropped)
     return QAT_FAIL(QAT_EINVAL, "model plan: the masters were dropped (inference only)");
+  if (training && m->packed)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "model plan: training on packed weights is not supported "
+                                      "(a packed model is inference only)");
 
   qat_arena_free(&P->acts);
   free(P->act);

@@ -101,6 +101,8 @@ typedef struct qat_linear {
   int use_codes;          /* 1: w_hat = dq_forward(codes, s, z); only s trains (E2E-QP): dw and
                            * dz are never written in this mode (they keep zero_grad's zeros) */
   int frozen;             /* 1: w gets no gradient (E2E-QP, scales-only QAT) */
+  const struct qat_packed *pk; /* packed codes (qat_llama_load_packed): the forward runs qgemm
+                                * on them; w, w_hat have data NULL. NULL otherwise */
 } qat_linear;
 
 typedef struct qat_llama_layer {
@@ -138,6 +140,8 @@ typedef struct qat_llama {
   int nparams;
   struct qat_llama_priv *priv;   /* arenas and activations */
   int masters_dropped;           /* qat_llama_drop_masters: inference only (w aliases w_hat) */
+  int packed;                    /* qat_llama_load_packed: every decoder Linear is packed codes
+                                  * (inference only; llama_packed.h) */
 } qat_llama;
 
 /* Loads a HF folder (config.json + safetensors, single or sharded, F32/F16/BF16) onto be.

@@ -33,6 +33,9 @@ qat_status qat_llama_plan_block(qat_llama *m, int B, int T, int training) {
   QAT_TRY(qat_llama_plan_check(m, "model plan_block", B, T));
   if (training && m->masters_dropped)
     return QAT_FAIL(QAT_EINVAL, "model plan_block: the masters were dropped (inference only)");
+  if (training && m->packed)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "model plan_block: training on packed weights is not "
+                                      "supported (a packed model is inference only)");
   qat_arena_free(&P->bacts);
   memset(&P->bact, 0, sizeof P->bact);
   memset(&P->bscr, 0, sizeof P->bscr);

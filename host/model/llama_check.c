@@ -12,11 +12,17 @@
  * Extra tensors the table does not name (rotary_emb.inv_freq of old checkpoints, a tied
  * lm_head.weight, quantizer state or packed codes a qat export may carry) are accepted, except
  * tensors of layers past num_hidden_layers. Every refusal is QAT_EFORMAT (or QAT_EUNSUPPORTED
- * for a dtype) with one line naming config.json, the key and the tensor. */
+ * for a dtype) with one line naming config.json, the key and the tensor.
+ *
+ * A packed folder (quant/packed.h) holds each decoder Linear as <base>.qcodes [N, row_bytes] +
+ * .qscales + .qzeros with K in the "<base>.in_features" metadata: qat_llama_check_packed checks
+ * N and K against config.json instead of <base>.weight (the packed tensors' agreement with one
+ * another is qat_packed_st_read's, when they are read). */
 #include "io/fsutil.h"
 #include "io/safetensors.h"
 #include "model/llama_check.h"
 #include "model/llama_priv.h"
+#include "quant/packed.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -158,6 +164,71 @@ static qat_status check_entry(const char *cfg, const qat_llama_config *c, const 
   return QAT_OK;
 }
 
+/* A packed Linear (entry e of kind LT_LINEAR_W, "<base>.weight") against config.json: its
+ * .qcodes present in a file with qat_packed metadata, N rows = out, in_features = in. */
+static qat_status check_packed_entry(const char *cfg, const qat_llama_config *c,
+                                     const qat_st_set *set, const char *dir, const lt_entry *e) {
+  char name[160], meta[192], k[128], a[96];
+  const char *base = e->lin->name;
+  const qat_st_file *file = NULL;
+  snprintf(name, sizeof name, "%s.qcodes", base);
+  const qat_st_tensor *t = qat_st_set_find(set, name, &file);
+  if (!t)
+    return QAT_FAIL(QAT_EFORMAT, "%s: %s implies tensor %s, which is missing from the packed "
+                                 "safetensors in %s",
+                    cfg, why_expected(c, e, k, sizeof k), name, dir);
+  if (!qat_packed_st_is_packed(file))
+    return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s is in %s, which has no qat_packed metadata", cfg,
+                    name, file->path);
+  if (t->ndim != 2 || t->dtype != QAT_U8)
+    return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s in %s is %s %s (packed codes are U8 [out, bytes])",
+                    cfg, name, file->path, qat_dtype_name(t->dtype), st_shape_str(t, a, sizeof a));
+  if (t->shape[0] != e->shape[0])
+    return QAT_FAIL(QAT_EFORMAT, "%s: %s disagrees with the packed weights: tensor %s has %lld "
+                                 "rows (out features) in %s but config.json implies %lld",
+                    cfg, axis_keys(c, e, 0, k, sizeof k), name, (long long)t->shape[0],
+                    file->path, (long long)e->shape[0]);
+  snprintf(meta, sizeof meta, "%s.in_features", base);
+  const char *ks = qat_st_meta(file, meta);
+  char *end = NULL;
+  long long K = ks ? strtoll(ks, &end, 10) : -1;
+  if (!ks || *end)
+    return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s in %s has no integer %s metadata", cfg, name,
+                    file->path, meta);
+  if (K != e->shape[1])
+    return QAT_FAIL(QAT_EFORMAT, "%s: %s disagrees with the packed weights: tensor %s has "
+                                 "%s = %lld in %s but config.json implies %lld",
+                    cfg, axis_keys(c, e, 1, k, sizeof k), name, meta, K, file->path,
+                    (long long)e->shape[1]);
+  return QAT_OK;
+}
+
+/* Weights a file holds: its tensors' elements, a packed Linear counted as out x in_features
+ * (its .qscales / .qzeros not at all). */
+static double held_params(const qat_st_set *set) {
+  double held = 0;
+  char meta[192];
+  for (int f = 0; f < set->nfiles; f++) {
+    const qat_st_file *file = &set->files[f];
+    for (int i = 0; i < file->n; i++) {
+      const qat_st_tensor *t = &file->tensors[i];
+      size_t len = strlen(t->name);
+      int pk = qat_packed_st_is_packed(file);
+      if (pk && len > 7 && (strcmp(t->name + len - 8, ".qscales") == 0 ||
+                            strcmp(t->name + len - 7, ".qzeros") == 0))
+        continue;
+      if (pk && len > 7 && strcmp(t->name + len - 7, ".qcodes") == 0 && t->ndim == 2) {
+        snprintf(meta, sizeof meta, "%.*s.in_features", (int)(len - 7), t->name);
+        const char *ks = qat_st_meta(file, meta);
+        held += (double)t->shape[0] * (ks ? strtod(ks, NULL) : 0.0);
+        continue;
+      }
+      held += (double)qat_st_numel(t);
+    }
+  }
+  return held;
+}
+
 /* Parameters config.json implies, in closed form (as qat_llama_memory_estimate sizes them). */
 static double implied_params(const qat_llama_config *c) {
   double C = c->dim, F = c->hidden, V = c->vocab, qd = (double)c->n_heads * c->head_dim,
@@ -168,11 +239,18 @@ static double implied_params(const qat_llama_config *c) {
   return V * C * (c->tie_embeddings ? 1 : 2) + C + c->n_layers * layer;
 }
 
-qat_status qat_llama_check_weights(const qat_llama_config *c, const qat_st_set *set,
-                                   const char *dir) {
+static qat_status check_weights(const qat_llama_config *c, const qat_st_set *set,
+                                const char *dir, int packed) {
   char cfg[4096], nb[160];
   QAT_TRY(qat_path_join(cfg, sizeof cfg, dir, "config.json"));
   QAT_TRY(qat_llama_config_check(c));
+  for (int f = 0; !packed && f < set->nfiles; f++)
+    if (qat_packed_st_is_packed(&set->files[f]))
+      return QAT_FAIL(QAT_EUNSUPPORTED, "%s holds packed weights (qat_packed metadata in %s): a "
+                                        "packed model is inference only (qat eval and qat "
+                                        "generate run on it); training or quantizing needs the "
+                                        "folder it was made from",
+                      dir, set->files[f].path);
 
   /* 1. every tensor of the model's table (present, shape, dtype), in file order, through a
    * shell of at most the layers the files hold: config.json's num_hidden_layers sizes nothing
@@ -189,7 +267,9 @@ qat_status qat_llama_check_weights(const qat_llama_config *c, const qat_st_set *
     lt_entry *t = NULL;
     int n = 0;
     qat_status st = qat_llama_table(shell, &t, &n);
-    for (int i = 0; st == QAT_OK && i < n; i++) st = check_entry(cfg, c, set, dir, &t[i]);
+    for (int i = 0; st == QAT_OK && i < n; i++)
+      st = packed && t[i].kind == LT_LINEAR_W ? check_packed_entry(cfg, c, set, dir, &t[i])
+                                              : check_entry(cfg, c, set, dir, &t[i]);
     free(t);
     qat_llama_free(shell);
     QAT_TRY(st);
@@ -208,9 +288,7 @@ qat_status qat_llama_check_weights(const qat_llama_config *c, const qat_st_set *
 
   /* 3. the total, counted independently of the table: a guard should the table and the closed
    * form that sizes memory estimates (and so the arenas) ever disagree */
-  double held = 0, want = implied_params(c);
-  for (int f = 0; f < set->nfiles; f++)
-    for (int i = 0; i < set->files[f].n; i++) held += (double)qat_st_numel(&set->files[f].tensors[i]);
+  double held = held_params(set), want = implied_params(c);
   if (want > held)
     return QAT_FAIL(QAT_EFORMAT, "%s: hidden_size %d, intermediate_size %d, num_hidden_layers %d, "
                                  "vocab_size %d, heads %d/%d x head_dim %d imply %.0f parameters "
@@ -218,6 +296,16 @@ qat_status qat_llama_check_weights(const qat_llama_config *c, const qat_st_set *
                     cfg, c->dim, c->hidden, c->n_layers, c->vocab, c->n_heads, c->n_kv_heads,
                     c->head_dim, want, dir, held);
   return QAT_OK;
+}
+
+qat_status qat_llama_check_weights(const qat_llama_config *c, const qat_st_set *set,
+                                   const char *dir) {
+  return check_weights(c, set, dir, 0);
+}
+
+qat_status qat_llama_check_packed(const qat_llama_config *c, const qat_st_set *set,
+                                  const char *dir) {
+  return check_weights(c, set, dir, 1);
 }
 
 qat_status qat_llama_check_dir(const char *dir, qat_llama_config *out) {

@@ -24,6 +24,11 @@ struct qat_st_set;
  * GGUF) belong. */
 qat_status qat_llama_check_weights(const qat_llama_config *c, const struct qat_st_set *set,
                                    const char *dir);
+/* The same for a packed folder (quant/packed.h): each decoder Linear's <base>.qcodes (present,
+ * in a file with qat_packed metadata, U8 2-D, out rows) and "<base>.in_features" metadata (in)
+ * instead of <base>.weight; the parameter count takes a packed Linear as out x in. */
+qat_status qat_llama_check_packed(const qat_llama_config *c, const struct qat_st_set *set,
+                                  const char *dir);
 /* Loads DIR/config.json, opens DIR's safetensors (headers), checks, closes; *out (may be NULL)
  * gets the config when it passes. */
 qat_status qat_llama_check_dir(const char *dir, qat_llama_config *out);

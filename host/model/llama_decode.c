@@ -9,8 +9,8 @@
  *                               : attention_decode(q_i, K_l, V_l, T = p0+i+1) per token i
  *                 x += att Wo^T (+b);  h2 = ffn_norm(x);  x += (silu(h2 Wg^T) * h2 Wu^T) Wd^T
  *   logits = final_norm(x[n-1]) lm_head^T                      [V] F32, the last token only
- * The residual stream accumulates in place (the GEMM's beta = 1), so a step copies nothing but
- * the logits back. All buffers live in one arena carved at creation (a size table walked twice:
+ * The residual stream accumulates in place (the GEMM's beta = 1; a packed Linear's qgemm writes
+ * a scratch that is added), so a step copies nothing but the logits back. All buffers live in one arena carved at creation (a size table walked twice:
  * sizing, then carving, as the model's activation specs). */
 #include "model/llama_decode.h"
 
@@ -125,10 +125,26 @@ int qat_llama_decoder_max_ctx(const qat_llama_decoder *d) { return d->S; }
 void qat_llama_decoder_reset(qat_llama_decoder *d) { d->len = 0; }
 size_t qat_llama_decoder_bytes(const qat_llama_decoder *d) { return d->arena.cap; }
 
-/* y[n, out] = beta * y + x[n, in] @ w_hat^T (+ b) */
-static qat_status linear(qat_llama *m, qat_linear *li, const qat_tensor *x, qat_tensor *y,
+/* y[n, out] = beta * y + x[n, in] @ w_hat^T (+ b). A packed Linear's qgemm overwrites its
+ * output: with beta != 0 (the residual adds, out = C) it writes d->hn, which is free then (the
+ * norm output it held was read by q, k, v or gate, up already), and hn is added to y. */
+static qat_status linear(qat_llama_decoder *d, qat_linear *li, const qat_tensor *x, qat_tensor *y,
                          float beta) {
-  QAT_TRY(QAT_OP(m->be, gemm, 0, 1, x->shape[0], li->out, li->in, 1.0f, x, &li->w_hat, beta, y));
+  qat_llama *m = d->m;
+  const int64_t n = x->shape[0];
+  if (!li->pk) {
+    QAT_TRY(QAT_OP(m->be, gemm, 0, 1, n, li->out, li->in, 1.0f, x, &li->w_hat, beta, y));
+  } else if (beta == 0.0f) {
+    QAT_TRY(QAT_OP(m->be, qgemm, 0, n, li->pk, x, y));
+  } else {
+    if (beta != 1.0f || li->out != m->cfg.dim || x->data == d->hn.data)
+      return QAT_FAIL(QAT_EINTERNAL, "decoder: %s: packed accumulate needs beta 1 into [n, C]",
+                      li->name);
+    qat_tensor t = V2(d->hn, n, li->out);
+    QAT_TRY(QAT_OP(m->be, qgemm, 0, n, li->pk, x, &t));
+    if (li->b.data) QAT_TRY(QAT_OP(m->be, bias_fwd, &t, &li->b));
+    return QAT_OP(m->be, axpy, 1.0f, &t, y);
+  }
   if (li->b.data) QAT_TRY(QAT_OP(m->be, bias_fwd, y, &li->b));
   return QAT_OK;
 }
@@ -163,9 +179,9 @@ static qat_status layer_step(qat_llama_decoder *d, int l, int64_t p0, int64_t n)
   qat_tensor q4 = V4(d->q, 1, n, Hq, D);
 
   QAT_TRY(norm(d, &x, &ly->attn_norm, n));
-  QAT_TRY(linear(m, &ly->q, &h, &q, 0.0f));
-  QAT_TRY(linear(m, &ly->k, &h, &k, 0.0f));
-  QAT_TRY(linear(m, &ly->v, &h, &v, 0.0f));
+  QAT_TRY(linear(d, &ly->q, &h, &q, 0.0f));
+  QAT_TRY(linear(d, &ly->k, &h, &k, 0.0f));
+  QAT_TRY(linear(d, &ly->v, &h, &v, 0.0f));
   QAT_TRY(QAT_OP(be, rope, &q4, &m->inv_freq, p0, 0));
   QAT_TRY(QAT_OP(be, rope, &k4, &m->inv_freq, p0, 0));
   if (p0 == 0) { /* prefill: causal attention within the chunk, as the whole-context forward */
@@ -182,14 +198,14 @@ static qat_status layer_step(qat_llama_decoder *d, int l, int64_t p0, int64_t n)
       QAT_TRY(QAT_OP(be, attention_decode, &qi, &kc, &vc, p0 + i + 1, scale, &oi));
     }
   }
-  QAT_TRY(linear(m, &ly->o, &att, &x, 1.0f)); /* x += att Wo^T */
+  QAT_TRY(linear(d, &ly->o, &att, &x, 1.0f)); /* x += att Wo^T */
 
   qat_tensor gate = V2(d->gate, n, F), up = V2(d->up, n, F), a = V2(d->act, n, F);
   QAT_TRY(norm(d, &x, &ly->ffn_norm, n));
-  QAT_TRY(linear(m, &ly->gate, &h, &gate, 0.0f));
-  QAT_TRY(linear(m, &ly->up, &h, &up, 0.0f));
+  QAT_TRY(linear(d, &ly->gate, &h, &gate, 0.0f));
+  QAT_TRY(linear(d, &ly->up, &h, &up, 0.0f));
   QAT_TRY(QAT_OP(be, swiglu_fwd, &gate, &up, &a));
-  return linear(m, &ly->down, &a, &x, 1.0f); /* x += act Wd^T */
+  return linear(d, &ly->down, &a, &x, 1.0f); /* x += act Wd^T */
 }
 
 qat_status qat_llama_decoder_step(qat_llama_decoder *d, const int32_t *tokens, int n,

@@ -5,7 +5,8 @@
  *   logits = rmsnorm(x) lm_head^T
  * Every Linear multiplies by w_hat, refreshed from the masters at the start of each forward
  * (fake-quant when quantized, (codes - z) * s for Linears frozen to integer codes, a cast when
- * the compute dtype is not F32, else w itself).
+ * the compute dtype is not F32, else w itself), or, in a packed model (llama_packed.h), runs
+ * the backend's qgemm on its packed codes (no w_hat exists).
  * When planned for training each layer keeps its activations (llama_priv.h) for the backward;
  * otherwise one set is reused by every layer. With m->recompute the training plan keeps only
  * each layer's input and one shared set, which the backward refills per layer with the same
@@ -18,11 +19,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* y[N, out] = beta * y + x[N, in] @ w_hat^T (+ b) */
+/* y[N, out] = beta * y + x[N, in] @ w_hat^T (+ b); packed Linears only with beta = 0 (qgemm
+ * overwrites y: the residual adds go through linear_res) */
 static qat_status linear_fwd(qat_llama *m, qat_linear *li, const qat_tensor *x, qat_tensor *y,
                              float beta) {
   int64_t N = x->shape[0];
-  QAT_TRY(QAT_OP(m->be, gemm, 0, 1, N, li->out, li->in, 1.0f, x, &li->w_hat, beta, y));
+  if (li->pk && beta != 0.0f)
+    return QAT_FAIL(QAT_EINTERNAL, "model forward: %s: packed Linear with beta %g", li->name,
+                    (double)beta);
+  if (li->pk)
+    QAT_TRY(QAT_OP(m->be, qgemm, 0, N, li->pk, x, y));
+  else
+    QAT_TRY(QAT_OP(m->be, gemm, 0, 1, N, li->out, li->in, 1.0f, x, &li->w_hat, beta, y));
+  if (li->b.data) QAT_TRY(QAT_OP(m->be, bias_fwd, y, &li->b));
+  return QAT_OK;
+}
+
+/* y[N, out] = res + x[N, in] @ w_hat^T (+ b), y and res F32 [N, out], distinct buffers. Dense:
+ * res copied into y and added in the GEMM (beta = 1); packed: qgemm writes y, then res is added
+ * (the same sum, rounded once more in another order). */
+static qat_status linear_res(qat_llama *m, qat_linear *li, const qat_tensor *x,
+                             const qat_tensor *res, qat_tensor *y) {
+  if (!li->pk) {
+    QAT_TRY(QAT_OP(m->be, copy, y->data, res->data, qat_nbytes(res)));
+    return linear_fwd(m, li, x, y, 1.0f);
+  }
+  QAT_TRY(QAT_OP(m->be, qgemm, 0, x->shape[0], li->pk, x, y));
+  QAT_TRY(QAT_OP(m->be, axpy, 1.0f, res, y));
   if (li->b.data) QAT_TRY(QAT_OP(m->be, bias_fwd, y, &li->b));
   return QAT_OK;
 }
@@ -43,6 +66,7 @@ qat_status qat_llama_refresh_layer(qat_llama *m, int l) {
   const qat_tensor *z = NULL;
   for (int i = 0; i < 7; i++) {
     qat_linear *li = lins[i];
+    if (li->pk) continue; /* packed: qgemm decodes the codes, nothing to refresh */
     if (m->quantized) z = m->qspec.sym ? NULL : &li->z;
     if (m->quantized && li->use_codes)
       QAT_TRY(QAT_OP(m->be, dq_forward, &m->qspec, &li->codes, &li->s, z, &li->w_hat));
@@ -66,7 +90,6 @@ qat_status qat_llama_layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
   int64_t N = (int64_t)B * T, C = c->dim, F = c->hidden;
   int64_t Hq = c->n_heads, Hkv = c->n_kv_heads, D = c->head_dim;
   const float scale = 1.0f / sqrtf((float)D);
-  const size_t res_bytes = (size_t)(N * C) * sizeof(float);
   qat_tensor x_in = V2(A->x_in, N, C), rstd1 = V1(A->rstd1, N), h1 = V2(A->h1, N, C);
   qat_tensor q = V2(A->q, N, Hq * D), k = V2(A->k, N, Hkv * D), v = V2(A->v, N, Hkv * D);
   qat_tensor q4 = V4(A->q, B, T, Hq, D), k4 = V4(A->k, B, T, Hkv, D);
@@ -84,16 +107,14 @@ qat_status qat_llama_layer_fwd(qat_llama *m, qat_llama_layer *ly, llama_act *A,
   QAT_TRY(QAT_OP(be, rope, &q4, &m->inv_freq, 0, 0));
   QAT_TRY(QAT_OP(be, rope, &k4, &m->inv_freq, 0, 0));
   QAT_TRY(QAT_OP(be, attention_fwd, &q4, &k4, &v4, scale, &att4, &lse));
-  QAT_TRY(QAT_OP(be, copy, x_mid.data, x_in.data, res_bytes));
-  QAT_TRY(linear_fwd(m, &ly->o, &att, &x_mid, 1.0f)); /* residual add in the GEMM */
+  QAT_TRY(linear_res(m, &ly->o, &att, &x_in, &x_mid)); /* x_mid = x_in + o(att) */
 
   /* MLP block */
   QAT_TRY(norm_fwd(m, S, &x_mid, &ly->ffn_norm, &h2, &rstd2));
   QAT_TRY(linear_fwd(m, &ly->gate, &h2, &gate, 0.0f));
   QAT_TRY(linear_fwd(m, &ly->up, &h2, &up, 0.0f));
   QAT_TRY(QAT_OP(be, swiglu_fwd, &gate, &up, &act));
-  QAT_TRY(QAT_OP(be, copy, x_out.data, x_mid.data, res_bytes));
-  return linear_fwd(m, &ly->down, &act, &x_out, 1.0f);
+  return linear_res(m, &ly->down, &act, &x_mid, &x_out); /* x_out = x_mid + down(act) */
 }
 
 qat_status qat_llama_forward(qat_llama *m, const int32_t *tokens, int B, int T) {

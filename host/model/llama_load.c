@@ -18,8 +18,8 @@ static const char *st_shape_str(const qat_st_tensor *t, char *buf, size_t n) {
   return qat_shape_str(&v, buf, n);
 }
 
-static qat_status load_tensor(qat_llama *m, const qat_st_set *set, const lt_entry *e,
-                              float **stage, size_t *stage_cap) {
+qat_status qat_llama_load_tensor(qat_llama *m, const qat_st_set *set, const lt_entry *e,
+                                 float **stage, size_t *stage_cap) {
   const qat_st_file *file = NULL;
   const qat_st_tensor *t = qat_st_set_find(set, e->name, &file);
   if (!t) return QAT_FAIL(QAT_EFORMAT, "tensor %s is missing from the model's safetensors", e->name);
@@ -76,7 +76,7 @@ qat_status qat_llama_load(const char *dir, qat_backend *be, qat_llama **out) {
   QAT_CHECK(st, qat_llama_check_weights(&c, &set, dir), fail);
   QAT_CHECK(st, qat_context(qat_llama_alloc(&c, be, &m), "%s", dir), fail);
   QAT_CHECK(st, qat_llama_table(m, &t, &n), fail);
-  for (int i = 0; i < n; i++) QAT_CHECK(st, load_tensor(m, &set, &t[i], &stage, &stage_cap), fail);
+  for (int i = 0; i < n; i++) QAT_CHECK(st, qat_llama_load_tensor(m, &set, &t[i], &stage, &stage_cap), fail);
   QAT_CHECK(st, qat_llama_finish_init(m), fail);
   free(t);
   free(stage);

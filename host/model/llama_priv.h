@@ -13,6 +13,8 @@
 
 #include "model/llama.h"
 
+struct qat_st_set;
+
 /* What a table entry is (decides group, gating by train_embeddings, load/save rules). */
 typedef enum { LT_EMBED, LT_NORM, LT_LINEAR_W, LT_BIAS, LT_LMHEAD } lt_kind;
 
@@ -108,6 +110,8 @@ struct qat_llama_priv {
   llama_scratch bscr;
   int bfwd_layer;       /* layer of the last block forward (-1: none) */
   int bfwd_B, bfwd_T, bfwd_training;
+
+  struct qat_packed *packed; /* [L * 7] the packed Linears (qat_llama_load_packed), else NULL */
 };
 
 /* The gradient fields of one layer (LG_FIELDS: its 2 norms, then per Linear dw, db, ds, dz,
@@ -135,6 +139,15 @@ qat_status qat_llama_config_check(const qat_llama_config *c);
 qat_status qat_llama_shell(const qat_llama_config *c, qat_llama **out);
 /* Allocates the model struct, the params arena and carves the masters (zeroed). */
 qat_status qat_llama_alloc(const qat_llama_config *c, qat_backend *be, qat_llama **out);
+/* The same without the decoder Linear masters when no_linears (packed models: their w stay
+ * data NULL). */
+qat_status qat_llama_alloc_ex(const qat_llama_config *c, qat_backend *be, int no_linears,
+                              qat_llama **out);
+/* Reads table entry e from the open set into its master (shape and finiteness checked). */
+qat_status qat_llama_load_tensor(qat_llama *m, const struct qat_st_set *set, const lt_entry *e,
+                                 float **stage, size_t *stage_cap);
+/* Frees the packed Linears (llama_packed.c; no-op for other models). */
+void qat_llama_packed_release(qat_llama *m);
 /* After masters are filled: uploads inv_freq, builds compute weights and the params list. */
 qat_status qat_llama_finish_init(qat_llama *m);
 /* Brings grads / quantizer-grads / compute-weight arenas and the params list in line with

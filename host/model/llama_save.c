@@ -152,6 +152,10 @@ done:
 
 qat_status qat_llama_save_hf(const qat_llama *m, const char *src_dir, const char *out_dir) {
   char tmp[4096];
+  if (m->packed)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "save %s: the model's Linears are packed codes (it is "
+                                      "inference only; its folder is already the export)",
+                    out_dir);
   QAT_TRY(qat_dir_begin(out_dir, tmp, sizeof tmp));
   qat_status st;
   QAT_CHECK(st, write_weights(m, tmp), fail);
