@@ -98,10 +98,7 @@ static qat_status put_tensor(ex *e, const char *hf, const char *gg, int64_t rows
     else free(blocks);
     if (st == QAT_OK) st = qat_gguf_w_tensor(&e->w, gg, type, 2, ne, blocks, nb);
     if (st != QAT_OK) goto done;
-    if (e->st->qtype && e->st->qtype != type) { /* mixed specs: keep the first for file_type */
-    } else {
-      e->st->qtype = type;
-    }
+    if (!e->st->qtype) e->st->qtype = type; /* general.file_type names the first */
     e->st->n_quant++;
     e->st->bytes += nb;
     if (err > e->st->max_err) e->st->max_err = err;
