@@ -10,6 +10,8 @@
 # Refusals (one line each): a config.json that disagrees with the packed headers (exit 1), an
 # in_features metadata that disagrees with config.json (exit 1), --packed on an F32 folder,
 # --quant on a packed folder, training on a packed folder.
+# SmolLM2-135M (when its GGUF is cached): the peak RSS of a W4 g64 packed eval below the F32
+# folder's.
 set -euo pipefail
 source "$(dirname "$0")/lib_stories260k.sh"
 export PYTHONPATH="$PWD/tests/ref"
@@ -113,4 +115,38 @@ run "$QAT" train "$T/train.yaml"
 out=$(printf '%s\n' "$out" | grep -v '^#\|^ \|^[a-z_0-9]*:' || true) # the effective config echoed first
 one_error $rc "$out" 1 'holds packed weights.*inference only' "training on a packed folder"
 [ ! -e "$T/run" ] || fail "training on a packed folder left $T/run"
+
+# SmolLM2-135M (when its GGUF is cached; not under the sanitizers): the peak RSS of qat eval
+# --packed at W4 g64 (K = 576 is not a multiple of 128) below the F32 folder's (/usr/bin/time -v,
+# one window of 256 tokens of WikiText-2; the weights dominate). Its equality with the fake-quant
+X
+G=${QAT_SMOLLM2_GGUF:-${QAT_CACHE:-$HOME/.cache/qat}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ ! -f "$G" ] || [ "${QAT_SANITIZED:-0}" = 1 ] || [ ! -x /usr/bin/time ] ||
+   [ ! -f "$A/text/wikitext2_test.raw" ]; then
+  echo "skipped: the SmolLM2 part (no $G, /usr/bin/time or WikiText-2, or a sanitizer build)"
+else
+  S=$T/smol
+  "$QAT" convert --from gguf "$G" --out "$S/m" >/dev/null
+  head -c 20000 "$A/text/wikitext2_test.raw" > "$S/wt2.txt"
+  "$QAT" tokenize --tokenizer "$S/m" --in "$S/wt2.txt" --docs none --lf --out "$S/wt2.npy" \
+    >/dev/null 2>&1
+  "$QAT" quantize --model "$S/m" --out "$S/pk" --bits 4 --group 64 --packed >/dev/null
+  sev() { /usr/bin/time -v "$QAT" eval --model "$1" --data "$S/wt2.npy" --seq-len 256 \
+    --max-windows 1 --device cpu --json 2>"$2"; }
+  f32=$(sev "$S/m" "$S/f32.err")
+  pk=$(sev "$S/pk" "$S/pk.err")
+  python3 - "$f32" "$pk" "$S/f32.err" "$S/pk.err" <<'PY' || exit 1
+import json, re, sys
+r, g = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+def rss(p):
+    t = open(p).read()
+    return int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1)) / 1024, \
+        re.search(r"^model: .* Linears, .*$", t, re.M).group(0)
+(a, la), (b, lb) = rss(sys.argv[3]), rss(sys.argv[4])
+print(f"  {la}\n  {lb}")
+print(f"ok: SmolLM2 peak RSS of qat eval: F32 {a:.0f} MiB (ppl {r['ppl']:.3f}), packed W4 g64 "
+      f"{b:.0f} MiB (ppl {g['ppl']:.3f}): {b / a:.2f}x")
+if not b < a: print("FAIL: SmolLM2: packed eval's peak RSS is not below the F32 eval's"); sys.exit(1)
+PY
+fi
 echo "packed_infer: all checks passed"
