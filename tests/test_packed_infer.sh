@@ -119,7 +119,8 @@ one_error $rc "$out" 1 'holds packed weights.*inference only' "training on a pac
 # SmolLM2-135M (when its GGUF is cached; not under the sanitizers): the peak RSS of qat eval
 # --packed at W4 g64 (K = 576 is not a multiple of 128) below the F32 folder's (/usr/bin/time -v,
 # one window of 256 tokens of WikiText-2; the weights dominate). Its equality with the fake-quant
-X
+# folder is the stories260K cases' (same code paths; by hand on SmolLM2: rel 6e-10 on two
+# windows of 512, 2e-7 on one of 256).
 G=${QAT_SMOLLM2_GGUF:-${QAT_CACHE:-$HOME/.cache/qat}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [ ! -f "$G" ] || [ "${QAT_SANITIZED:-0}" = 1 ] || [ ! -x /usr/bin/time ] ||
    [ ! -f "$A/text/wikitext2_test.raw" ]; then
