@@ -86,10 +86,36 @@ static int64_t permute_heads(const conv *c, const char *name) {
   return 0;
 }
 
+static int ends_with(const char *s, size_t n, const char *suffix) {
+  size_t k = strlen(suffix);
+  return n >= k && !strncmp(s + n - k, suffix, k);
+}
+
+/* The [rows, cols] (cols 0: 1-D) that the hyper-parameters imply for Hugging Face name nm; 0
+ * when the model has no such tensor (biases exist on q, k, v and o only). */
+static int expected_shape(const qat_gguf_hparams *h, const char *nm, int64_t *rows,
+                          int64_t *cols) {
+  int64_t C = h->dim, F = h->ffn, qd = h->heads * h->head_dim, kvd = h->kv_heads * h->head_dim;
+  const char *dot = strrchr(nm, '.');
+  int bias = !strcmp(dot, ".bias");
+  size_t k = (size_t)(dot - nm);
+  *cols = bias ? 0 : C;
+  if (!strcmp(nm, "model.embed_tokens.weight") || !strcmp(nm, "lm_head.weight")) *rows = h->vocab;
+  else if (ends_with(nm, k, "norm")) *rows = C, *cols = 0; /* also *_layernorm */
+  else if (ends_with(nm, k, "q_proj")) *rows = qd;
+  else if (ends_with(nm, k, "k_proj") || ends_with(nm, k, "v_proj")) *rows = kvd;
+  else if (ends_with(nm, k, "o_proj")) *rows = C, *cols = bias ? 0 : qd;
+  else if (!bias && (ends_with(nm, k, "gate_proj") || ends_with(nm, k, "up_proj"))) *rows = F;
+  else if (!bias && ends_with(nm, k, "down_proj")) *rows = C, *cols = F;
+  else return 0;
+  return !(bias && ends_with(nm, k, "norm"));
+}
+
 /* Every tensor nameable, dequantizable and of a sane shape, before anything is written. */
 static qat_status check_tensors(conv *c) {
   const qat_gguf_file *f = &c->g;
   int have_emb = 0;
+  int64_t required = 0; /* the 9 weights of every layer and output_norm (names are unique) */
   for (int64_t i = 0; i < f->n_tensors; i++) {
     const qat_gguf_tensor *t = &f->tensors[i];
     char nm[256];
@@ -109,6 +135,24 @@ static qat_status check_tensors(conv *c) {
     if (t->ndim > 2)
       return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s has %d dims (1 or 2 expected)", f->path,
                       t->name, t->ndim);
+    int64_t rows, cols;
+    const char *dot = strrchr(nm, '.');
+    if ((layer >= 0 && !strcmp(dot, ".weight")) || !strcmp(t->name, "output_norm.weight"))
+      required++;
+    if (!expected_shape(&c->h, nm, &rows, &cols))
+      return QAT_FAIL(QAT_EUNSUPPORTED, "%s: tensor %s (%s) is not part of a %s model", f->path,
+                      t->name, nm, c->h.arch);
+    if (strcmp(t->name, "token_embd.weight") && /* checked below, with its own message */
+        ((cols == 0 && (t->ndim != 1 || t->ne[0] != rows)) ||
+        (cols != 0 && (t->ndim != 2 || t->ne[0] != cols || t->ne[1] != rows)))) {
+      char have[64], want[64];
+      if (t->ndim == 2) snprintf(have, sizeof have, "%" PRId64 ", %" PRId64, t->ne[0], t->ne[1]);
+      else snprintf(have, sizeof have, "%" PRId64, t->ne[0]);
+      if (cols) snprintf(want, sizeof want, "%" PRId64 ", %" PRId64, cols, rows);
+      else snprintf(want, sizeof want, "%" PRId64, rows);
+      return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s has ne [%s] but the hyper-parameters imply [%s]",
+                      f->path, t->name, have, want);
+    }
     int64_t heads = permute_heads(c, t->name);
     if (heads && (t->ndim != 2 || t->ne[1] % (2 * heads)))
       return QAT_FAIL(QAT_EFORMAT, "%s: tensor %s: %" PRId64 " rows do not split into %" PRId64
@@ -122,6 +166,10 @@ static qat_status check_tensors(conv *c) {
     }
   }
   if (!have_emb) return QAT_FAIL(QAT_EFORMAT, "%s: no token_embd.weight", f->path);
+  if (required != 9 * c->h.n_layers + 1)
+    return QAT_FAIL(QAT_EFORMAT, "%s: %" PRId64 " of the %" PRId64 " norm and projection weights "
+                    "of %" PRId64 " layers (blk.N.attn_norm .. ffn_down, output_norm) are present",
+                    f->path, required, 9 * c->h.n_layers + 1, c->h.n_layers);
   return QAT_OK;
 }
 
