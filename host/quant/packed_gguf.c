@@ -32,6 +32,51 @@ static int f16_of(float x, uint16_t *h) {
   return isfinite(qat_f16_to_f32(*h)) ? 0 : -1;
 }
 
+/* Largest |w_gguf - w_qat| over one block: w_gguf as the gguf package computes it, in float32
+ * (-ffp-contract=off: no fused d * q + m), w_qat = (code - zp) * s. c[i] = code - zp. */
+static double block_err(uint32_t type, const int *c, int zp, float s, float d, float m) {
+  double worst = 0;
+  for (int i = 0; i < QAT_GGUF_QBLOCK; i++) {
+    float qv = type == QAT_GGML_Q4_1 ? (float)(c[i] + zp) : (float)c[i];
+    float wg = d * qv;
+    if (type == QAT_GGML_Q4_1) wg = wg + m;
+    double e = fabs((double)wg - (double)((float)c[i] * s));
+    if (e > worst) worst = e;
+  }
+  return worst;
+}
+
+/* Q4_1's F16 pair: d = s and m = -s z would be exact, but both round. The error of a code q is
+ * (d - s) q + (m + s z), linear in q, so for a rounded d the best real m centres it over the
+ * block's codes: m* = -s z - (d - s)(qlo + qhi) / 2. Candidates: d = f16(s) and its two F16
+ * neighbours; m = f16(-s z), f16(m*) and the latter's neighbours; the pair with the smallest
+ * largest error over the block wins, the plain rounding (*dh, *mh on entry) on ties, so an exact
+ * pair (F16 s, F16-representable s z) stays exact. */
+static void q41_pair(const int *c, int zp, float s, uint16_t *dh, uint16_t *mh) {
+  int lo = 15, hi = 0;
+  for (int i = 0; i < QAT_GGUF_QBLOCK; i++) {
+    int q = c[i] + zp;
+    if (q < lo) lo = q;
+    if (q > hi) hi = q;
+  }
+  double best = block_err(QAT_GGML_Q4_1, c, zp, s, qat_f16_to_f32(*dh), qat_f16_to_f32(*mh));
+  const uint16_t d0 = *dh, m0 = *mh;
+  for (int dd = -1; dd <= 1 && best > 0; dd++) {
+    uint16_t dc = (uint16_t)(d0 + dd);
+    float d = qat_f16_to_f32(dc);
+    if (!(d > 0) || !isfinite(d)) continue;
+    float ms = (float)(-(double)s * zp - ((double)d - s) * (lo + hi) / 2);
+    uint16_t mr = qat_f32_to_f16(ms);
+    const uint16_t mcand[4] = {m0, mr, (uint16_t)(mr - 1), (uint16_t)(mr + 1)};
+    for (int k = 0; k < 4; k++) {
+      float m = qat_f16_to_f32(mcand[k]);
+      if (!isfinite(m)) continue;
+      double e = block_err(QAT_GGML_Q4_1, c, zp, s, d, m);
+      if (e < best) best = e, *dh = dc, *mh = mcand[k];
+    }
+  }
+}
+
 qat_status qat_packed_to_gguf(const qat_packed *p, const int64_t *rows, uint32_t type, void *dst,
                               double *max_err, const char *name) {
   uint32_t want;
@@ -59,23 +104,15 @@ qat_status qat_packed_to_gguf(const qat_packed *p, const int64_t *rows, uint32_t
       if (f16_of(s, &dh))
         return QAT_FAIL(QAT_EINVAL, "gguf export: %s: row %lld group %lld: scale %g overflows F16",
                         name, (long long)n, (long long)j, s);
-      const float d = qat_f16_to_f32(dh);
-      float m = 0;
       if (type == QAT_GGML_Q4_1) {
         if (f16_of(-s * zp, &mh))
           return QAT_FAIL(QAT_EINVAL, "gguf export: %s: row %lld group %lld: min -s*z = %g "
                           "overflows F16", name, (long long)n, (long long)j, -s * zp);
-        m = qat_f16_to_f32(mh);
+        q41_pair(c, (int)zp, s, &dh, &mh);
       }
-      for (int i = 0; i < QAT_GGUF_QBLOCK; i++) {
-        /* what the gguf package computes, in float32 (-ffp-contract=off: no fused d * q + m) */
-        float qv = type == QAT_GGML_Q4_1 ? (float)(c[i] + (int)zp) : (float)c[i];
-        float wg = d * qv;
-        if (type == QAT_GGML_Q4_1) wg = wg + m;
-        float wq = (float)c[i] * s;
-        double e = fabs((double)wg - (double)wq);
-        if (e > worst) worst = e;
-      }
+      const float d = qat_f16_to_f32(dh), m = qat_f16_to_f32(mh);
+      const double e = block_err(type, c, (int)zp, s, d, m);
+      if (e > worst) worst = e;
       if (type == QAT_GGML_Q4_0) {
         qat_block_q4_0 q; /* built here and copied: blocks of 18 bytes are not 2-aligned */
         q.d = dh;

@@ -8,7 +8,8 @@
  * multiple of 32; a group of g > 32 repeats its scale in g / 32 blocks):
  *   2- and 3-bit (sym or asym) and 4-bit sym -> Q4_0, c = code - zp + 8 (|code - zp| <= 7 for
  *     b <= 3 asym, -8..7 for 4-bit sym), d = s~: exact but no smaller than 4-bit;
- *   4-bit asym -> Q4_1, c = code, d = s~, m = -s~ * z~;
+ *   4-bit asym -> Q4_1, c = code, d = s~, m = -s~ * z~ (as F16: the pair of F16 values next to
+ *     those, m centred over the block's codes, with the smallest largest error; packed_gguf.c);
  *   5- to 8-bit sym and 5- to 7-bit asym -> Q8_0, c = code - zp (fits int8), d = s~.
  * 8-bit asym (code - z~ spans -255..255) and groups that are not a multiple of 32 have no image
  * and are refused with the reason. d and m are F16: the F16 rounding of s~ (none when qat's
