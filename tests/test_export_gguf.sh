@@ -12,7 +12,9 @@
 # - a training run's checkpoint against its fakequant export; an fp folder with --quant against
 #   qat quantize's fake-quant folder;
 # - the tokenizer: tokenizer.bin -> GGUF "llama" -> tokenizer.model tokenizes TinyStories to the
-#   same ids;
+#   same ids; gguf-package-made models of each tokenizer kind (llama-bpe, qwen2, smollm pre;
+#   SentencePiece) and architecture (llama, qwen2, mistral, rope_freqs) survive GGUF -> qat
+#   convert -> GGUF with every tensor and shared metadata key equal;
 # - refusals (group 16, per-tensor, 8-bit asym, bad flags): one line, exit 1 (input) or 2
 #   (usage), no file left behind;
 # - SmolLM2-135M when its GGUF is cached (skipped otherwise): `qat convert --from gguf` then an
@@ -209,6 +211,19 @@ for k in ["model_type", "rope_scaling", "rope_theta", "tie_word_embeddings", "nu
 print(f"ok: {os.path.basename(a)} ({ca['model_type']}{', llama3 rope' if ca.get('rope_scaling') else ''}) "
       f"-> gguf -> qat convert: {len(x)} tensors bit-identical, config equal")
 PY
+done
+
+# GGUF -> qat convert -> GGUF for tiny models written by llama.cpp's gguf package
+# (tests/ref/gguf_make.py: many block types, each tokenizer kind): every tensor the original
+# dequantized, every shared metadata key equal (tokenizer.ggml.* included; Mistral comes back as
+# the llama architecture, as llama.cpp's converter writes it)
+for v in "llama --tok gpt2 --pre llama-bpe" "qwen2 --tok gpt2 --pre qwen2" "llama --tok llama --tied" \
+         "mistral --tok gpt2 --pre smollm --rope-freqs"; do
+  n=$(echo "$v" | tr -d ' -')
+  python3 tests/ref/gguf_make.py model "$T/$n.gguf" --arch $v > /dev/null
+  "$QAT" convert --from gguf "$T/$n.gguf" --out "$T/$n" > /dev/null 2>&1
+  "$QAT" export --format gguf --model "$T/$n" --out "$T/$n.x.gguf" > "$T/$n.log"
+  $CHECK "$T/$n.x.gguf" "$T/$n" "$T/$n.log" --ref-gguf "$T/$n.gguf" | sed "s/^/$n /"
 done
 
 refuse() { # rc want-substring cmd...
