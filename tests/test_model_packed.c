@@ -11,10 +11,10 @@
  * - an inference block forward of layer 1 equals the fake-quant one;
  * - no Linear master exists (w.data NULL, the params arena smaller by at least their F32
  *   bytes) and qat_llama_weight_bytes counts the packed bytes;
- * - refused: training plans (whole and block), set_quant, save_hf (QAT_EUNSUPPORTED), loading
- *   the folder with qat_llama_load (QAT_EUNSUPPORTED, "packed"), a non-CPU backend, and a
- *   config.json whose intermediate_size disagrees with the packed headers (QAT_EFORMAT, one
- *   line naming config.json and the key). */
+ * - refused: training plans (whole and block), set_quant, save_hf and the block forward on fp
+ *   masters (QAT_EUNSUPPORTED); loading the folder with qat_llama_load (QAT_EUNSUPPORTED,
+ *   "packed"); a non-CPU backend; a config.json whose intermediate_size disagrees with the
+ *   packed headers (QAT_EFORMAT, one line naming config.json and the key). */
 #include "testutil.h"
 
 #include "io/fsutil.h"
@@ -204,9 +204,6 @@ static void check_spec(int bits, int group, int sym, qat_dtype sdt) {
   TU_REQUIRE_OK(qat_llama_block_forward(pm, 1, &xt, &ybt, 1, BT));
   e = tu_nerr(yb, ya, (size_t)BT * C);
   ck_assert_msg(e < TOL, "W%d %s block forward: nerr %.3g", bits, tag, e);
-  free(x);
-  free(ya);
-  free(yb);
 
   /* no Linear masters; the packed bytes are what the report counts */
   qat_llama_mem mf, mp;
@@ -243,11 +240,15 @@ static void check_spec(int bits, int group, int sym, qat_dtype sdt) {
   ck_assert_msg(strstr(qat_last_error(), "training on packed weights"), "%s", qat_last_error());
   ck_assert_int_eq(qat_llama_plan_block(pm, 1, 8, 1), QAT_EUNSUPPORTED);
   ck_assert_int_eq(qat_llama_set_quant(pm, &q), QAT_EUNSUPPORTED);
+  ck_assert_int_eq(qat_llama_block_forward_fp(pm, 1, &xt, &ybt, 1, BT), QAT_EUNSUPPORTED);
   ck_assert_int_eq(qat_llama_save_hf(pm, dir, tu_dir_path("saved")), QAT_EUNSUPPORTED);
   ck_assert_int_eq(qat_path_exists(tu_dir_path("saved")), 0);
   /* still runs after the refusals */
   float *again = logits_of(pm, ids, 1, 7);
   free(again);
+  free(x);
+  free(ya);
+  free(yb);
   qat_llama_free(pm);
   qat_llama_free(fq);
 }

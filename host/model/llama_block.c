@@ -70,6 +70,8 @@ qat_status qat_llama_block_forward_fp(qat_llama *m, int l, const qat_tensor *x_i
                                       qat_tensor *x_out, int B, int T) {
   struct qat_llama_priv *P = m->priv;
   const char *what = "model block_forward_fp";
+  if (m->packed)
+    return QAT_FAIL(QAT_EUNSUPPORTED, "%s: a packed model has no unquantized masters", what);
   QAT_TRY(qat_llama_check_block_call(m, what, l, x_in, x_out, B, T));
   P->bfwd_layer = -1; /* the block set now holds a pass that cannot be back-propagated */
   P->fwd_training = 0; /* layer l's w_hat no longer matches the last whole-model forward */
