@@ -91,6 +91,11 @@ qat_status qat_tokenizer_load(const char *path, int vocab_hint, qat_tokenizer **
     t->kind = KIND_BIN;
     QAT_CHECK(st, qat_bpe_load(path, u, size, vocab_hint, &t->bpe), fail);
     t->vocab = qat_bpe_vocab(t->bpe);
+    if (t->vocab < 3) { /* ids 1 and 2 are BOS and EOS (found by fuzz_tokenizer_bin) */
+      st = QAT_FAIL(QAT_EFORMAT, "%s: %d token%s: a llama2.c tokenizer.bin starts with <unk>, "
+                    "<s>, </s> (at least 3)", path, t->vocab, t->vocab == 1 ? "" : "s");
+      goto fail;
+    }
     t->bos = 1;
     t->eos = 2;
   } else if (looks_like_json(u, size)) {
