@@ -217,6 +217,11 @@ done:
 
 qat_status qat_ckpt_save(const char *run_dir, int64_t step, const qat_ckpt_writer *w, int keep,
                          char *path_out, size_t n) {
+  return qat_ckpt_save_hook(run_dir, step, w, keep, NULL, NULL, path_out, n);
+}
+
+qat_status qat_ckpt_save_hook(const char *run_dir, int64_t step, const qat_ckpt_writer *w,
+                              int keep, qat_ckpt_hook hook, void *ctx, char *path_out, size_t n) {
   if (keep < 1) return QAT_FAIL(QAT_EINVAL, "checkpoint: keep %d must be >= 1", keep);
   char out[4096], tmp[4096], file[4096];
   QAT_TRY(qat_ckpt_path(run_dir, step, out, sizeof out));
@@ -227,6 +232,7 @@ qat_status qat_ckpt_save(const char *run_dir, int64_t step, const qat_ckpt_write
   size_t jlen = 0;
   QAT_CHECK(st, qat_path_join(file, sizeof file, tmp, STATE_ST), fail);
   QAT_CHECK(st, qat_st_write(&w->st, file), fail);
+  if (hook) QAT_CHECK(st, hook(ctx, tmp), fail);
   /* state.json last: its presence marks a complete checkpoint even without the atomic rename */
   QAT_CHECK(st, state_json(step, w, &json, &jlen), fail);
   QAT_CHECK(st, qat_path_join(file, sizeof file, tmp, STATE_JSON), fail);

@@ -57,6 +57,13 @@ qat_status qat_ckpt_set_str(qat_ckpt_writer *w, const char *key, const char *v);
  * path_out (optional, n bytes) gets the checkpoint directory. */
 qat_status qat_ckpt_save(const char *run_dir, int64_t step, const qat_ckpt_writer *w, int keep,
                          char *path_out, size_t n);
+/* The same, calling hook(ctx, tmp) after state.safetensors and before state.json, with tmp the
+ * temporary directory that becomes RUN/ckpt-<step>: other files of the checkpoint (ZeRO-1's
+ * per-rank optimizer shards) are written there before the one commit point; a failing hook
+ * aborts the save. */
+typedef qat_status (*qat_ckpt_hook)(void *ctx, const char *tmp);
+qat_status qat_ckpt_save_hook(const char *run_dir, int64_t step, const qat_ckpt_writer *w,
+                              int keep, qat_ckpt_hook hook, void *ctx, char *path_out, size_t n);
 
 /* Newest complete checkpoint of run_dir: path (n bytes) and step; path "" and step -1 when there
  * is none (a missing run_dir has none). */

@@ -42,9 +42,8 @@ qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m);
 /* The same for layer l's buffers only (Block-AP's one-layer gradients). */
 qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l);
 
-/* Start-up checks a distributed job passes on every rank or on none (after qat_dist_agree):
- * dist.zero = 0, and every rank holds the same effective
- * config (hash). */
+/* Start-up checks a distributed job passes on every rank or on none (after qat_dist_agree);
+ * today every config passes (the effective-config hash is compared in the trainer). */
 qat_status qat_dist_train_check(qat_dist *d, const qat_config *cfg);
 
 #ifdef __cplusplus

@@ -22,6 +22,7 @@
 #include "train/config.h"
 #include "train/optim.h"
 #include "train/sampler.h"
+#include "train/zero.h"
 
 #include <stdio.h>
 
@@ -49,6 +50,7 @@ typedef struct qat_train_job {
   int32_t *train, *val;
   int64_t ntrain, nval;
   qat_optim opt;
+  qat_zero zero; /* dist.zero = 1: the moments are sharded (train/zero.h) */
   qat_window_sampler sampler;
   int64_t step; /* optimizer steps done in the current loop */
   int bad_steps;

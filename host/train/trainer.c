@@ -17,6 +17,7 @@
 #include "train/distill.h"
 #include "train/eqat.h"
 #include "train/optim.h"
+#include "train/zero_ckpt.h"
 #include "train/sampler.h"
 
 #include <math.h>
@@ -64,14 +65,24 @@ static qat_status load_tokens(const char *path, const char *key, int vocab, int6
 
 /* Rank 0 writes (every rank holds the same state: gradients are summed before the update); the
  * agreement after it makes a failed save stop every rank, and no rank runs ahead of a checkpoint
- * that is not complete (state.json last, then the rename: checkpoint.h). */
-static qat_status save_ckpt_rank0(job *J);
+ * that is not complete (state.json last, then the rename: checkpoint.h). ZeRO-1: every rank
+ * also writes its moments into rank 0's temporary directory before the commit (zero_ckpt.h). */
+static qat_status save_ckpt_rank0(job *J, qat_ckpt_hook hook, void *ctx);
+
 static qat_status save_ckpt(job *J) {
-  qat_status st = J->dist->rank == 0 ? save_ckpt_rank0(J) : QAT_OK;
+  qat_zero_ckpt_ctx c = {J, 0};
+  int sharded = J->opt.sharded;
+  qat_status st = J->dist->rank == 0
+                      ? save_ckpt_rank0(J, sharded ? qat_zero_ckpt_hook : NULL, &c)
+                      : QAT_OK;
+  if (sharded && !c.shared) { /* the ranks that did not run the hook meet rank 0's there */
+    qat_status s2 = qat_zero_ckpt_share(J, NULL, st);
+    if (st == QAT_OK) st = s2;
+  }
   return agree(J, st);
 }
 
-static qat_status save_ckpt_rank0(job *J) {
+static qat_status save_ckpt_rank0(job *J, qat_ckpt_hook hook, void *ctx) {
   const qat_config *cfg = J->cfg;
   qat_ckpt_writer w;
   qat_ckpt_writer_init(&w);
@@ -82,11 +93,13 @@ static qat_status save_ckpt_rank0(job *J) {
     const qat_param *p = &J->opt.params[i];
     const qat_tensor *ts[3] = {p->p, &J->opt.m[i], &J->opt.v[i]};
     const char *pre[3] = {"", "optim.m.", "optim.v."};
-    for (int k = 0; st == QAT_OK && k < 3; k++) {
+    for (int k = 0; st == QAT_OK && k < (J->opt.sharded ? 1 : 3); k++) {
       snprintf(name, sizeof name, "%s%s", pre[k], p->name);
       st = qat_eqat_ckpt_add_device(J->be, ts[k], name, &w, &bufs);
     }
   }
+  if (st == QAT_OK && J->opt.sharded) /* the moments: each rank's optim-rank*.safetensors */
+    st = qat_zero_ckpt_fields(J, &w);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "step", J->step);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "optim_t", J->opt.t);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "sampler_seed", (int64_t)J->sampler.seed);
@@ -101,8 +114,8 @@ static qat_status save_ckpt_rank0(job *J) {
   }
   char path[4096];
   if (st == QAT_OK)
-    st = qat_ckpt_save(cfg->checkpoint.dir, J->step_base + J->step, &w, cfg->checkpoint.keep,
-                       path, sizeof path);
+    st = qat_ckpt_save_hook(cfg->checkpoint.dir, J->step_base + J->step, &w,
+                            cfg->checkpoint.keep, hook, ctx, path, sizeof path);
   if (st == QAT_OK) qat_log("checkpoint: %s", path);
   qat_eqat_bufs_free(&bufs);
   qat_ckpt_writer_free(&w);
@@ -115,11 +128,20 @@ static qat_status load_ckpt(job *J, const char *dir) {
   qat_status st = QAT_OK;
   char name[160];
   float *buf = NULL;
+  /* the world and the moments' layout first: a refusal names them, not a missing tensor */
+  int64_t world = 1; /* checkpoints before data parallelism: one rank */
+  if (qat_ckpt_get_int(&ck, "world", &world) != QAT_OK) world = 1;
+  if (world != J->dist->world)
+    st = QAT_FAIL(QAT_EUSAGE,
+                  "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld "
+                  "(resharding is not supported)",
+                  dir, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world);
+  if (st == QAT_OK) st = qat_zero_ckpt_check(J, &ck, dir);
   for (int i = 0; st == QAT_OK && i < J->opt.n; i++) {
     const qat_param *p = &J->opt.params[i];
     const qat_tensor *ts[3] = {p->p, &J->opt.m[i], &J->opt.v[i]};
     const char *pre[3] = {"", "optim.m.", "optim.v."};
-    for (int k = 0; st == QAT_OK && k < 3; k++) {
+    for (int k = 0; st == QAT_OK && k < (J->opt.sharded ? 1 : 3); k++) {
       free(buf);
       buf = malloc(qat_nbytes(ts[k]) + 1);
       snprintf(name, sizeof name, "%s%s", pre[k], p->name);
@@ -129,13 +151,8 @@ static qat_status load_ckpt(job *J, const char *dir) {
     }
   }
   free(buf);
-  int64_t v = 0, hash = 0, world = 1; /* checkpoints before data parallelism: one rank */
-  if (st == QAT_OK && qat_ckpt_get_int(&ck, "world", &world) != QAT_OK) world = 1;
-  if (st == QAT_OK && world != J->dist->world)
-    st = QAT_FAIL(QAT_EUSAGE,
-                  "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld "
-                  "(resharding is not supported)",
-                  dir, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world);
+  if (st == QAT_OK && J->opt.sharded) st = qat_zero_ckpt_read(J, dir);
+  int64_t v = 0, hash = 0;
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "step", &J->step);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "optim_t", &J->opt.t);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "sampler_seed", &v);
@@ -235,15 +252,25 @@ static qat_status train_loop(job *J) {
     }
     J->sampler.counter = base + (uint64_t)W * A * B;
     /* the sum over ranks of dL/dw_hat (before the fake-quant backward, which is linear in it),
-     * the global loss and whether any rank was asked to stop: every rank decides alike */
-    QAT_TRY(qat_dist_allreduce_grads(J->dist, J->m));
-    double red[2] = {loss, g_stop ? 1.0 : 0.0};
-    QAT_TRY(J->dist->allreduce_f64(J->dist, red, 2, QAT_RED_SUM));
-    loss = red[0];
-    int stop = red[1] > 0;
+     * the global loss and whether any rank was asked to stop: every rank decides alike.
+     * ZeRO-1 sums the parameters' gradients after it instead, each rank receiving its shard,
+     * and the norm from the shards' sums of squares (zero.h) */
+    int zero = J->opt.sharded;
+    if (!zero) QAT_TRY(qat_dist_allreduce_grads(J->dist, J->m));
+    double red[3] = {loss, g_stop ? 1.0 : 0.0, 0};
+    if (!zero) QAT_TRY(J->dist->allreduce_f64(J->dist, red, 2, QAT_RED_SUM));
     QAT_TRY(qat_llama_finish_backward(J->m));
     double norm = 0;
-    QAT_TRY(qat_optim_grad_norm(&J->opt, &norm));
+    if (zero) {
+      QAT_TRY(qat_zero_reduce_grads(&J->zero, J->dist, &J->opt));
+      QAT_TRY(qat_optim_grad_sumsq(&J->opt, &red[2]));
+      QAT_TRY(J->dist->allreduce_f64(J->dist, red, 3, QAT_RED_SUM));
+      norm = sqrt(red[2]);
+    } else {
+      QAT_TRY(qat_optim_grad_norm(&J->opt, &norm));
+    }
+    loss = red[0];
+    int stop = red[1] > 0;
     if (!isfinite(loss) || !isfinite(norm)) {
       J->bad_steps++;
       qat_warn("step %lld: non-finite %s (%g, grad norm %g): step skipped (%d in a row)",
@@ -269,6 +296,7 @@ static qat_status train_loop(job *J) {
                                  J->hp.warmup, cfg->train.min_lr_ratio);
     lr[QAT_PG_OTHER] = lr[QAT_PG_WEIGHT];
     QAT_TRY(qat_optim_step(&J->opt, lr));
+    if (zero) QAT_TRY(qat_zero_gather_params(&J->zero, J->dist, &J->opt));
     J->step++;
     tok_since += (int64_t)B * T * A * W;
     double now = qat_now(), rate = tok_since / fmax(now - t_last, 1e-9);
@@ -366,9 +394,12 @@ static int eqat_teacher(const qat_config *cfg) {
 typedef struct mem_need {
   const char *phase;
   double model, teacher, cache, optim; /* bytes */
+  double zero;                          /* ZeRO-1's communication buffers */
 } mem_need;
 
-static double mem_sum(const mem_need *n) { return n->model + n->teacher + n->cache + n->optim; }
+static double mem_sum(const mem_need *n) {
+  return n->model + n->teacher + n->cache + n->optim + n->zero;
+}
 
 /* Optimizer moments (2 x F32) of layer l's Linear weights (weights != 0), step sizes (scales)
  * and zero points (zeros, asym only). */
@@ -386,6 +417,15 @@ static double moments_layer(const qat_llama_config *c, const qat_qspec *q, int w
     n += zeros && !q->sym ? (double)ss[0] * ss[1] : 0;
   }
   return 8.0 * n;
+}
+
+/* dist.zero = 1: a rank holds 1 / W of the whole-model moments (one padded shard) and the
+ * reduce-scatter / all-gather buffers: (W + 1) shards of F32 (train/zero.h). */
+static void zero_share(const qat_config *cfg, int64_t W, mem_need *n) {
+  if (!cfg->dist.zero || W <= 1) return;
+  int64_t flat = (int64_t)(n->optim / 8.0), shard = (flat + W - 1) / W;
+  n->optim = 8.0 * (double)shard;
+  n->zero = (double)qat_zero_buffer_bytes(flat, (int)W);
 }
 
 static qat_status est(const qat_llama_config *c, const qat_llama_mem_job *j, double *out) {
@@ -420,6 +460,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
     int train_q = cfg->quant.grad != QAT_CFG_GRAD_STE;
     n->optim = L * moments_layer(&c, q, !scales_only, train_q, train_q);
+    zero_share(cfg, W, n);
   } else if (cfg->method == QAT_METHOD_GPTQ) {
     mem_need *n = &ph[nph++];
     *n = (mem_need){.phase = "GPTQ"};
@@ -474,6 +515,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
         QAT_TRY(est(&c, &jt, &n->teacher));
       }
       n->optim = L * moments_layer(&c, q, 0, 1, 0); /* step sizes only */
+      zero_share(cfg, W, n);
     }
   }
   size_t free_b = 0, total_b = 0;
@@ -481,11 +523,16 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
   const double GB = 1e9;
   char line[512];
   int k = 0;
-  for (int i = 0; i < nph; i++)
+  for (int i = 0; i < nph; i++) {
+    char zb[80] = "";
+    if (ph[i].zero > 0)
+      snprintf(zb, sizeof zb, " (1/%lld: ZeRO-1), ZeRO-1 buffers %.2f", (long long)W,
+               ph[i].zero / GB);
     k += snprintf(line + k, sizeof line - (size_t)k,
-                  "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, optimizer %.2f)",
+                  "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, optimizer %.2f%s)",
                   i ? "; " : "", ph[i].phase, mem_sum(&ph[i]) / GB, ph[i].model / GB,
-                  ph[i].teacher / GB, ph[i].cache / GB, ph[i].optim / GB);
+                  ph[i].teacher / GB, ph[i].cache / GB, ph[i].optim / GB, zb);
+  }
   if (st != QAT_OK) {
     qat_warn("memory: %s needs %s; free %s memory unknown, not checked", be->name, line, be->name);
     return QAT_OK;
@@ -580,7 +627,18 @@ static qat_status setup_loop(job *J, qat_param *params, int nparams,
   J->m->recompute = cfg->train.recompute;
   QAT_TRY(qat_llama_plan(J->m, B, T, 1));
   if (cfg->distill.enabled) QAT_TRY(qat_llama_plan(J->teacher, B, T, 0));
-  QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
+  if (cfg->dist.zero) {
+    QAT_TRY(qat_optim_init_shard(&J->opt, J->be, params, nparams, groups, J->dist->rank,
+                                 J->dist->world));
+    QAT_TRY(qat_zero_init(&J->zero, &J->opt, J->dist));
+    qat_log("optimizer: ZeRO-1, %lld parameters in %d shards of %lld: %zu bytes of moments on "
+            "this rank, %zu of gradient / parameter buffers",
+            (long long)J->opt.flat_n, J->dist->world, (long long)J->opt.shard,
+            qat_optim_moment_bytes(&J->opt), qat_zero_buffer_bytes(J->opt.flat_n, J->dist->world));
+  } else {
+    QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
+    qat_log("optimizer: %zu bytes of moments on this rank", qat_optim_moment_bytes(&J->opt));
+  }
   size_t N = (size_t)B * T;
   J->tok = malloc(N * 4);
   J->tgt = malloc(N * 4);
@@ -814,6 +872,7 @@ qat_status qat_train_run(const qat_config *cfg) {
   }
   if (J.metrics) fclose(J.metrics);
   qat_optim_free(&J.opt);
+  qat_zero_free(&J.zero);
   if (J.m) qat_llama_free(J.m);
   if (J.teacher) qat_llama_free(J.teacher);
   free(J.train);
