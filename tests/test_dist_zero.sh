@@ -8,7 +8,8 @@
 #    bitwise: zero:0 sums dL/dw_hat across ranks before the fake-quant backward, zero:1 sums the
 #    parameters' gradients after it (the reduce-scatter), and the quantizer gradients of a sum
 #    round differently from the sum of the ranks' own; from step 1 the states drift by ulps;
-#    3 ranks (the last shard padded) likewise against 3 ranks zero:0;
+#    3 ranks (the last shard padded) likewise against 3 ranks zero:0; 0.1 MiB buckets give the
+#    one-bucket result bit for bit;
 # 3. method e2e_qp (step sizes accumulate directly, no backward after the sum): 2 ranks zero:1
 #    == zero:0 bit for bit;
 # 4. each rank's moments are 1/W of zero:0's (the padded shard: 8 x ceil(N / 2) bytes) in the
@@ -95,9 +96,18 @@ sys.exit(0 if any(k.startswith('optim') for k in json.loads(b[8:8+n])) else 1)" 
   echo "FAIL: rank 0's state.safetensors still holds moments"; exit 1
 fi
 
-# 2b. three ranks (a padded shard: N is not a multiple of 3) against 3 ranks with zero:0
+# 2a. in buckets of 0.1 MiB per rank (5 reduce-scatters and all-gathers per step instead of 1):
+# the same elementwise sums, bit for bit
+run2 checkpoint.dir="$T/zb" dist.zero=1 dist.zero_bucket_mb=0.1 > /dev/null 2> "$T/zb.err" ||
+  { cat "$T/zb.err"; echo "FAIL: 2 ranks zero:1 in buckets"; exit 1; }
+grep -q "(26214 elements per rank)" "$T/zb.err" || { grep optimizer "$T/zb.err"; echo "FAIL: bucket size"; exit 1; }
+python3 "$T/zcmp.py" "$T/z1/$last" "$T/zb/$last" "2 ranks zero:1, 0.1 MiB buckets vs one bucket"
+
+# 2b. three ranks (a padded shard: N is not a multiple of 3; 4 buckets, the last one short and
+# padded) against 3 ranks with zero:0
 dist_mpirun -np 3 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/t0" train.global_batch=12 > /dev/null 2>&1
-dist_mpirun -np 3 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/t1" train.global_batch=12 dist.zero=1 > /dev/null 2> "$T/t1.err" ||
+dist_mpirun -np 3 "$QAT" train "$T/c.yaml" checkpoint.dir="$T/t1" train.global_batch=12 dist.zero=1 \
+  dist.zero_bucket_mb=0.1 > /dev/null 2> "$T/t1.err" ||
   { cat "$T/t1.err"; echo "FAIL: 3 ranks zero:1"; exit 1; }
 python3 "$T/zcmp.py" "$T/t0/$last" "$T/t1/$last" "3 ranks zero:1 vs zero:0" 1e-5
 

@@ -124,6 +124,7 @@ static const key_def k_keys[] = {
     {"dist.backend", K_ENUM, OFF(dist.backend), "auto", ENUM(k_dist)},
     {"dist.timeout_s", K_FLOAT, OFF(dist.timeout_s), "600", NULL, 0},
     {"dist.zero", K_INT, OFF(dist.zero), "0", NULL, 0},
+    {"dist.zero_bucket_mb", K_FLOAT, OFF(dist.zero_bucket_mb), "64", NULL, 0},
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
@@ -665,6 +666,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_F(c->dist.timeout_s >= 0 && isfinite(c->dist.timeout_s), "dist.timeout_s",
          c->dist.timeout_s, "must be >= 0 (0 = never)");
   NEED_I(c->dist.zero == 0 || c->dist.zero == 1, "dist.zero", c->dist.zero, "must be 0 or 1");
+  NEED_F(c->dist.zero_bucket_mb > 0 && c->dist.zero_bucket_mb <= 65536, "dist.zero_bucket_mb",
+         c->dist.zero_bucket_mb, "must be in (0, 65536]");
   return QAT_OK;
 }
 

@@ -129,7 +129,8 @@ typedef struct qat_config {
   struct {
     qat_cfg_dist backend; /* communicator: auto (single for one rank, mpi on cpu, nccl on cuda) */
     double timeout_s;     /* a collective waiting longer ends the job (0 = never) */
-    int zero;             /* 1: ZeRO-1 (AdamW moments sharded) - not implemented yet */
+    int zero;             /* 1: ZeRO-1 (AdamW moments sharded; train/zero.h) */
+    double zero_bucket_mb; /* ZeRO-1: MiB of each rank's slice per reduce-scatter / all-gather */
   } dist;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;

@@ -420,12 +420,12 @@ static double moments_layer(const qat_llama_config *c, const qat_qspec *q, int w
 }
 
 /* dist.zero = 1: a rank holds 1 / W of the whole-model moments (one padded shard) and the
- * reduce-scatter / all-gather buffers: (W + 1) shards of F32 (train/zero.h). */
+ * reduce-scatter / all-gather buckets: (W + 1) x bucket F32 (train/zero.h). */
 static void zero_share(const qat_config *cfg, int64_t W, mem_need *n) {
   if (!cfg->dist.zero || W <= 1) return;
   int64_t flat = (int64_t)(n->optim / 8.0), shard = (flat + W - 1) / W;
   n->optim = 8.0 * (double)shard;
-  n->zero = (double)qat_zero_buffer_bytes(flat, (int)W);
+  n->zero = (double)qat_zero_buffer_bytes(flat, (int)W, cfg->dist.zero_bucket_mb * 1048576.0);
 }
 
 static qat_status est(const qat_llama_config *c, const qat_llama_mem_job *j, double *out) {
@@ -529,7 +529,8 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
       snprintf(zb, sizeof zb, " (1/%lld: ZeRO-1), ZeRO-1 buffers %.2f", (long long)W,
                ph[i].zero / GB);
     k += snprintf(line + k, sizeof line - (size_t)k,
-                  "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, optimizer %.2f%s)",
+                  "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, "
+                  "optimizer %.2f%s)",
                   i ? "; " : "", ph[i].phase, mem_sum(&ph[i]) / GB, ph[i].model / GB,
                   ph[i].teacher / GB, ph[i].cache / GB, ph[i].optim / GB, zb);
   }
@@ -630,11 +631,14 @@ static qat_status setup_loop(job *J, qat_param *params, int nparams,
   if (cfg->dist.zero) {
     QAT_TRY(qat_optim_init_shard(&J->opt, J->be, params, nparams, groups, J->dist->rank,
                                  J->dist->world));
-    QAT_TRY(qat_zero_init(&J->zero, &J->opt, J->dist));
+    double bucket = cfg->dist.zero_bucket_mb * 1048576.0;
+    QAT_TRY(qat_zero_init(&J->zero, &J->opt, J->dist, bucket));
     qat_log("optimizer: ZeRO-1, %lld parameters in %d shards of %lld: %zu bytes of moments on "
-            "this rank, %zu of gradient / parameter buffers",
+            "this rank, %zu of gradient / parameter buckets (%lld elements per rank)",
             (long long)J->opt.flat_n, J->dist->world, (long long)J->opt.shard,
-            qat_optim_moment_bytes(&J->opt), qat_zero_buffer_bytes(J->opt.flat_n, J->dist->world));
+            qat_optim_moment_bytes(&J->opt),
+            qat_zero_buffer_bytes(J->opt.flat_n, J->dist->world, bucket),
+            (long long)J->zero.bucket);
   } else {
     QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
     qat_log("optimizer: %zu bytes of moments on this rank", qat_optim_moment_bytes(&J->opt));

@@ -1,26 +1,33 @@
-/* ZeRO-1 gradient reduce-scatter and parameter all-gather (see zero.h). */
+/* ZeRO-1 gradient reduce-scatter and parameter all-gather, in buckets (see zero.h). */
 #include "train/zero.h"
 
 #include <string.h>
 
-size_t qat_zero_buffer_bytes(int64_t flat_n, int world) {
-  if (world <= 1) return 0;
-  int64_t shard = (flat_n + world - 1) / world;
-  return (size_t)(world + 1) * (size_t)shard * sizeof(float);
+static int64_t bucket_of(int64_t shard, double bucket_bytes) {
+  int64_t b = (int64_t)(bucket_bytes / sizeof(float));
+  if (b < 1) b = 1;
+  return b < shard ? b : shard;
 }
 
-qat_status qat_zero_init(qat_zero *z, const qat_optim *o, const qat_dist *d) {
+size_t qat_zero_buffer_bytes(int64_t flat_n, int world, double bucket_bytes) {
+  if (world <= 1 || flat_n == 0) return 0;
+  int64_t b = bucket_of((flat_n + world - 1) / world, bucket_bytes);
+  return (size_t)(world + 1) * (size_t)b * sizeof(float);
+}
+
+qat_status qat_zero_init(qat_zero *z, const qat_optim *o, const qat_dist *d, double bucket_bytes) {
   memset(z, 0, sizeof *z);
   if (!o->sharded || o->world != d->world || o->rank != d->rank)
     return QAT_FAIL(QAT_EINTERNAL, "ZeRO-1: the optimizer is not sharded for rank %d of %d",
                     d->rank, d->world);
   if (d->world == 1 || o->shard == 0) return QAT_OK;
-  int64_t S = o->shard, W = d->world;
-  QAT_TRY(qat_arena_init(&z->arena, o->be, "ZeRO-1 gradient / parameter buffers",
-                         qat_arena_need(QAT_F32, W * S) + qat_arena_need(QAT_F32, S)));
-  QAT_TRY(qat_arena_tensor(&z->arena, &z->flat, QAT_F32, 1, (int64_t[]){W * S}, "zero flat"));
-  QAT_TRY(qat_arena_tensor(&z->arena, &z->shard, QAT_F32, 1, (int64_t[]){S}, "zero shard"));
-  return QAT_OK; /* the arena is zeroed: the padding tail of flat stays 0 */
+  int64_t b = bucket_of(o->shard, bucket_bytes), W = d->world;
+  z->bucket = b;
+  QAT_TRY(qat_arena_init(&z->arena, o->be, "ZeRO-1 gradient / parameter buckets",
+                         qat_arena_need(QAT_F32, W * b) + qat_arena_need(QAT_F32, b)));
+  QAT_TRY(qat_arena_tensor(&z->arena, &z->send, QAT_F32, 1, (int64_t[]){W * b}, "zero send"));
+  QAT_TRY(qat_arena_tensor(&z->arena, &z->recv, QAT_F32, 1, (int64_t[]){b}, "zero recv"));
+  return QAT_OK;
 }
 
 void qat_zero_free(qat_zero *z) {
@@ -28,41 +35,54 @@ void qat_zero_free(qat_zero *z) {
   memset(z, 0, sizeof *z);
 }
 
-/* Copies between parameter i's owned part (tensor t: its p or g) and buf at its flat offset
- * relative to base (to_buf: t -> buf). */
-static qat_status copy_owned(const qat_optim *o, int i, const qat_tensor *t, float *buf,
-                             int64_t base, int to_buf) {
-  if (o->own_n[i] == 0) return QAT_OK;
-  float *tp = (float *)t->data + o->own_lo[i];
-  float *bp = buf + (o->flat_off[i] + o->own_lo[i] - base);
-  size_t bytes = (size_t)o->own_n[i] * sizeof(float);
-  return to_buf ? o->be->copy(o->be, bp, tp, bytes) : o->be->copy(o->be, tp, bp, bytes);
+/* Copies flat elements [lo, lo + n) between the parameters (their gradients when grad) and
+ * buf[0, n) (to_buf: parameters -> buf). Returns in *covered how many of them are parameters
+ * (the rest, at the end, is padding: flat_n <= lo + n). */
+static qat_status copy_range(const qat_optim *o, int grad, int64_t lo, int64_t n, float *buf,
+                             int to_buf, int64_t *covered) {
+  int64_t hi = lo + n;
+  *covered = (o->flat_n < hi ? o->flat_n : hi) - lo;
+  if (*covered < 0) *covered = 0;
+  for (int i = 0; i < o->n; i++) {
+    const qat_tensor *t = grad ? o->params[i].g : o->params[i].p;
+    int64_t a = o->flat_off[i], b = a + qat_numel(t);
+    int64_t s = a > lo ? a : lo, e = b < hi ? b : hi;
+    if (s >= e) continue;
+    float *tp = (float *)t->data + (s - a), *bp = buf + (s - lo);
+    size_t bytes = (size_t)(e - s) * sizeof(float);
+    QAT_TRY(to_buf ? o->be->copy(o->be, bp, tp, bytes) : o->be->copy(o->be, tp, bp, bytes));
+  }
+  return QAT_OK;
 }
 
 qat_status qat_zero_reduce_grads(qat_zero *z, qat_dist *d, const qat_optim *o) {
   if (d->world == 1 || o->shard == 0) return QAT_OK;
-  float *flat = (float *)z->flat.data;
-  for (int i = 0; i < o->n; i++) { /* every gradient, whole, at its flat offset */
-    size_t bytes = (size_t)qat_numel(o->params[i].g) * sizeof(float);
-    QAT_TRY(o->be->copy(o->be, flat + o->flat_off[i], o->params[i].g->data, bytes));
+  float *send = (float *)z->send.data, *recv = (float *)z->recv.data;
+  int64_t S = o->shard, cov;
+  for (int64_t k = 0; k < S; k += z->bucket) {
+    int64_t c = S - k < z->bucket ? S - k : z->bucket;
+    for (int r = 0; r < d->world; r++) { /* rank r's slice: its shard's elements [k, k + c) */
+      QAT_TRY(copy_range(o, 1, (int64_t)r * S + k, c, send + (int64_t)r * c, 1, &cov));
+      if (cov < c) /* the padding sums as zeros */
+        QAT_TRY(o->be->memset0(o->be, send + (int64_t)r * c + cov, (size_t)(c - cov) * 4));
+    }
+    QAT_TRY(d->reduce_scatter(d, send, recv, c, QAT_F32, QAT_RED_SUM));
+    QAT_TRY(copy_range(o, 1, (int64_t)d->rank * S + k, c, recv, 0, &cov));
   }
-  QAT_TRY(d->reduce_scatter(d, flat, z->shard.data, o->shard, QAT_F32, QAT_RED_SUM));
-  int64_t base = (int64_t)d->rank * o->shard;
-  for (int i = 0; i < o->n; i++)
-    QAT_TRY(copy_owned(o, i, o->params[i].g, (float *)z->shard.data, base, 0));
   return QAT_OK;
 }
 
 qat_status qat_zero_gather_params(qat_zero *z, qat_dist *d, const qat_optim *o) {
   if (d->world == 1 || o->shard == 0) return QAT_OK;
-  int64_t base = (int64_t)d->rank * o->shard;
-  for (int i = 0; i < o->n; i++)
-    QAT_TRY(copy_owned(o, i, o->params[i].p, (float *)z->shard.data, base, 1));
-  QAT_TRY(d->allgather(d, z->shard.data, z->flat.data, (size_t)o->shard * sizeof(float)));
-  const float *flat = (const float *)z->flat.data;
-  for (int i = 0; i < o->n; i++) {
-    size_t bytes = (size_t)qat_numel(o->params[i].p) * sizeof(float);
-    QAT_TRY(o->be->copy(o->be, o->params[i].p->data, flat + o->flat_off[i], bytes));
+  float *send = (float *)z->send.data, *recv = (float *)z->recv.data;
+  int64_t S = o->shard, cov;
+  for (int64_t k = 0; k < S; k += z->bucket) {
+    int64_t c = S - k < z->bucket ? S - k : z->bucket;
+    QAT_TRY(copy_range(o, 0, (int64_t)d->rank * S + k, c, recv, 1, &cov));
+    if (cov < c) QAT_TRY(o->be->memset0(o->be, recv + cov, (size_t)(c - cov) * 4));
+    QAT_TRY(d->allgather(d, recv, send, (size_t)c * sizeof(float)));
+    for (int r = 0; r < d->world; r++)
+      QAT_TRY(copy_range(o, 0, (int64_t)r * S + k, c, send + (int64_t)r * c, 0, &cov));
   }
   return QAT_OK;
 }
