@@ -51,7 +51,8 @@ NPDT = {"F32": "<f4", "F16": "<f2"}
 
 
 def bf16(n):
-    return (ramp(n, "<f4") and (np.frombuffer(ramp(n, "<f4"), np.uint32) >> 16).astype("<u2").tobytes())
+    """The F32 ramp truncated to BF16 (its high halves)."""
+    return (np.frombuffer(ramp(n, "<f4"), np.uint32) >> 16).astype("<u2").tobytes()
 
 
 # ------------------------------------------------------------------------------ model folders
@@ -368,8 +369,7 @@ def tiny_gguf(path, tok="gpt2", arch="llama", tied=True, kquant=False):
     gm.add_tensor(wr, rng, "blk.0.ffn_norm.weight", 1 + w(C), T.F32)
     gm.add_tensor(wr, rng, "blk.0.ffn_gate.weight", w(F, C), T.Q5_1)
     gm.add_tensor(wr, rng, "blk.0.ffn_up.weight", w(F, C), T.Q8_0)
-    gm.add_tensor(wr, rng, "blk.0.ffn_down.weight", w(C, F), T.Q4_K if kquant else T.BF16
-                  if False else T.F32)
+    gm.add_tensor(wr, rng, "blk.0.ffn_down.weight", w(C, F), T.Q4_K if kquant else T.F32)
     gm.add_tensor(wr, rng, "output_norm.weight", 1 + w(C), T.F32)
     if not tied:
         gm.add_tensor(wr, rng, "output.weight", w(V, C), T.Q8_0)
