@@ -156,6 +156,13 @@ struct qat_backend {
    *   trans 1: y[M, K] = x[M, N] @ dequant(W)     (its backward dx = dy @ dequant(W)) */
   qat_status (*qgemm)(const qat_backend *be, int trans, int64_t M, const struct qat_packed *w,
                       const qat_tensor *x, qat_tensor *y);
+  /* E2E-QP's step-size gradient through packed frozen codes (W[N, K] as for qgemm): with
+   * dW = dy^T @ x (dy [M, N], x [M, K] F32), ds[N, G] F32 = sum over the group of
+   * dW * (code - zp), overwritten; dq_backward of the unpacked codes applied to
+   * gemm(1, 0, dy, x) (bit for bit when W fits one panel, else to dW's F32 summation order),
+   * without the whole F32 dW (CPU: 4 MB row panels). Straight-through clamp. */
+  qat_status (*qgemm_ds)(const qat_backend *be, int64_t M, const struct qat_packed *w,
+                         const qat_tensor *dy, const qat_tensor *x, qat_tensor *ds);
   /* y += alpha * x (same numel). */
   qat_status (*axpy)(const qat_backend *be, float alpha, const qat_tensor *x, qat_tensor *y);
   /* x *= alpha. */
@@ -259,6 +266,7 @@ void qat_cpu_register_quant(qat_backend *be);
 void qat_cpu_register_nn(qat_backend *be);
 void qat_cpu_register_codes(qat_backend *be); /* cpu/codes.c: dq_forward, dq_backward, fq_codes */
 void qat_cpu_register_qgemm(qat_backend *be); /* cpu/qgemm.c */
+void qat_cpu_register_qgemm_ds(qat_backend *be); /* cpu/qgemm_ds.c */
 #ifdef QAT_HAVE_CUDA
 qat_status qat_cuda_create(qat_backend *be); /* cuda/backend.cu */
 int qat_cuda_device_count(void);

@@ -93,6 +93,7 @@ qat_backend *qat_backend_cpu(void) {
     qat_cpu_register_nn(&be);
     qat_cpu_register_codes(&be);
     qat_cpu_register_qgemm(&be);
+    qat_cpu_register_qgemm_ds(&be);
     ready = 1;
   }
   return &be;
