@@ -5,13 +5,14 @@
  * small packed matrix does not win by staying in cache. Median of the repetitions (at least 3,
  * until ~0.25 s per side). Correctness lives in tests/test_qgemm.c; this file only times.
  *
- *   bench_qgemm [--json] [--quick]
+ *   bench_qgemm [--json] [--quick] [--act f32|int8|both]
  * Cases: SmolLM2-135M shapes (576x576, 1536x576, 576x1536) and Llama-2-7B shapes (4096x4096,
- * 11008x4096, 4096x11008) as N x K, at M = 1, 16, 512 (M = 512 on the 7B shapes only for
- * 4096x4096: the F32 side alone takes seconds per call on 2 cores); W4 g128, W3 g128, W2 g64
- * (asymmetric, F16 scales); on SmolLM2, whose 576 columns are not whole groups of 128, g64. --quick: the SmolLM2 shapes and 4096x4096 only.
- * Record: bits, group, M, N, K, ms, baseline_ms, speedup, weight_gbps (packed bytes / ms) and
- * baseline_gbps (F32 bytes / baseline_ms). */
+ * 11008x4096, 4096x11008) as N x K, at M = 1, 16, 128 (issue 11's); W4 g128, W3 g128, W2 g64
+ * (asymmetric, F16 scales); on SmolLM2, whose 576 columns are not whole groups of 128, g64.
+ * Activations (qat_backend.qgemm_act8): F32, and at M <= 16 also int8 (llama.cpp's Q8_0
+ * scheme; M = 128 runs the panel path either way). --quick: the SmolLM2 shapes and 4096x4096.
+ * Record: bits, group, act, M, N, K, ms, baseline_ms, speedup, weight_gbps (packed bytes / ms)
+ * and baseline_gbps (F32 bytes / baseline_ms). */
 #include "backend/backend.h"
 #include "quant/packed.h"
 
@@ -88,7 +89,8 @@ static int ncopies_for(size_t bytes) {
 
 static int g_json, g_first = 1;
 
-static void bench_case(const char *model, int bits, int group, int64_t M, int64_t N, int64_t K) {
+static void bench_case(const char *model, int bits, int group, int64_t M, int64_t N, int64_t K,
+                       int act8) {
   qat_backend *be = qat_backend_cpu();
   qat_qspec q = {.bits = bits, .group = group, .sym = 0};
   qat_packed base;
@@ -122,17 +124,21 @@ static void bench_case(const char *model, int bits, int group, int64_t M, int64_
   for (int64_t i = 0; i < M * K; i++) x[i] = (float)((int)(next() % 2001) - 1000) * 1e-3f;
   c.x = qat_view2(x, QAT_F32, QAT_DEV_CPU, M, K);
   c.y = qat_view2(y, QAT_F32, QAT_DEV_CPU, M, N);
-  double ms = time_it(run_q, &c, nq), bms = time_it(run_f, &c, nf);
+  be->qgemm_act8 = act8;
+  double ms = time_it(run_q, &c, nq);
+  be->qgemm_act8 = 0;
+  double bms = time_it(run_f, &c, nf);
+  const char *act = act8 ? "int8" : "f32";
   double qb = (double)qat_packed_bytes(&base), fb = (double)(N * K) * 4;
   if (g_json)
-    printf("%s{\"model\": \"%s\", \"bits\": %d, \"group\": %d, \"M\": %lld, \"N\": %lld, \"K\": %lld, "
-           "\"ms\": %.4f, \"baseline_ms\": %.4f, \"speedup\": %.3f, \"weight_gbps\": %.2f, "
-           "\"baseline_gbps\": %.2f}",
-           g_first ? "[\n" : ",\n", model, bits, group, (long long)M, (long long)N, (long long)K,
-           ms, bms, bms / ms, qb / (ms * 1e6), fb / (bms * 1e6));
+    printf("%s{\"model\": \"%s\", \"bits\": %d, \"group\": %d, \"act\": \"%s\", \"M\": %lld, "
+           "\"N\": %lld, \"K\": %lld, \"ms\": %.4f, \"baseline_ms\": %.4f, \"speedup\": %.3f, "
+           "\"weight_gbps\": %.2f, \"baseline_gbps\": %.2f}",
+           g_first ? "[\n" : ",\n", model, bits, group, act, (long long)M, (long long)N,
+           (long long)K, ms, bms, bms / ms, qb / (ms * 1e6), fb / (bms * 1e6));
   else
-    printf("| %-8s | W%d g%-3d | %4lld | %5lld x %5lld | %9.3f | %9.3f | %6.2fx | %7.2f | %7.2f |\n",
-           model, bits, group, (long long)M, (long long)N, (long long)K, ms, bms, bms / ms,
+    printf("| %-8s | W%d g%-3d | %-4s | %4lld | %5lld x %5lld | %9.3f | %9.3f | %6.2fx | %7.2f | %7.2f |\n",
+           model, bits, group, act, (long long)M, (long long)N, (long long)K, ms, bms, bms / ms,
            qb / (ms * 1e6), fb / (bms * 1e6));
   fflush(stdout);
   g_first = 0;
@@ -146,14 +152,19 @@ static void bench_case(const char *model, int bits, int group, int64_t M, int64_
 }
 
 int main(int argc, char **argv) {
-  int quick = 0;
+  int quick = 0, acts = 3; /* bit 0: F32 activations, bit 1: int8 (M <= 16 only) */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json"))
       g_json = 1;
     else if (!strcmp(argv[i], "--quick"))
       quick = 1;
-    else {
-      fprintf(stderr, "usage: bench_qgemm [--json] [--quick]\n");
+    else if (!strcmp(argv[i], "--act") && i + 1 < argc && (!strcmp(argv[i + 1], "f32") ||
+                                                           !strcmp(argv[i + 1], "int8") ||
+                                                           !strcmp(argv[i + 1], "both"))) {
+      i++;
+      acts = !strcmp(argv[i], "f32") ? 1 : !strcmp(argv[i], "int8") ? 2 : 3;
+    } else {
+      fprintf(stderr, "usage: bench_qgemm [--json] [--quick] [--act f32|int8|both]\n");
       return 2;
     }
   }
@@ -164,22 +175,23 @@ int main(int argc, char **argv) {
       {"llama7b", 4096, 4096, 0},   {"llama7b", 11008, 4096, 1},  {"llama7b", 4096, 11008, 1},
   };
   const int cfg[][2] = {{4, 128}, {3, 128}, {2, 64}};
-  const int64_t Ms[] = {1, 16, 512};
+  const int64_t Ms[] = {1, 16, 128};
   if (!g_json) {
     printf("qgemm vs F32 gemm (OpenBLAS) on the dequantized weight, %d OpenMP threads, cold "
            "weights (%zu MiB of copies)\n",
            omp_get_max_threads(), g_cold_bytes >> 20);
-    printf("| model    | format  |    M |      N x K    |  qgemm ms |    F32 ms | speedup | q GB/s  | F32 GB/s|\n");
-    printf("|----------|---------|------|---------------|-----------|-----------|---------|---------|---------|\n");
+    printf("| model    | format  | act  |    M |      N x K    |  qgemm ms |    F32 ms | speedup | q GB/s  | F32 GB/s|\n");
+    printf("|----------|---------|------|------|---------------|-----------|-----------|---------|---------|---------|\n");
   }
   for (int s = 0; s < 6; s++) {
     if (quick && shapes[s].big) continue;
-    for (int mi = 0; mi < 3; mi++) {
-      if (Ms[mi] == 512 && shapes[s].big) continue;
+    for (int mi = 0; mi < 3; mi++)
       for (int c = 0; c < 3; c++) /* SmolLM2's 576 columns are 4.5 groups of 128: g64 there */
-        bench_case(shapes[s].model, cfg[c][0], shapes[s].K % cfg[c][1] ? 64 : cfg[c][1], Ms[mi],
-                   shapes[s].N, shapes[s].K);
-    }
+        for (int a8 = 0; a8 <= 1; a8++) {
+          if (!(acts >> a8 & 1) || (a8 && Ms[mi] > 16)) continue; /* int8 x: the small-M path */
+          bench_case(shapes[s].model, cfg[c][0], shapes[s].K % cfg[c][1] ? 64 : cfg[c][1], Ms[mi],
+                     shapes[s].N, shapes[s].K, a8);
+        }
   }
   if (g_json) printf("\n]\n");
   return 0;

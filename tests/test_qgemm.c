@@ -11,7 +11,8 @@
  * per-channel on odd K, odd N, M in {1, 3, 16} (decode-and-dot) and {17, 40} (panels + sgemm),
  * both transposes, F16 and F32 scales. Also: small-M results bit-identical for 1 and 2 threads;
  * the AVX2 decode bit-identical to the portable one and its row dot within the bound; bad
- * arguments refused. */
+ * arguments refused. The int8-activation path (qgemm_act8): its own bound below, fallbacks, NaN,
+ * thread independence, AVX2 against portable. */
 #include "testutil.h"
 
 #include "backend/cpu/qgemm_kern.h"
@@ -134,6 +135,128 @@ START_TEST(against_dequant_gemm) {
 }
 END_TEST
 
+/* The int8-activation path (qat_backend.qgemm_act8, qgemm_a8.c) against the double reference on
+ * the exact x. Its error is x's rounding, |x_k - d_b xq_k| <= d_b / 2 with d_b = max|x_b| / 127
+ * per chunk b of 32 or 64 inputs (qgemm_a8_chunk; the zero-point term uses the quantized x, so the error meets the weight
+ * w = s (q - zp) itself), plus F32 summation as above on |x~| <= |x| + d / 2:
+ *   |y - y_ref| <= sum_k |w_k| d_b(k) (1/2 + 1e-6) + 2 (K + 2) eps sum_k (|x_k| + d_b) s_k (q_k + zp_k).
+ * The 1e-6 covers rounding x * (127 / amax) instead of x / d. Also checked: the error is not
+ * zero (the path really quantizes); the largest relative error |y - y_ref| / sum |x w| is printed. */
+static double g_a8_rel; /* largest |y - y_ref| / sum |x w| seen */
+
+static double check_case_a8(qfix *f, int64_t M, uint64_t seed, const char *what) {
+  qat_backend *be = qat_backend_cpu();
+  int64_t N = f->N, K = f->K;
+  tu_rng r = {seed};
+  float *x = malloc(sizeof(float) * (size_t)(M * K)), *y = malloc(sizeof(float) * (size_t)(M * N));
+  tu_fill_normal(&r, x, (size_t)(M * K), 1.0f);
+  for (int64_t i = 0; i < M * K; i += 97) x[i] *= 20.0f; /* outliers: blocks of unequal scale */
+  qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, M, K), ty = qat_view2(y, QAT_F32, QAT_DEV_CPU, M, N);
+  be->qgemm_act8 = 1;
+  qat_status st = QAT_OP(be, qgemm, 0, M, &f->p, &tx, &ty);
+  be->qgemm_act8 = 0;
+  TU_REQUIRE_OK(st);
+  double eps = FLT_EPSILON / 2, worst = 0, maxerr = 0;
+  for (int64_t m = 0; m < M; m++)
+    for (int64_t n = 0; n < N; n++) {
+      double ref = 0, qb = 0, fb = 0, scale = 0;
+      int64_t ch = qgemm_a8_chunk(&f->p);
+      for (int64_t k0 = 0; k0 < K; k0 += ch) {
+        float amax = 0;
+        for (int64_t k = k0; k < k0 + ch; k++) amax = fmaxf(amax, fabsf(x[m * K + k]));
+        double db = amax / 127.0f;
+        for (int64_t k = k0; k < k0 + ch; k++) {
+          double xv = x[m * K + k], wv = f->W[n * K + k];
+          ref += xv * wv;
+          qb += fabs(wv) * db * (0.5 + 1e-6);
+          fb += (fabs(xv) + db) * f->A[n * K + k];
+          scale += fabs(xv * wv);
+        }
+      }
+      double bound = qb + 2.0 * (double)(K + 2) * eps * fb;
+      double e = fabs((double)y[m * N + n] - ref);
+      if (scale > 0 && e / scale > g_a8_rel) g_a8_rel = e / scale;
+      ck_assert_msg(e <= bound, "%s a8 M=%lld [%lld, %lld]: qgemm %.9g ref %.9g err %.3g bound %.3g",
+                    what, (long long)M, (long long)m, (long long)n, y[m * N + n], ref, e, bound);
+      if (e > maxerr) maxerr = e;
+      if (bound > 0 && e / bound > worst) worst = e / bound;
+    }
+  free(x);
+  free(y);
+  return maxerr;
+}
+
+START_TEST(act8_against_reference) {
+  const int bits_list[] = {2, 3, 4, 5, 7};
+  const int groups[] = {32, 64, 128, -1};
+  const int64_t Ms[] = {1, 3, 16};
+  int ncase = 0;
+  double tot = 0;
+  for (int bi = 0; bi < 5; bi++)
+    for (int gi = 0; gi < 4; gi++)
+      for (int sym = 0; sym <= 1; sym++) {
+        int64_t K = 3 * 128, N = 37; /* per-channel: K = 384 is whole blocks of 32 */
+        qfix f;
+        qfix_make(&f, bits_list[bi], groups[gi], sym, N, K, (bi + gi + sym) & 1,
+                  500u + (unsigned)(bi * 100 + gi * 10 + sym));
+        for (int mi = 0; mi < 3; mi++) {
+          char what[96];
+          snprintf(what, sizeof what, "b%d g%d %s", bits_list[bi], groups[gi], sym ? "sym" : "asym");
+          tot += check_case_a8(&f, Ms[mi], 11u + (unsigned)mi, what);
+          ncase++;
+        }
+        qfix_free(&f);
+      }
+  ck_assert_int_eq(ncase, 5 * 4 * 2 * 3);
+  ck_assert_msg(tot > 0, "int8 activations gave the exact result: the path did not run");
+  fprintf(stderr, "act8: %d cases within the bound; largest |y - y_ref| / sum |x w| = %.3g\n", ncase,
+          g_a8_rel);
+}
+END_TEST
+
+/* Weights the int8 path does not take (8 bits, groups not a multiple of 32) give the F32 path's
+ * result bit for bit; a NaN in x reaches every output. */
+START_TEST(act8_fallback_and_nan) {
+  qat_backend *be = qat_backend_cpu();
+  const int cases[][2] = {{8, 64}, {4, 48}};
+  for (int c = 0; c < 2; c++) {
+    qfix f;
+    qfix_make(&f, cases[c][0], cases[c][1], 0, 9, 192, 0, 77u + (unsigned)c);
+    float x[2 * 192], y0[2 * 9], y1[2 * 9];
+    tu_rng r = {5};
+    tu_fill_normal(&r, x, 2 * 192, 1.0f);
+    qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, 2, 192);
+    qat_tensor t0 = qat_view2(y0, QAT_F32, QAT_DEV_CPU, 2, 9), t1 = qat_view2(y1, QAT_F32, QAT_DEV_CPU, 2, 9);
+    TU_REQUIRE_OK(QAT_OP(be, qgemm, 0, 2, &f.p, &tx, &t0));
+    be->qgemm_act8 = 1;
+    qat_status st = QAT_OP(be, qgemm, 0, 2, &f.p, &tx, &t1);
+    be->qgemm_act8 = 0;
+    TU_REQUIRE_OK(st);
+    ck_assert_msg(memcmp(y0, y1, sizeof y0) == 0, "b%d g%d: fallback differs", cases[c][0], cases[c][1]);
+    qfix_free(&f);
+  }
+  qfix f;
+  qfix_make(&f, 4, 64, 0, 9, 192, 1, 99);
+  for (int64_t M = 1; M <= 2; M++) {
+    float x[2 * 192], y[2 * 9];
+    tu_rng r = {6};
+    tu_fill_normal(&r, x, 2 * 192, 1.0f);
+    x[(M - 1) * 192 + 100] = NAN;
+    qat_tensor tx = qat_view2(x, QAT_F32, QAT_DEV_CPU, M, 192), ty = qat_view2(y, QAT_F32, QAT_DEV_CPU, M, 9);
+    be->qgemm_act8 = 1;
+    qat_status st = QAT_OP(be, qgemm, 0, M, &f.p, &tx, &ty);
+    be->qgemm_act8 = 0;
+    TU_REQUIRE_OK(st);
+    for (int n = 0; n < 9; n++) {
+      ck_assert_msg(isnan(y[(M - 1) * 9 + n]), "M %lld: NaN in x gave y[%d] = %g", (long long)M, n,
+                    y[(M - 1) * 9 + n]);
+      if (M == 2) ck_assert_msg(isfinite(y[n]), "NaN leaked into row 0");
+    }
+  }
+  qfix_free(&f);
+}
+END_TEST
+
 START_TEST(threads_independent) {
   qat_backend *be = qat_backend_cpu();
   qfix f;
@@ -152,9 +275,18 @@ START_TEST(threads_independent) {
       TU_REQUIRE_OK(QAT_OP(be, qgemm, trans, M, &f.p, &tx, &t1));
       omp_set_num_threads(3);
       TU_REQUIRE_OK(QAT_OP(be, qgemm, trans, M, &f.p, &tx, &t2));
-      omp_set_num_threads(nt);
       ck_assert_msg(memcmp(y1, y2, sizeof(float) * (size_t)(M * out)) == 0, "trans %d M %lld", trans,
                     (long long)M);
+      if (!trans) { /* the int8-activation path too */
+        be->qgemm_act8 = 1;
+        omp_set_num_threads(1);
+        TU_REQUIRE_OK(QAT_OP(be, qgemm, trans, M, &f.p, &tx, &t1));
+        omp_set_num_threads(3);
+        TU_REQUIRE_OK(QAT_OP(be, qgemm, trans, M, &f.p, &tx, &t2));
+        be->qgemm_act8 = 0;
+        ck_assert_msg(memcmp(y1, y2, sizeof(float) * (size_t)(M * out)) == 0, "act8 M %lld", (long long)M);
+      }
+      omp_set_num_threads(nt);
       free(x);
       free(y1);
       free(y2);
@@ -189,6 +321,50 @@ START_TEST(avx2_vs_portable) {
     }
     qfix_free(&f);
   }
+  /* int8 activations: the lane-order decode bit-identical; the row dot equal up to the order of
+   * F32 sums of the exact integer chunk sums (bound (nb + G + 4) eps sum of |terms|, doubled);
+   * g 32 and 64 (chunks of 32 and, for 4 and 2 bits, 64) and 192 = 3 x 64 (tail-free, G = 1) */
+  for (int b = 2; b <= 7; b++)
+    for (int gi = 0; gi < 3; gi++) {
+      int g = gi == 2 ? 192 : gi ? 64 : 32;
+      qfix f;
+      qfix_make(&f, b, g, b & 1, 4, 192, gi, 70u + (unsigned)b);
+      uint8_t ua[192], up[192];
+      int8_t xq[192];
+      float d[6], xqs[6];
+      tu_rng r = {(uint64_t)b};
+      for (int i = 0; i < 192; i++) xq[i] = (int8_t)((int)(tu_next(&r) % 255) - 127);
+      for (int i = 0; i < 6; i++) d[i] = 0.01f * (float)(i + 1);
+      for (int j = 0; j < f.p.G; j++) xqs[j] = 0.5f - 0.1f * (float)j;
+      for (int64_t n = 0; n < f.N; n++) {
+        a->a8_decode(&f.p, n, ua);
+        p->a8_decode(&f.p, n, up);
+        ck_assert_msg(memcmp(ua, up, 192) == 0, "a8_decode b%d row %lld", b, (long long)n);
+        int ch = qgemm_a8_chunk(&f.p);
+        for (int i = 0; i < 192; i++) /* lane order: the code qgemm_a8_lane names */
+          ck_assert_uint_eq(up[i], qat_packed_get(f.p.codes + n * f.p.row_bytes, b,
+                                                  i / ch * ch + qgemm_a8_lane(&f.p, i % ch)));
+        double ref = 0, mag = 0, eps = FLT_EPSILON / 2;
+        for (int64_t j = 0; j < f.p.G; j++) {
+          double s = qat_packed_scale(&f.p, n, j), zp = qat_packed_zp(&f.p, n, j);
+          for (int64_t k0 = j * g; k0 < (j + 1) * g; k0 += ch) {
+            long acc = 0;
+            for (int i = 0; i < ch; i++) acc += (long)up[k0 + i] * xq[k0 + i];
+            ref += (double)acc * d[k0 / ch] * s;
+            mag += fabs((double)acc * d[k0 / ch] * s);
+          }
+          ref -= s * zp * xqs[j];
+          mag += fabs(s * zp * xqs[j]);
+        }
+        double bound = (6 + f.p.G + 4) * eps * mag * 2;
+        float va = a->a8_dot(&f.p, n, NULL, xq, d, xqs), vb = a->a8_dot(&f.p, n, ua, xq, d, xqs);
+        float vp = p->a8_dot(&f.p, n, NULL, xq, d, xqs);
+        ck_assert_msg(fabs(va - ref) <= bound && fabs(vp - ref) <= bound,
+                      "a8_dot b%d g%d: avx2 %.9g portable %.9g ref %.9g bound %.3g", b, g, va, vp, ref, bound);
+        ck_assert_msg(va == vb, "a8_dot from the stream and from the buffer differ");
+      }
+      qfix_free(&f);
+    }
 #else
   tu_skip("not x86-64");
 #endif
@@ -219,6 +395,8 @@ int main(void) {
   TCase *tc = tcase_create("qgemm");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, against_dequant_gemm);
+  tcase_add_test(tc, act8_against_reference);
+  tcase_add_test(tc, act8_fallback_and_nan);
   tcase_add_test(tc, threads_independent);
   tcase_add_test(tc, avx2_vs_portable);
   tcase_add_test(tc, bad_args);

@@ -10,6 +10,7 @@
  *   dots it with four rows of x at a time. Transposed: OpenMP
  *   over column chunks of K; each thread adds x[m, n] * dequant(W[n, chunk]) into its own y
  *   columns. Inner kernels AVX2+FMA when the CPU has them (qgemm_avx2.c), else portable C.
+ *   With qat_backend.qgemm_act8 the forward quantizes x to int8 instead (qgemm_a8.c).
  * - larger M: dequantize a panel of W rows to F32 and cblas_sgemm it (compute bound there, and
  *   OpenBLAS's blocking wins; the panel is a few MB, so the F32 weight never exists whole).
  * Each output element is summed by one thread in an order fixed by the shapes, so the small-M
@@ -60,8 +61,14 @@ static void port_axpy(float alpha, const float *x, float *y, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += alpha * x[i];
 }
 
-const qgemm_kern qgemm_kern_portable = {port_decode, port_dot_row, port_dot4, port_dot, port_axpy,
-                                        "portable"};
+const qgemm_kern qgemm_kern_portable = {.decode = port_decode,
+                                        .dot_row = port_dot_row,
+                                        .dot4 = port_dot4,
+                                        .dot = port_dot,
+                                        .axpy = port_axpy,
+                                        .a8_decode = qgemm_a8_decode_portable,
+                                        .a8_dot = qgemm_a8_dot_portable,
+                                        .name = "portable"};
 
 const qgemm_kern *qgemm_kern_pick(void) {
   static const qgemm_kern *k;
@@ -222,6 +229,7 @@ static qat_status cpu_qgemm(const qat_backend *be, int trans, int64_t M, const q
     small_m = e && *e ? atoll(e) : QAT_QGEMM_SMALL_M;
   }
   if (M > small_m) return panels(kn, w, trans, M, x->data, y->data);
+  if (!trans && be->qgemm_act8 && qgemm_a8_ok(w)) return qgemm_fwd_a8(kn, w, M, x->data, y->data);
   return trans ? bwd_small(kn, w, M, x->data, y->data) : fwd_small(kn, w, M, x->data, y->data);
 }
 

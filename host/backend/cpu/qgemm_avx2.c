@@ -24,8 +24,8 @@ AVX2 static inline dec_ctx dec_make(int b) {
   return c;
 }
 
-/* codes k .. k+7 (k % 8 == 0) as floats */
-AVX2 static inline __m256 dec8(const dec_ctx *c, const uint8_t *row, int b, int64_t k) {
+/* codes k .. k+7 (k % 8 == 0) as int32 lanes */
+AVX2 static inline __m256i dec8i(const dec_ctx *c, const uint8_t *row, int b, int64_t k) {
   const uint8_t *p = row + (k >> 3) * b;
   __m256i v;
   if (b == 8) {
@@ -38,7 +38,12 @@ AVX2 static inline __m256 dec8(const dec_ctx *c, const uint8_t *row, int b, int6
     v = _mm256_i32gather_epi32((const int *)p, c->off, 1);
     v = _mm256_and_si256(_mm256_srlv_epi32(v, c->sh), c->mask);
   }
-  return _mm256_cvtepi32_ps(v);
+  return v;
+}
+
+/* codes k .. k+7 (k % 8 == 0) as floats */
+AVX2 static inline __m256 dec8(const dec_ctx *c, const uint8_t *row, int b, int64_t k) {
+  return _mm256_cvtepi32_ps(dec8i(c, row, b, k));
 }
 
 AVX2 static inline float hsum(__m256 v) {
@@ -157,5 +162,140 @@ AVX2 static void avx2_axpy(float alpha, const float *x, float *y, int64_t n) {
   for (; i < n; i++) y[i] += alpha * x[i];
 }
 
-const qgemm_kern qgemm_kern_avx2 = {avx2_decode, avx2_dot_row, avx2_dot4, avx2_dot, avx2_axpy, "avx2"};
+/* ---- int8 activations (qgemm_a8.c) ---------------------------------------------------------- */
+
+/* A 32-code chunk at k0 (k0 % 32 == 0) as 32 bytes in qgemm_a8_lane order: b = 4 is 16 bytes, low
+ * nibbles then high; b = 2 is 8 bytes broadcast to the four quadwords, quadword t shifted by 2t;
+ * other b decode 8 codes per int32 vector and pack them down to bytes, in order. */
+AVX2 static inline __m256i a8_chunk32(const dec_ctx *c, const uint8_t *row, int b, int64_t k0) {
+  if (b == 4) {
+    __m128i v = _mm_loadu_si128((const __m128i *)(row + (k0 >> 1)));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+  }
+  if (b == 2) {
+    int64_t v;
+    memcpy(&v, row + (k0 >> 2), 8);
+    __m256i w = _mm256_srlv_epi64(_mm256_set1_epi64x(v), _mm256_setr_epi64x(0, 2, 4, 6));
+    return _mm256_and_si256(w, _mm256_set1_epi8(0x03));
+  }
+  __m256i p01 = _mm256_packs_epi32(dec8i(c, row, b, k0), dec8i(c, row, b, k0 + 8));
+  __m256i p23 = _mm256_packs_epi32(dec8i(c, row, b, k0 + 16), dec8i(c, row, b, k0 + 24));
+  /* packs/packus work per 128-bit lane: dwords hold codes 0-3, 8-11, 16-19, 24-27, 4-7, ... */
+  return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23),
+                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* A 64-code chunk (b = 4 or 2, k0 % 64 == 0) as two 32-byte halves in qgemm_a8_lane order:
+ * b = 4: 32 bytes, their low nibbles and their high nibbles; b = 2: 16 bytes in both 128-bit
+ * lanes, quadwords shifted by 0, 0, 2, 2 and 4, 4, 6, 6: bit pairs 0 | 1 and 2 | 3. */
+AVX2 static inline void a8_chunk64(const uint8_t *row, int b, int64_t k0, __m256i *c0, __m256i *c1) {
+  if (b == 4) {
+    __m256i raw = _mm256_loadu_si256((const __m256i *)(row + (k0 >> 1))), m = _mm256_set1_epi8(0x0F);
+    *c0 = _mm256_and_si256(raw, m);
+    *c1 = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m);
+  } else {
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(row + (k0 >> 2))));
+    __m256i m = _mm256_set1_epi8(0x03);
+    *c0 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 2, 2)), m);
+    *c1 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(4, 4, 6, 6)), m);
+  }
+}
+
+AVX2 void qgemm_a8_decode_avx2(const qat_packed *p, int64_t n, uint8_t *out) {
+  const uint8_t *row = p->codes + n * p->row_bytes;
+  dec_ctx c = dec_make(p->bits);
+  if (qgemm_a8_chunk(p) == 64) {
+    for (int64_t k0 = 0; k0 < p->K; k0 += 64) {
+      __m256i c0, c1;
+      a8_chunk64(row, p->bits, k0, &c0, &c1);
+      _mm256_storeu_si256((__m256i *)(out + k0), c0);
+      _mm256_storeu_si256((__m256i *)(out + k0 + 32), c1);
+    }
+    return;
+  }
+  for (int64_t k0 = 0; k0 < p->K; k0 += 32)
+    _mm256_storeu_si256((__m256i *)(out + k0), a8_chunk32(&c, row, p->bits, k0));
+}
+
+/* 32 codes (unsigned) times 32 int8 x by vpmaddubsw: pairs summed to int16, at most
+ * 2 * 127 * 127 for b <= 7 (no saturation) */
+AVX2 static inline __m256i a8_mul(__m256i cb, const int8_t *xq) {
+  return _mm256_maddubs_epi16(cb, _mm256_loadu_si256((const __m256i *)xq));
+}
+
+/* acc += (int16 pairs summed to int32, as float) * ds */
+AVX2 static inline __m256 a8_acc(__m256i p16, float ds, __m256 acc) {
+  __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(ds), acc);
+}
+
+#define A8_TILE 256 /* groups whose scales and zero points are unpacked at a time */
+
+AVX2 float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
+                             const float *d, const float *xqs) {
+  const uint8_t *row = p->codes + n * p->row_bytes;
+  int b = p->bits, chunk = qgemm_a8_chunk(p);
+  int64_t g = p->group, G = p->G;
+  dec_ctx c = dec_make(b);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), cacc = _mm256_setzero_ps();
+  float sb[A8_TILE + 8], zb[A8_TILE + 8];
+  for (int64_t j0 = 0; j0 < G; j0 += A8_TILE) {
+    int64_t nj = G - j0 < A8_TILE ? G - j0 : A8_TILE, i = 0;
+    /* the tile's scales and zero points as floats, and its share of sum_j s_j zp_j xqs_j, off
+     * the codes' critical path */
+    if (p->sdtype == QAT_F16)
+      for (const uint16_t *h = (const uint16_t *)p->scales + n * G + j0; i + 8 <= nj; i += 8)
+        _mm256_storeu_ps(sb + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < nj; i++) sb[i] = scale_of(p, n * G + j0 + i);
+    if (p->sym)
+      for (i = 0; i < nj; i++) zb[i] = (float)(1 << (b - 1));
+    else
+      avx2_decode(p->zeros + n * p->zrow_bytes, b, j0, nj, zb);
+    for (i = 0; i + 8 <= nj; i += 8)
+      cacc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sb + i), _mm256_loadu_ps(zb + i)),
+                             _mm256_loadu_ps(xqs + j0 + i), cacc);
+    float ctail = 0.0f;
+    for (; i < nj; i++) ctail += sb[i] * zb[i] * xqs[j0 + i];
+    cacc = _mm256_add_ps(cacc, _mm256_setr_ps(ctail, 0, 0, 0, 0, 0, 0, 0));
+    for (int64_t j = j0; j < j0 + nj; j++) {
+      float s = sb[j - j0];
+      int64_t k = j * g, e = k + g;
+      if (chunk == 64) { /* b = 4 or 2: one x scale per 64, two products added in int16 */
+        for (; k < e; k += 64) {
+          __m256i c0, c1;
+          if (ub) {
+            c0 = _mm256_loadu_si256((const __m256i *)(ub + k));
+            c1 = _mm256_loadu_si256((const __m256i *)(ub + k + 32));
+          } else {
+            a8_chunk64(row, b, k, &c0, &c1);
+          }
+          __m256i p16 = _mm256_add_epi16(a8_mul(c0, xq + k), a8_mul(c1, xq + k + 32));
+          if ((k >> 6) & 1)
+            acc1 = a8_acc(p16, d[k >> 6] * s, acc1);
+          else
+            acc0 = a8_acc(p16, d[k >> 6] * s, acc0);
+        }
+      } else {
+        for (; k < e; k += 32) {
+          __m256i cb = ub ? _mm256_loadu_si256((const __m256i *)(ub + k)) : a8_chunk32(&c, row, b, k);
+          if ((k >> 5) & 1)
+            acc1 = a8_acc(a8_mul(cb, xq + k), d[k >> 5] * s, acc1);
+          else
+            acc0 = a8_acc(a8_mul(cb, xq + k), d[k >> 5] * s, acc0);
+        }
+      }
+    }
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) - hsum(cacc);
+}
+#undef A8_TILE
+
+const qgemm_kern qgemm_kern_avx2 = {.decode = avx2_decode,
+                                    .dot_row = avx2_dot_row,
+                                    .dot4 = avx2_dot4,
+                                    .dot = avx2_dot,
+                                    .axpy = avx2_axpy,
+                                    .a8_decode = qgemm_a8_decode_avx2,
+                                    .a8_dot = qgemm_a8_dot_avx2,
+                                    .name = "avx2"};
 #endif

@@ -6,6 +6,7 @@
 #ifndef QAT_CPU_QGEMM_KERN_H
 #define QAT_CPU_QGEMM_KERN_H
 
+#include "core/status.h"
 #include "quant/packed_layout.h"
 
 typedef struct qgemm_kern {
@@ -20,10 +21,56 @@ typedef struct qgemm_kern {
   float (*dot)(const float *a, const float *b, int64_t n);
   /* y[k] += alpha * x[k], n elements */
   void (*axpy)(float alpha, const float *x, float *y, int64_t n);
+  /* ---- int8 activations (qat_backend.qgemm_act8; qgemm_a8.c) ----
+   * Rows are cut into chunks of qgemm_a8_chunk(p) codes (64 or 32; a chunk never straddles a
+   * group), and each chunk of x is one block with its own int8 scale d. A chunk's codes decode
+   * to as many unsigned bytes in the order that is cheapest for b bits, qgemm_a8_lane; x is
+   * quantized into the same order, so the dot products line up. Needs 2 <= b <= 7 (code x int8
+   * pairs fit int16) and g % 32 == 0. */
+  /* out[0 .. K) = the codes of row n, each chunk in lane order */
+  void (*a8_decode)(const qat_packed *p, int64_t n, uint8_t *out);
+  /* sum_j s_j sum_{chunks c in j} d_c (sum_k q_k xq_k) - sum_j s_j zp_j xqs_j for row n, with
+   * xq int8 [K] in lane order, d [K / chunk] the x scales, xqs [G] = sum_{c in j} d_c sum xq;
+   * the codes from ub (a8_decode's output) or, when ub is NULL, straight from the stream */
+  float (*a8_dot)(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
+                  const float *d, const float *xqs);
   const char *name;
 } qgemm_kern;
 
+/* Codes per chunk: 64 for b = 4 and b = 2 when the group allows (one 32-byte or 16-byte load
+ * gives 64 codes with no lane-crossing shuffle, and two vpmaddubsw results still fit int16), else
+ * 32. */
+static inline int qgemm_a8_chunk(const qat_packed *p) {
+  return (p->bits == 4 || p->bits == 2) && p->group % 64 == 0 ? 64 : 32;
+}
+
+/* Position within its chunk of the code that lane i (0 .. chunk-1) of a decoded chunk holds:
+ * b = 4: the low nibbles of the chunk's bytes, then the high ones; b = 2: bit pair t of every
+ * byte in lanes t * chunk/4 .. (t+1) * chunk/4 - 1; other b: in order. */
+static inline int qgemm_a8_lane(const qat_packed *p, int i) {
+  int c = qgemm_a8_chunk(p);
+  if (p->bits == 4) return i < c / 2 ? 2 * i : 2 * (i - c / 2) + 1;
+  if (p->bits == 2) return 4 * (i % (c / 4)) + i / (c / 4);
+  return i;
+}
+
+/* Whether the int8-activation kernels take this weight. */
+static inline int qgemm_a8_ok(const qat_packed *p) {
+  return p->bits >= 2 && p->bits <= 7 && p->group % 32 == 0;
+}
+
 extern const qgemm_kern qgemm_kern_portable;
+void qgemm_a8_decode_portable(const qat_packed *p, int64_t n, uint8_t *out);
+float qgemm_a8_dot_portable(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
+                            const float *d, const float *xqs);
+/* y[M, N] = x[M, K] @ dequant(W)^T through the int8-activation kernels (qgemm_a8.c) */
+qat_status qgemm_fwd_a8(const qgemm_kern *kn, const qat_packed *p, int64_t M, const float *x,
+                        float *y);
+#if defined(__x86_64__) || defined(__i386__)
+void qgemm_a8_decode_avx2(const qat_packed *p, int64_t n, uint8_t *out);
+float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
+                        const float *d, const float *xqs);
+#endif
 #if defined(__x86_64__) || defined(__i386__)
 extern const qgemm_kern qgemm_kern_avx2;
 #define QAT_QGEMM_HAVE_AVX2 1
