@@ -2,8 +2,10 @@
 # qat train on several ranks under mpirun, stories260K on the CPU (skipped without mpirun, an MPI
 # build or the assets). REFERENCE.md section 11:
 # 1. 2 ranks (micro-batch 4, accumulation 1) give byte-identical final weights and optimizer
-#    state to 1 process with accumulation 2; rank 0 alone prints one progress line per update,
-#    one results table, and writes metrics.jsonl (one line per step, not per rank);
+#    state to 1 process with accumulation 2, the gradients summed in 18 buckets per step
+#    (dist.bucket_mb 0.05) that the backward starts layer by layer; rank 0 alone prints one
+#    progress line per update, one results table, and writes metrics.jsonl (one line per step,
+#    not per rank);
 # 2. 3 ranks agree with 1 process of accumulation 3 (train.global_batch = 12 on both) to a
 #    normalized 1e-5 (only the order of the gradient sum differs);
 #    E2E-QP (method e2e_qp), Block-AP (samples and activation cache sharded, against
@@ -28,6 +30,7 @@ quant: {bits: 2, group: 32}
 train: {steps: 12, batch: 4, lr: 1e-3, lr_quant: 1e-3, warmup: 2, eval_windows: 4, clip: 1.0}
 distill: {enabled: true, alpha: 0.5}
 checkpoint: {dir: $T/run, every: 4, keep: 3}
+dist: {bucket_mb: 0.05}
 YAML
 last=ckpt-00000012/state.safetensors
 # sanitizer builds (about 4x slower) run the qat identity, the faults and the bad setups; the
@@ -48,6 +51,10 @@ cmp "$T/one/$last" "$T/two/$last" || { echo "FAIL: 2 ranks differ from 1 process
 [ "$(grep -c '^train 12/12 .*loss' "$T/two.err")" = 1 ] ||
   { cat "$T/two.err"; echo "FAIL: progress printed per rank"; exit 1; }
 grep -q "data parallel: 2 ranks (mpi)" "$T/two.err" || { echo "FAIL: no data-parallel line"; exit 1; }
+# dist.bucket_mb 0.05: the gradients (~0.9 MB) are summed in 18 buckets, started by the
+# backward's per-layer hook (train/grad_bucket.h), and the weights above stayed identical
+grep -Eq "gradient all-reduce: 18 buckets .* 216 buckets, 216 of them started during the backward" "$T/two.err" ||
+  { grep "gradient all-reduce" "$T/two.err"; echo "FAIL: not 18 buckets per step started by the backward"; exit 1; }
 python3 - "$T/one" "$T/two" <<'PY'
 import json, os, sys
 a, b = sys.argv[1:]

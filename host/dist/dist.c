@@ -119,6 +119,18 @@ qat_status qat_dist_open(qat_dist_kind kind, qat_device device, double timeout_s
                               : qat_dist_nccl_open(&e, timeout_s, out);
 }
 
+qat_status qat_dist_allreduce_start(qat_dist *d, void *buf, int64_t n, qat_dtype dt,
+                                    qat_dist_op op, void *stream, void **req) {
+  *req = NULL;
+  if (d->allreduce_start) return d->allreduce_start(d, buf, n, dt, op, stream, req);
+  return d->allreduce(d, buf, n, dt, op); /* host implementations: done on return */
+}
+
+qat_status qat_dist_allreduce_wait(qat_dist *d, void *req, void *stream, int host) {
+  if (!req || !d->allreduce_wait) return QAT_OK;
+  return d->allreduce_wait(d, req, stream, host);
+}
+
 void qat_dist_close(qat_dist *d, int clean) {
   if (d && d->close) d->close(d, clean);
 }

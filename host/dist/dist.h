@@ -62,8 +62,25 @@ struct qat_dist {
   /* clean != 0: every rank reached the same point (MPI_Finalize); 0: leave without
    * synchronizing (a failed rank; the launcher or the peers' timeouts end the rest). */
   void (*close)(qat_dist *d, int clean);
+  /* Asynchronous all-reduce (the bucketed gradient sum, train/grad_bucket.h); NULL: the
+   * synchronous allreduce stands in (single, mpi). Call through qat_dist_allreduce_start /
+   * _wait below. nccl: the collective runs on the communicator's stream after the work already
+   * queued on `stream` (the caller's compute stream, a cudaStream_t) and _wait makes later work
+   * on `stream` wait for it (cudaStreamWaitEvent), so the compute overlaps it. */
+  qat_status (*allreduce_start)(qat_dist *d, void *buf, int64_t n, qat_dtype dt, qat_dist_op op,
+                                void *stream, void **req);
+  qat_status (*allreduce_wait)(qat_dist *d, void *req, void *stream, int host);
   void *impl;
 };
+
+/* buf[n] reduced in place as allreduce does, ordered after the work queued on stream (NULL on
+ * the host); *req is what qat_dist_allreduce_wait takes (NULL when it finished already). */
+qat_status qat_dist_allreduce_start(qat_dist *d, void *buf, int64_t n, qat_dtype dt,
+                                    qat_dist_op op, void *stream, void **req);
+/* Work queued on stream after this sees the reduced buffer. host != 0: also waits on the host
+ * until it is done (watching timeout_s and asynchronous errors, as the synchronous
+ * collectives do). Every started request is waited for exactly once, in start order. */
+qat_status qat_dist_allreduce_wait(qat_dist *d, void *req, void *stream, int host);
 
 /* Opens the communicator of kind (AUTO: single for a world of one; else mpi on the CPU, nccl
  * on CUDA). device is where the job's tensors live. QAT_EUNSUPPORTED when the kind was not

@@ -5,9 +5,12 @@
  * and every collective are polled - ncclCommGetAsyncError, then cudaStreamQuery on the
  * communicator's own stream - and a wait longer than timeout_s aborts it (ncclCommAbort) and
  * returns an error instead of hanging on a dead peer.
- * Ordering with the compute stream: a collective first waits for the device (cudaDeviceSynchronize)
- * and returns once its own stream is done, so it neither overlaps the backward nor races it
- * (bucketed overlap is future work). Scalar reductions stage through a small device buffer.
+ * Ordering with the compute stream: a synchronous collective first waits for the device
+ * (cudaDeviceSynchronize) and returns once its own stream is done. The asynchronous all-reduce
+ * (allreduce_start / _wait, the bucketed gradient sum of train/grad_bucket.h) instead orders
+ * itself after the caller's compute stream with an event and returns at once; its wait makes the
+ * compute stream wait for an event recorded after it (cudaStreamWaitEvent), so the backward's
+ * later layers overlap it. Scalar reductions stage through a small device buffer.
  * NOT RUN YET: this file compiles for sm_90 but no GPU run exists (benchmarks/gpu_check.sh). */
 #include "dist/dist.h"
 
@@ -143,6 +146,81 @@ static qat_status n_allreduce(qat_dist *d, void *buf, int64_t n, qat_dtype dt, q
   QAT_TRY(ready(d));
   return finish(d, ncclAllReduce(buf, buf, (size_t)n, t, nccl_op(op), I->comm, I->stream),
                 "ncclAllReduce");
+}
+
+/* The asynchronous all-reduce: comm stream waits for `stream` (event `after`), the collective is
+ * enqueued, and the returned request is an event recorded after it on the comm stream. */
+static qat_status n_allreduce_start(qat_dist *d, void *buf, int64_t n, qat_dtype dt,
+                                    qat_dist_op op, void *stream, void **req) {
+  nccl_impl *I = d->impl;
+  ncclDataType_t t = ncclFloat32;
+  *req = NULL;
+  QAT_TRY(nccl_type(dt, &t));
+  if (!I->comm) return QAT_FAIL(QAT_EIO, "dist nccl: the communicator was aborted earlier");
+  cudaEvent_t after = NULL, done = NULL;
+  cudaError_t e = cudaEventCreateWithFlags(&after, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaEventRecord(after, (cudaStream_t)stream);
+  if (e == cudaSuccess) e = cudaStreamWaitEvent(I->stream, after, 0);
+  if (after) cudaEventDestroy(after); /* released once it completes */
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&done, cudaEventDisableTiming);
+  if (e != cudaSuccess) {
+    if (done) cudaEventDestroy(done);
+    return QAT_FAIL(QAT_EDEVICE, "dist nccl: ordering after the compute stream: %s",
+                    cudaGetErrorString(e));
+  }
+  ncclResult_t r = ncclAllReduce(buf, buf, (size_t)n, t, nccl_op(op), I->comm, I->stream);
+  qat_status st = QAT_OK;
+  if (r != ncclSuccess && r != ncclInProgress) {
+    char why[512];
+    snprintf(why, sizeof why, "ncclAllReduce (async): %s (%s)", ncclGetErrorString(r),
+             ncclGetLastError(I->comm));
+    st = abort_comm(d, why);
+  } else if (r == ncclInProgress) {
+    st = wait_comm(d, "ncclAllReduce (async)"); /* enqueued; not waited for */
+  }
+  if (st == QAT_OK && cudaEventRecord(done, I->stream) != cudaSuccess)
+    st = QAT_FAIL(QAT_EDEVICE, "dist nccl: cudaEventRecord after the all-reduce failed");
+  if (st != QAT_OK) {
+    cudaEventDestroy(done);
+    return st;
+  }
+  *req = done;
+  return QAT_OK;
+}
+
+static qat_status n_allreduce_wait(qat_dist *d, void *req, void *stream, int host) {
+  nccl_impl *I = d->impl;
+  cudaEvent_t done = (cudaEvent_t)req;
+  cudaError_t e = cudaStreamWaitEvent((cudaStream_t)stream, done, 0);
+  qat_status st = QAT_OK;
+  if (e != cudaSuccess)
+    st = QAT_FAIL(QAT_EDEVICE, "dist nccl: cudaStreamWaitEvent: %s", cudaGetErrorString(e));
+  double t0 = qat_now();
+  while (st == QAT_OK && host) { /* the host-side watch the synchronous collectives keep */
+    e = cudaEventQuery(done);
+    if (e == cudaSuccess) break;
+    if (e != cudaErrorNotReady) {
+      st = QAT_FAIL(QAT_EDEVICE, "dist nccl: all-reduce (async): %s", cudaGetErrorString(e));
+      break;
+    }
+    ncclResult_t r = ncclSuccess;
+    if (I->comm) ncclCommGetAsyncError(I->comm, &r);
+    if (!I->comm || (r != ncclSuccess && r != ncclInProgress)) {
+      char why[512];
+      snprintf(why, sizeof why, "all-reduce (async): %s (%s)", ncclGetErrorString(r),
+               I->comm ? ncclGetLastError(I->comm) : "aborted");
+      st = abort_comm(d, why);
+    } else if (d->timeout_s > 0 && qat_now() - t0 > d->timeout_s) {
+      char why[256];
+      snprintf(why, sizeof why, "all-reduce (async) waited %.0f s (dist.timeout_s): a peer died "
+                                "or hangs", d->timeout_s);
+      st = abort_comm(d, why);
+    } else {
+      nap();
+    }
+  }
+  cudaEventDestroy(done);
+  return st;
 }
 
 static qat_status n_broadcast(qat_dist *d, void *buf, size_t bytes, int root) {
@@ -299,7 +377,9 @@ qat_status qat_dist_nccl_open(const qat_dist_env *e, double timeout_s, qat_dist 
                   .broadcast = n_broadcast, .allgather = n_allgather,
                   .reduce_scatter = n_reduce_scatter, .barrier = n_barrier,
                   .allreduce_f64 = n_f64, .allreduce_i64 = n_i64,
-                  .allgather_host = n_allgather_host, .close = n_close, .impl = I};
+                  .allgather_host = n_allgather_host, .close = n_close,
+                  .allreduce_start = n_allreduce_start, .allreduce_wait = n_allreduce_wait,
+                  .impl = I};
   qat_status st = QAT_OK;
   if (cudaStreamCreateWithFlags(&I->stream, cudaStreamNonBlocking) != cudaSuccess)
     st = QAT_FAIL(QAT_EDEVICE, "dist nccl: cannot create a stream");

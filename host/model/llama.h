@@ -142,6 +142,12 @@ typedef struct qat_llama {
   int masters_dropped;           /* qat_llama_drop_masters: inference only (w aliases w_hat) */
   int packed;                    /* qat_llama_load_packed: every decoder Linear is packed codes
                                   * (inference only; llama_packed.h) */
+  /* Called by qat_llama_backward after layer l's gradients are complete (l = L-1 .. 0) and with
+   * l = -1 once the embedding gradient is too; an error stops the backward. NULL: none. The
+   * data-parallel trainer sets it for a step's last micro-batch to start the gradient all-reduce
+   * of the finished layers while the backward goes on (train/grad_bucket.h). */
+  qat_status (*bwd_hook)(void *ctx, int layer);
+  void *bwd_hook_ctx;
 } qat_llama;
 
 /* Loads a HF folder (config.json + safetensors, single or sharded, F32/F16/BF16) onto be.

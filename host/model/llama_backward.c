@@ -167,12 +167,14 @@ qat_status qat_llama_block_backward(qat_llama *m, int l, const qat_tensor *dx_ou
   return QAT_OK;
 }
 
+    if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, l)); /* layer l's gradients are final */
 /* ---- per step: dL/dw_hat -> dw, ds, dz ------------------------------------------------------ */
 
 /* Layer l's Linears: fake-quant backward (dw unless frozen, ds, dz, all overwritten), or for
  * frozen codes dq_backward into ds only (dz, dw untouched: E2E-QP trains s alone). */
 static qat_status finish_layer(qat_llama *m, int l) {
   qat_linear *lins[7];
+  if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, -1));
   qat_llama_linears(&m->layers[l], lins);
   int sym = m->qspec.sym;
   if (qat_llama_code_layer(m, l)) return QAT_OK; /* ds accumulated in the backward */

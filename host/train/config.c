@@ -128,6 +128,8 @@ static const key_def k_keys[] = {
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
+    {"dist.bucket_mb", K_FLOAT, OFF(dist.bucket_mb), "25", NULL, 0},
+    {"dist.grad_dtype", K_ENUM, OFF(dist.grad_dtype), "f32", ENUM(k_cache_dtype)},
 /* Every enum in qat_config is stored as an int-sized C enum (libcyaml writes data_size bytes). */
 _Static_assert(sizeof(qat_cfg_method) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_lr_schedule) == sizeof(int), "enum size");
@@ -679,6 +681,12 @@ qat_status qat_config_check_files(const qat_config *c) {
   if (!qat_path_exists(p))
     return QAT_FAIL(QAT_EUSAGE, "key 'model': '%s' has no config.json (not a Hugging Face folder)",
                     c->model);
+  NEED_F(c->dist.bucket_mb > 0 && c->dist.bucket_mb <= 65536, "dist.bucket_mb",
+         c->dist.bucket_mb, "must be in (0, 65536]");
+  NEED_I(c->dist.grad_dtype == QAT_F32 || c->dist.grad_dtype == QAT_BF16, "dist.grad_dtype",
+         (int)c->dist.grad_dtype, "must be f32 or bf16");
+  if (c->dist.grad_dtype == QAT_BF16 && c->dist.zero)
+    return BAD("dist.grad_dtype", "%s", "bf16", "not implemented with dist.zero = 1 (use f32)");
   const char *keys[] = {"data.train", "data.val"};
   const char *vals[] = {c->data.train, c->data.val};
   for (int i = 0; i < 2; i++)

@@ -134,6 +134,8 @@ typedef struct qat_config {
   } dist;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;
+    double bucket_mb;      /* MiB of F32 gradients per all-reduce bucket (train/grad_bucket.h) */
+    qat_dtype grad_dtype;  /* the gradient all-reduce's wire dtype: QAT_F32 or QAT_BF16 */
 
 /* Every key at its default; strings NULL. Free with qat_config_free. */
 void qat_config_defaults(qat_config *cfg);

@@ -42,6 +42,18 @@ static void push_layer(const qat_llama *m, int l, qat_tensor *list, int *n) {
   }
 }
 
+int qat_dist_grad_buffers_of(qat_llama *m, int l, qat_tensor list[16]) {
+  int n = 0;
+  if (l >= 0) {
+    push_layer(m, l, list, &n);
+  } else if (m->train_embeddings) {
+    push(list, &n, &m->d_final_norm);
+    push(list, &n, &m->d_lm_head);
+    push(list, &n, &m->d_embed);
+  }
+  return n;
+}
+
 qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n_out) {
   int L = m->cfg.n_layers, temb = m->train_embeddings, n = 0;
   qat_tensor *list = calloc((size_t)L * 16 + 4, sizeof *list);
@@ -58,14 +70,6 @@ qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n_out) {
 }
 
 static qat_status sum_list(qat_dist *d, qat_tensor *g, int n);
-
-qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m) {
-  if (d->world == 1) return QAT_OK;
-  qat_tensor *g = NULL;
-  int n = 0;
-  QAT_TRY(qat_dist_grad_buffers(m, &g, &n));
-  return sum_list(d, g, n);
-}
 
 qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l) {
   if (d->world == 1) return QAT_OK;

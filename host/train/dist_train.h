@@ -35,9 +35,10 @@ static inline uint64_t qat_dist_window(uint64_t base, int a, int world, int rank
  * would. *out: malloc'd array of n views (caller frees); each distinct buffer once. */
 qat_status qat_dist_grad_buffers(qat_llama *m, qat_tensor **out, int *n);
 
-/* Sums every buffer of qat_dist_grad_buffers across ranks (in place, F32). Nothing in one
- * process. */
-qat_status qat_dist_allreduce_grads(qat_dist *d, qat_llama *m);
+/* The buffers of qat_dist_grad_buffers that belong to layer l (l = -1: the final norm,
+ * lm_head and embeddings, with train_embeddings; a tied lm_head once) into list; returns how
+ * many. The whole-model gradients are summed in buckets (train/grad_bucket.h). */
+int qat_dist_grad_buffers_of(qat_llama *m, int l, qat_tensor list[16]);
 
 /* The same for layer l's buffers only (Block-AP's one-layer gradients). */
 qat_status qat_dist_allreduce_block_grads(qat_dist *d, qat_llama *m, int l);

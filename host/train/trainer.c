@@ -16,6 +16,7 @@
 #include "train/dist_train.h"
 #include "train/distill.h"
 #include "train/eqat.h"
+#include "train/grad_bucket.h"
 #include "train/optim.h"
 #include "train/zero_ckpt.h"
 #include "train/sampler.h"
@@ -215,6 +216,27 @@ static qat_status micro_step(job *J, int B, int T, double scale, double *loss) {
   return qat_llama_backward(m);
 }
 
+static qat_status train_steps(job *J, qat_grad_buckets *gb);
+
+/* The optimizer steps; with several ranks and whole moments the gradients are summed in
+ * buckets of dist.bucket_mb overlapping the backward (train/grad_bucket.h). */
+static qat_status train_loop(job *J) {
+  if (J->dist->world == 1 || J->opt.sharded) return train_steps(J, NULL);
+  qat_grad_buckets gb;
+  QAT_TRY(qat_grad_buckets_init(&gb, J->dist, J->be, J->cfg->dist.grad_dtype,
+                                J->cfg->dist.bucket_mb * 1048576.0));
+  qat_status st = train_steps(J, &gb);
+  if (gb.nb > 0)
+    qat_log("gradient all-reduce: %d buckets of up to %lld elements per step, %s on the wire; "
+            "%lld bytes in %lld buckets, %lld of them started during the backward",
+            gb.nb, (long long)gb.cap, qat_dtype_name(gb.wire), (long long)gb.wire_bytes,
+            (long long)gb.started, (long long)gb.early);
+  J->m->bwd_hook = NULL;
+  J->m->bwd_hook_ctx = NULL;
+  qat_grad_buckets_free(&gb);
+  return st;
+}
+
 static qat_status eval_val(job *J, qat_llama *m, qat_eval_result *r) {
   const qat_config *cfg = J->cfg;
   return qat_eval_ppl(m, J->val, J->nval, cfg->data.seq_len, cfg->train.eval_windows,
@@ -232,7 +254,7 @@ static void metric(job *J, const char *fmt, ...) {
   fflush(J->metrics);
 }
 
-static qat_status train_loop(job *J) {
+static qat_status train_steps(job *J, qat_grad_buckets *gb) {
   const qat_config *cfg = J->cfg;
   int B = J->hp.batch, T = loop_seq_len(J), A = J->hp.accum, W = J->dist->world;
   int64_t total = J->hp.steps;
@@ -248,6 +270,9 @@ static qat_status train_loop(job *J) {
     uint64_t base = J->sampler.counter;
     for (int a = 0; a < A; a++) {
       fill_batch(J, B, T, base, a);
+      /* the last micro-batch's backward starts each bucket of the gradient sum once its layers
+       * are final; the earlier ones only accumulate */
+      if (gb && a == A - 1) QAT_TRY(qat_grad_buckets_begin(gb, J->m));
       QAT_TRY(micro_step(J, B, T, scale, &loss));
     }
     J->sampler.counter = base + (uint64_t)W * A * B;
@@ -256,7 +281,7 @@ static qat_status train_loop(job *J) {
      * ZeRO-1 sums the parameters' gradients after it instead, each rank receiving its shard,
      * and the norm from the shards' sums of squares (zero.h) */
     int zero = J->opt.sharded;
-    if (!zero) QAT_TRY(qat_dist_allreduce_grads(J->dist, J->m));
+    if (gb) QAT_TRY(qat_grad_buckets_finish(gb, J->m));
     double red[3] = {loss, g_stop ? 1.0 : 0.0, 0};
     if (!zero) QAT_TRY(J->dist->allreduce_f64(J->dist, red, 2, QAT_RED_SUM));
     QAT_TRY(qat_llama_finish_backward(J->m));
