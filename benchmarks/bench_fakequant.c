@@ -75,7 +75,7 @@ static void fill(float *x, size_t n, uint64_t seed) {
 static void bench_cpu(int reps) {
   qat_backend *be = qat_backend_cpu();
   int64_t R = 1024, C = 4096, n = R * C;
-  qat_qspec q = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   int64_t ss[2];
   qat_qspec_sshape(&q, R, C, ss);
   int64_t ns = ss[0] * ss[1];
@@ -238,7 +238,7 @@ static void bench_size(gpu_ctx *x, int64_t R, int64_t C, int reps, int extra) {
   for (size_t si = 0; si < sizeof specs / sizeof specs[0]; si++) {
     if (specs[si].only_extra && !extra) continue;
     qat_qspec q = {specs[si].bits, specs[si].group, specs[si].sym, QAT_QGRAD_EFFICIENTQAT,
-                   QAT_QINIT_MINMAX};
+                   QAT_QINIT_MINMAX, 0};
     int64_t ss[2];
     qat_qspec_sshape(&q, R, C, ss);
     double SZ = 4.0 * (double)(ss[0] * ss[1]); /* bytes of one of s, z, ds, dz */

@@ -219,11 +219,13 @@ struct InitWork {
     }
     if (c.asym) {
       float sv = q_clamp((mm.y - mm.x) / c.hi, QAT_S_MIN, QAT_S_MAX);
+      if (c.s16) sv = q_f16_scale(sv);
       s[seg] = sv;
       z[seg] = rintf(-q_clamp(mm.x / sv, -1e4f, 1e4f)) + 0.0f; // + 0: no -0 zero points
     } else {
       float amax = fmaxf(fabsf(mm.x), fabsf(mm.y));
-      s[seg] = q_clamp(amax / c.hi, QAT_S_MIN, QAT_S_MAX);
+      float sv = q_clamp(amax / c.hi, QAT_S_MIN, QAT_S_MAX);
+      s[seg] = c.s16 ? q_f16_scale(sv) : sv;
     }
   }
 };
@@ -291,10 +293,12 @@ __device__ __forceinline__ void mse_cand(const FqCode &c, int i, float mn, float
   float a = __fmul_rn(p, mn), b = __fmul_rn(p, mx);
   if (c.asym) {
     s = q_clamp((b - a) / c.hi, QAT_S_MIN, QAT_S_MAX);
+    if (c.s16) s = q_f16_scale(s);
     z = rintf(-q_clamp(a / s, -1e4f, 1e4f)) + 0.0f;
     zt = q_clamp(rintf(z), 0.0f, c.hi);
   } else {
     s = q_clamp(fmaxf(fabsf(a), fabsf(b)) / c.hi, QAT_S_MIN, QAT_S_MAX);
+    if (c.s16) s = q_f16_scale(s);
     z = zt = 0.0f;
   }
 }
@@ -718,7 +722,31 @@ extern "C" void *qat_fq_cuda_stream(const qat_backend *be) {
   return be && be->ctx ? (void *)qat_cuda(be)->stream : nullptr;
 }
 
+// ---- F16 grid of the step sizes (backend.h fq_scale_f16; twin of the CPU's cpu_fq_scale_f16) ---
+
+__global__ void fq_scale_f16_kernel(float *s, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+       i += (int64_t)gridDim.x * blockDim.x)
+    s[i] = q_f16_scale(s[i]);
+}
+
+static qat_status cu_fq_scale_f16(const qat_backend *be, qat_tensor *s) {
+  if (!s || (!s->data && qat_numel(s) > 0))
+    return QAT_FAIL(QAT_EINVAL, "fq_scale_f16: tensor s is missing");
+  if (s->dtype != QAT_F32 || s->device != be->device)
+    return QAT_FAIL(QAT_EINVAL, "fq_scale_f16: tensor %s must be F32 on the %s backend",
+                    s->name ? s->name : "s", be->name);
+  const int64_t n = qat_numel(s);
+  if (n == 0) return QAT_OK;
+  int64_t want = (n + 255) / 256;
+  unsigned blocks = (unsigned)(want < 8 * 65535 ? want : 8 * 65535);
+  fq_scale_f16_kernel<<<blocks, 256, 0, qat_cuda(be)->stream>>>((float *)s->data, n);
+  QAT_CUDA_LAUNCHED();
+  return QAT_OK;
+}
+
 void qat_cuda_register_quant(qat_backend *be) {
+  be->fq_scale_f16 = cu_fq_scale_f16;
   be->fq_init = cu_fq_init;
   be->fq_forward = cu_fq_forward;
   be->fq_backward = cu_fq_backward;

@@ -7,6 +7,8 @@
 
 #include "cuda/common.cuh"
 
+#include <cuda_fp16.h>
+
 namespace qat_qgeom {
 
 struct QShape {
@@ -21,6 +23,7 @@ struct QCode {
   float qp;     // Qp of the LSQ gradient scale
   float off;    // stored U8 code = code + off: 0 asym, 2^(bits-1) sym
   int asym;
+  int s16; // qat_qspec.scale_f16: init rounds s to F16 (before z is derived from it)
 };
 
 inline QShape make_shape(const qat_qspec *q, int64_t R, int64_t C) {
@@ -37,6 +40,7 @@ inline QShape make_shape(const qat_qspec *q, int64_t R, int64_t C) {
 inline QCode make_code(const qat_qspec *q) {
   QCode c;
   c.asym = !q->sym;
+  c.s16 = q->scale_f16;
   if (c.asym) {
     c.lo = 0.0f;
     c.hi = (float)((1 << q->bits) - 1);
@@ -68,6 +72,11 @@ __device__ __forceinline__ float q_clamp(float x, float lo, float hi) {
 }
 __device__ __forceinline__ float q_scale(const float *s, int64_t k) {
   return q_clamp(s[k], QAT_S_MIN, QAT_S_MAX);
+}
+// The F16 grid of qat_qspec.scale_f16 (backend.h fq_scale_f16): clamp, then round to the nearest
+// F16 (even on ties, as the CPU's qat_f32_to_f16); NaN stays NaN. Clamped values are F16 normals.
+__device__ __forceinline__ float q_f16_scale(float s) {
+  return __half2float(__float2half_rn(q_clamp(s, QAT_S_MIN, QAT_S_MAX)));
 }
 __device__ __forceinline__ float q_zero(const float *z, int64_t k, const QCode &c) {
   return c.asym ? q_clamp(rintf(z[k]), 0.0f, c.hi) : 0.0f;

@@ -341,6 +341,51 @@ START_TEST(test_quant_init) {
 }
 END_TEST
 
+/* quant.scale_dtype: f32 (default) or f16, by file or override, printed back; a bad value (f8)
+ * is one line naming the key and the allowed values, from an override and from a file (with its
+ * line); validate rejects dtypes the key cannot spell. */
+START_TEST(test_quant_scale_dtype) {
+  qat_config c;
+  qat_config_defaults(&c);
+  ck_assert_int_eq(c.quant.scale_dtype, QAT_F32);
+  qat_config_free(&c);
+  const char *f16[] = {"quant.scale_dtype=f16"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), f16, 1, &c));
+  ck_assert_int_eq(c.quant.scale_dtype, QAT_F16);
+  char *text;
+  TU_REQUIRE_OK(qat_config_to_string(&c, &text));
+  ck_assert_ptr_nonnull(strstr(text, "\n  scale_dtype: f16\n"));
+  free(text);
+  qat_config_free(&c);
+  const char *bad[] = {"quant.scale_dtype=f8"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), bad, 1, &c), QAT_EUSAGE);
+  has("'quant.scale_dtype'");
+  has("'f8'");
+  has("one of: f32, f16");
+  ck_assert_ptr_null(strchr(qat_last_error(), '\n'));
+  char *dir = tu_tmpdir(), path[512];
+  snprintf(path, sizeof path, "%s/bad_sdt.yaml", dir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  fputs("model: m\ndata: {train: t.npy, val: v.npy}\ntrain:\n  steps: 10\ncheckpoint:\n"
+        "  dir: run\nquant:\n  scale_dtype: f8\n", f);
+  fclose(f);
+  ck_assert_int_eq(qat_config_load(path, NULL, 0, &c), QAT_EUSAGE);
+  has("bad_sdt.yaml:8:");
+  has("key 'quant.scale_dtype'");
+  has("f32, f16");
+  ck_assert_ptr_null(strchr(qat_last_error(), '\n'));
+  tu_rmrf(dir);
+  free(dir);
+  minimal_valid(&c);
+  c.quant.scale_dtype = QAT_BF16;
+  ck_assert_int_eq(qat_config_validate(&c), QAT_EUSAGE);
+  has("'quant.scale_dtype'");
+  has("f32 or f16");
+  qat_config_free(&c);
+}
+END_TEST
+
 /* e2e_qp.seq_len: 0 (default) = data.seq_len; an override sets E2E-QP's length alone and prints
  * back; below 2 (other than 0) or ill-typed is the usual key error. */
 START_TEST(test_e2e_seq_len) {
@@ -553,6 +598,7 @@ int main(void) {
   tcase_add_test(tc, test_impossible_values);
   tcase_add_test(tc, test_overrides);
   tcase_add_test(tc, test_quant_init);
+  tcase_add_test(tc, test_quant_scale_dtype);
   tcase_add_test(tc, test_cache_dtype);
   tcase_add_test(tc, test_e2e_seq_len);
   tcase_add_test(tc, test_round_trip);

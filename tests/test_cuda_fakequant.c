@@ -202,7 +202,7 @@ START_TEST(test_parity_odd_shapes) {
     for (int bi = 0; bi < 4; bi++)
       for (int sym = 0; sym < 2; sym++) {
         qat_qspec q = {bits[bi], k_cases[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
-                       QAT_QINIT_MINMAX};
+                       QAT_QINIT_MINMAX, 0};
         parity_case(q, k_cases[ci].R, k_cases[ci].C, 1000 + 31 * ci + 7 * bi + sym);
       }
 }
@@ -210,8 +210,8 @@ END_TEST
 
 START_TEST(test_parity_large) {
   if (!need_gpu()) return;
-  qat_qspec q4 = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
-  qat_qspec qt = {2, 0, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX};
+  qat_qspec q4 = {4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
+  qat_qspec qt = {2, 0, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX, 0};
   parity_case(q4, 4096, 4096, 7);
   parity_case(qt, 4096, 4096, 8); /* per-tensor: 16M weights in one group */
 }
@@ -327,14 +327,14 @@ START_TEST(test_mse_parity) {
     for (int bi = 0; bi < 4; bi++)
       for (int sym = 0; sym < 2; sym++) {
         qat_qspec q = {bits[bi], k_cases[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
-                       QAT_QINIT_MSE};
+                       QAT_QINIT_MSE, 0};
         mse_parity_case(q, k_cases[ci].R, k_cases[ci].C, 5000 + 31 * ci + 7 * bi + sym, &t);
       }
   /* large: many warps of groups, long per-channel rows, a split per-tensor search */
-  mse_parity_case((qat_qspec){2, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 4096, 4096, 9, &t);
-  mse_parity_case((qat_qspec){2, 32, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 1024, 4096, 10, &t);
-  mse_parity_case((qat_qspec){3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 512, 11008, 11, &t);
-  mse_parity_case((qat_qspec){2, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}, 2048, 2048, 12, &t);
+  mse_parity_case((qat_qspec){2, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0}, 4096, 4096, 9, &t);
+  mse_parity_case((qat_qspec){2, 32, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0}, 1024, 4096, 10, &t);
+  mse_parity_case((qat_qspec){3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0}, 512, 11008, 11, &t);
+  mse_parity_case((qat_qspec){2, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0}, 2048, 2048, 12, &t);
   /* short groups (lanes 1, 2, 4, each with a 1-element trailing group), a group longer than the
    * row, a per-channel row under 32 */
   static const pcase k_short[] = {{3, 5, 1}, {4, 9, 2}, {5, 13, 3}, {6, 40, 64}, {9, 12, -1}};
@@ -342,7 +342,7 @@ START_TEST(test_mse_parity) {
     for (int sym = 0; sym < 2; sym++)
       for (int bits = 2; bits <= 4; bits += 2)
         mse_parity_case((qat_qspec){bits, k_short[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
-                                    QAT_QINIT_MSE},
+                                    QAT_QINIT_MSE, 0},
                         k_short[ci].R, k_short[ci].C, 7000 + 13 * ci + 3 * bits + sym, &t);
   /* exact ties: grouped (lanes 16), per-channel, per-tensor */
   static const pcase k_tie[] = {{7, 45, 16}, {5, 33, -1}, {3, 10, 0}, {300, 301, 0}};
@@ -350,7 +350,7 @@ START_TEST(test_mse_parity) {
     for (int sym = 0; sym < 2; sym++)
       for (int bits = 2; bits <= 8; bits += 3)
         mse_tie_case((qat_qspec){bits, k_tie[ci].group, sym, QAT_QGRAD_EFFICIENTQAT,
-                                 QAT_QINIT_MSE},
+                                 QAT_QINIT_MSE, 0},
                      k_tie[ci].R, k_tie[ci].C, &t);
   ck_assert_msg(t.same * 100 >= t.groups * 97, "mse: %lld of %lld groups with the CPU's (s, z)",
                 (long long)t.same, (long long)t.groups);
@@ -359,7 +359,7 @@ END_TEST
 
 START_TEST(test_cuda_validation) {
   if (!need_gpu()) return;
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   float w[3 * 40];
   tu_rng rng = {5};
   tu_fill_normal(&rng, w, 120, 1.0f);

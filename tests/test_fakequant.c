@@ -146,7 +146,7 @@ static const int k_bits[] = {2, 3, 4, 8};
     for (int _bi = 0; _bi < 4; _bi++)                                                              \
       for (int _sym = 0; _sym < 2; _sym++)                                                         \
         for (qat_qspec q = {k_bits[_bi], k_shapes[_si].group, _sym, QAT_QGRAD_EFFICIENTQAT,        \
-                            QAT_QINIT_MINMAX};                                                     \
+                            QAT_QINIT_MINMAX, 0};                                                     \
              q.bits; q.bits = 0)
 
 static uint64_t case_seed(const qat_qspec *q, int64_t R, int64_t C) {
@@ -220,7 +220,7 @@ START_TEST(test_zero_groups) {
   int groups[] = {16, -1, 0};
   for (int gi = 0; gi < 3; gi++)
     for (int sym = 0; sym < 2; sym++) {
-      qat_qspec q = {4, groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+      qat_qspec q = {4, groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
       int64_t R = 3, C = 40, ss[2];
       qat_qspec_sshape(&q, R, C, ss);
       float w[120], out[120], g[120], dw[120], s[9], z[9], ds[9], dz[9];
@@ -367,7 +367,7 @@ START_TEST(test_mse_init_matches_reference) {
   } big[] = {{4, 1000, -1, 2, 0}, {3, 1001, 512, 3, 1}, {64, 100, 0, 2, 0}, {33, 67, 0, 4, 1}};
   for (int bi = 0; bi < 4; bi++) {
     qat_qspec q = {big[bi].bits, big[bi].group, big[bi].sym, QAT_QGRAD_EFFICIENTQAT,
-                   QAT_QINIT_MINMAX};
+                   QAT_QINIT_MINMAX, 0};
     int64_t R = big[bi].R, C = big[bi].C;
     float *w = malloc(sizeof(float) * R * C);
     tu_rng rng = {case_seed(&q, R, C) + 12};
@@ -402,7 +402,7 @@ START_TEST(test_mse_init_special_groups) {
   for (int gi = 0; gi < 3; gi++)
     for (int bi = 0; bi < 4; bi++)
       for (int sym = 0; sym < 2; sym++) {
-        qat_qspec q = {bits[bi], groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+        qat_qspec q = {bits[bi], groups[gi], sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
         mse_stats st = {0};
         float s[R * 3], z[R * 3];
         mse_check(q, w, R, C, &st, s, z);
@@ -413,7 +413,7 @@ START_TEST(test_mse_init_special_groups) {
         ck_assert(z[1 * G] == 0.0f && !signbit(z[1 * G]));
       }
   /* the outlier group at 2 bits, asym: clipping the outlier clearly beats min-max */
-  qat_qspec q = {2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   mse_stats st = {0};
   float s[R * 3], z[R * 3];
   mse_check(q, w, R, C, &st, s, z);
@@ -436,7 +436,7 @@ END_TEST
  * unknown init mode is rejected. */
 START_TEST(test_mse_init_validation) {
   qat_backend *be = qat_backend_cpu();
-  qat_qspec q = {3, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE};
+  qat_qspec q = {3, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0};
   fx f;
   fx_init(&f, q, 3, 40, 12);
   float keep = f.w[45];
@@ -448,7 +448,7 @@ START_TEST(test_mse_init_validation) {
   f.w[45] = keep;
   f.w[119] = INFINITY;
   ck_assert_int_eq(QAT_OP(be, fq_init, &q, &f.tw, &f.ts, &f.tz), QAT_EINVAL);
-  qat_qspec qt = {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE}; /* per-tensor, sym */
+  qat_qspec qt = {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0}; /* per-tensor, sym */
   qat_tensor t1 = qat_view2(f.s, QAT_F32, QAT_DEV_CPU, 1, 1);
   ck_assert_int_eq(QAT_OP(be, fq_init, &qt, &f.tw, &t1, NULL), QAT_EINVAL);
   f.w[119] = 0.0f;
@@ -506,7 +506,7 @@ END_TEST
 
 START_TEST(test_forward_nan_propagates) {
   /* a NaN weight in the forward (no init check there) must not turn into a finite code */
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   float w[32] = {0}, s[2] = {0.1f, 0.1f}, z[2] = {8, 8}, out[32];
   w[5] = NAN;
   qat_tensor tw = qat_view2(w, QAT_F32, QAT_DEV_CPU, 1, 32), to = tw;
@@ -524,7 +524,7 @@ END_TEST
 START_TEST(test_ties_round_half_even) {
   qat_backend *be = qat_backend_cpu();
   for (int sym = 0; sym < 2; sym++) {
-    qat_qspec q = {4, -1, sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+    qat_qspec q = {4, -1, sym, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
     float w[6] = {0.125f, 0.375f, 0.625f, -0.125f, -0.375f, -0.625f}; /* u = +-0.5, 1.5, 2.5 */
     float want[6] = {0.0f, 0.5f, 0.5f, 0.0f, -0.5f, -0.5f};
     float g[6] = {1, 2, 3, 4, 5, 6}, out[6], dw[6], s = 0.25f, z = 8.0f, ds = 0, dz = 0;
@@ -543,7 +543,7 @@ START_TEST(test_ties_round_half_even) {
     ck_assert_float_eq(ds, 1.5f);
   }
   /* init: s = (3.125 + 0.625) / 15 = 0.25 exactly, z = round(2.5) = 2 */
-  qat_qspec q = {4, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   float w[3] = {-0.625f, 1.0f, 3.125f}, s = 0, z = 0;
   qat_tensor tw = qat_view2(w, QAT_F32, QAT_DEV_CPU, 1, 3);
   qat_tensor ts = qat_view2(&s, QAT_F32, QAT_DEV_CPU, 1, 1), tz = ts;
@@ -733,9 +733,9 @@ END_TEST
 /* The backward is linear in G (REFERENCE.md section 2): back(a G1 + b G2) = a back(G1) + b
  * back(G2). Power-of-two a, b keep the combined G exact up to one rounding, so dw is exact. */
 START_TEST(test_backward_linear_in_g) {
-  qat_qspec cases[] = {{4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-                       {2, -1, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX},
-                       {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX}};
+  qat_qspec cases[] = {{4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+                       {2, -1, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX, 0},
+                       {3, 0, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0}};
   for (int ci = 0; ci < 3; ci++) {
     qat_qspec q = cases[ci];
     int64_t R = 5, C = 45, n = R * C;
@@ -773,7 +773,7 @@ START_TEST(test_backward_linear_in_g) {
 END_TEST
 
 START_TEST(test_backward_null_outputs) {
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   fx f;
   fx_init(&f, q, 4, 40, 5);
   fx_perturb(&f, 6);
@@ -794,7 +794,7 @@ END_TEST
 
 START_TEST(test_validation) {
   qat_backend *be = qat_backend_cpu();
-  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX};
+  qat_qspec q = {4, 16, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0};
   fx f;
   fx_init(&f, q, 3, 40, 11);
   float out[120];
@@ -870,17 +870,20 @@ START_TEST(test_spec_parse_format) {
     int bits, group, sym;
     qat_qgrad grad;
     qat_qinit init;
+    int scale_f16;
   } ok[] = {
-      {"rtn:4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"rtn:2g64:sym", "rtn:2g64:sym", 2, 64, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"rtn:3gc", "rtn:3gc", 3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"rtn:8gt", "rtn:8gt", 8, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"W4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"RTN:2G64:ASYM:LSQ", "rtn:2g64:lsq", 2, 64, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX},
-      {"4g32:ste:sym", "rtn:4g32:sym:ste", 4, 32, 1, QAT_QGRAD_STE, QAT_QINIT_MINMAX},
-      {"rtn:2g32:mse", "rtn:2g32:mse", 2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE},
-      {"rtn:4g128:minmax", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX},
-      {"W2G64:LSQ:MSE:SYM", "rtn:2g64:sym:mse:lsq", 2, 64, 1, QAT_QGRAD_LSQ, QAT_QINIT_MSE},
+      {"rtn:4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"rtn:2g64:sym", "rtn:2g64:sym", 2, 64, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"rtn:3gc", "rtn:3gc", 3, -1, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"rtn:8gt", "rtn:8gt", 8, 0, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"W4g128", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"RTN:2G64:ASYM:LSQ", "rtn:2g64:lsq", 2, 64, 0, QAT_QGRAD_LSQ, QAT_QINIT_MINMAX, 0},
+      {"4g32:ste:sym", "rtn:4g32:sym:ste", 4, 32, 1, QAT_QGRAD_STE, QAT_QINIT_MINMAX, 0},
+      {"rtn:2g32:mse", "rtn:2g32:mse", 2, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MSE, 0},
+      {"rtn:4g128:minmax", "rtn:4g128", 4, 128, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
+      {"W2G64:LSQ:MSE:SYM", "rtn:2g64:sym:mse:lsq", 2, 64, 1, QAT_QGRAD_LSQ, QAT_QINIT_MSE, 0},
+      {"rtn:4g32:f16:sym", "rtn:4g32:sym:f16", 4, 32, 1, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 1},
+      {"rtn:4g32:F32", "rtn:4g32", 4, 32, 0, QAT_QGRAD_EFFICIENTQAT, QAT_QINIT_MINMAX, 0},
   };
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     qat_qspec q;
@@ -890,6 +893,7 @@ START_TEST(test_spec_parse_format) {
     ck_assert_int_eq(q.sym, ok[i].sym);
     ck_assert_int_eq(q.grad, ok[i].grad);
     ck_assert_int_eq(q.init, ok[i].init);
+    ck_assert_int_eq(q.scale_f16, ok[i].scale_f16);
     char buf[64];
     ck_assert_str_eq(qat_quant_format(&q, buf, sizeof buf), ok[i].canon);
     qat_qspec q2;
@@ -899,7 +903,8 @@ START_TEST(test_spec_parse_format) {
   const char *bad[] = {"",           "rtn:",        "rtn:9g128",       "rtn:1g128", "rtn:4g",
                        "rtn:4g0",    "rtn:4g-1",    "gptq:4g128",      "rtn:4x128", "rtn:g128",
                        "rtn:4g128:foo", "rtn:4g128:sym:asym", "rtn:4gq", "rtn:4g12x",
-                       "rtn:4g128:mse:minmax", "rtn:4g128:msee", NULL};
+                       "rtn:4g128:mse:minmax", "rtn:4g128:msee", "rtn:4g128:f16:f32", "rtn:4g128:f8",
+                       NULL};
   for (int i = 0; bad[i]; i++) {
     qat_qspec q;
     qat_status st = qat_quant_parse(bad[i], &q);

@@ -29,6 +29,8 @@ qat_status qat_qspec_check(const qat_qspec *q) {
     return QAT_FAIL(QAT_EINVAL, "quant.grad: unknown mode %d", (int)q->grad);
   if (q->init != QAT_QINIT_MINMAX && q->init != QAT_QINIT_MSE)
     return QAT_FAIL(QAT_EINVAL, "quant.init: unknown mode %d (0 minmax, 1 mse)", (int)q->init);
+  if (q->scale_f16 != 0 && q->scale_f16 != 1)
+    return QAT_FAIL(QAT_EINVAL, "quant.scale_dtype: scale_f16 must be 0 (f32) or 1 (f16)");
   return QAT_OK;
 }
 

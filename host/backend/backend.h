@@ -59,6 +59,9 @@ typedef struct qat_qspec {
   int sym;   /* 0 asymmetric (default), 1 symmetric */
   qat_qgrad grad;
   qat_qinit init; /* fq_init only; the forward and backward do not depend on it */
+  int scale_f16;  /* 1 (quant.scale_dtype f16): s is kept on the F16 grid: fq_init rounds it
+                   * (before z is derived from it), trainers apply fq_scale_f16 after every
+                   * optimizer step, so F16-scale exports (GPTQ, GGUF) are exact */
 } qat_qspec;
 
 /* Number of groups per row for a row of C columns (1 for per-channel; per-tensor also 1 but
@@ -128,6 +131,13 @@ struct qat_backend {
   qat_status (*fq_backward)(const qat_backend *be, const qat_qspec *q, const qat_tensor *w,
                             const qat_tensor *s, const qat_tensor *z, const qat_tensor *g,
                             qat_tensor *dw, qat_tensor *ds, qat_tensor *dz);
+  /* s (F32, any shape) in place onto the F16 grid: s = f16(clamp(s, QAT_S_MIN, QAT_S_MAX)),
+   * round to nearest even. The clamp comes first, so s stays inside F16's normal range and the
+   * forward's own clamp leaves it unchanged (f16(1e-4) = 1.000166e-4 >= QAT_S_MIN; 1e4 is an F16
+   * number); -inf -> f16(QAT_S_MIN), +inf -> QAT_S_MAX; NaN stays NaN, as in every quantizer
+   * clamp (a NaN s gives NaN weights, which the trainers' non-finite step check sees). The
+   * projection step of projected AdamW under qat_qspec.scale_f16. */
+  qat_status (*fq_scale_f16)(const qat_backend *be, qat_tensor *s);
 
   /* Frozen integer codes (EfficientQAT E2E-QP): codes U8 [R, C] in [0, 2^bits) (asym) or the
    * code + 2^(bits-1) offset (sym), fixed z; w_hat[R, C] (F32 or BF16) = (codes - z~) * s~

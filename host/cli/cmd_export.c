@@ -69,7 +69,8 @@ qat_status qat_cli_load_run(const char *run, qat_llama **out, qat_qspec *q, char
   qat_llama *m = NULL;
   qat_ckpt ck;
   int ck_open = 0;
-  *q = (qat_qspec){.bits = cfg.quant.bits, .group = cfg.quant.group, .sym = cfg.quant.sym};
+  *q = (qat_qspec){.bits = cfg.quant.bits, .group = cfg.quant.group, .sym = cfg.quant.sym,
+                   .scale_f16 = cfg.quant.scale_dtype == QAT_F16};
   snprintf(model_dir, nmodel, "%s", cfg.model);
   qat_status st = qat_llama_load(cfg.model, qat_backend_cpu(), &m);
   if (st == QAT_OK) m->train_embeddings = 1; /* norm gains etc. in m->params: load_params */

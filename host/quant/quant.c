@@ -10,7 +10,8 @@
 #include <strings.h>
 
 #define SPEC_HELP                                                                                  \
-  "expected [rtn:]<bits>g<group|c|t>[:sym|:asym][:minmax|:mse][:eqat|:lsq|:ste], e.g. rtn:4g128"
+  "expected [rtn:]<bits>g<group|c|t>[:sym|:asym][:minmax|:mse][:eqat|:lsq|:ste][:f32|:f16], "  \
+  "e.g. rtn:4g128"
 
 /* The "<bits>g<group>" part, e.g. "4g128", "w2g64", "3gc", "8gt". */
 static qat_status parse_format(const char *spec, const char *f, size_t len, qat_qspec *q) {
@@ -73,7 +74,7 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
   size_t flen = colon ? (size_t)(colon - p) : strlen(p);
   QAT_TRY(parse_format(spec, p, flen, &q));
   p += flen;
-  int seen_sym = 0, seen_grad = 0, seen_init = 0;
+  int seen_sym = 0, seen_grad = 0, seen_init = 0, seen_sdt = 0;
   while (*p == ':') {
     p++;
     const char *e = strchr(p, ':');
@@ -89,6 +90,10 @@ qat_status qat_quant_parse(const char *spec, qat_qspec *out) {
       if (seen_grad++)
         return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": gradient mode given twice", spec);
       q.grad = IS("lsq") ? QAT_QGRAD_LSQ : IS("ste") ? QAT_QGRAD_STE : QAT_QGRAD_EFFICIENTQAT;
+    } else if (IS("f32") || IS("f16")) { /* scale dtype: f16 keeps s on the F16 grid */
+      if (seen_sdt++)
+        return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": scale dtype given twice", spec);
+      q.scale_f16 = IS("f16");
     } else {
       return QAT_FAIL(QAT_EUSAGE, "quant spec \"%s\": unknown option \"%.*s\" (%s)", spec,
                       (int)len, p, SPEC_HELP);
@@ -121,8 +126,8 @@ const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n) {
   else
     snprintf(g, sizeof g, "%s", q->group == 0 ? "t" : "c");
   const char *grad = q->grad == QAT_QGRAD_LSQ ? ":lsq" : q->grad == QAT_QGRAD_STE ? ":ste" : "";
-  snprintf(buf, n, "rtn:%dg%s%s%s%s", q->bits, g, q->sym ? ":sym" : "",
-           q->init == QAT_QINIT_MSE ? ":mse" : "", grad);
+  snprintf(buf, n, "rtn:%dg%s%s%s%s%s", q->bits, g, q->sym ? ":sym" : "",
+           q->init == QAT_QINIT_MSE ? ":mse" : "", grad, q->scale_f16 ? ":f16" : "");
   return buf;
 }
 

@@ -14,11 +14,12 @@ extern "C" {
 /* Spec grammar: [rtn:][w]<bits>g<group>[:opt]...
  *   bits  2..8;  group: a positive integer, "c" (per-channel, -1) or "t" (per-tensor, 0)
  *   opt   sym | asym (default asym),  minmax | mse (init of s, z: qat_qinit, default minmax),
- *         eqat | lsq | ste (gradient convention, default eqat)
+ *         eqat | lsq | ste (gradient convention, default eqat),
+ *         f32 | f16 (step sizes kept on the F16 grid, qat_qspec.scale_f16; default f32)
  * Case-insensitive. Errors are QAT_EUSAGE naming the spec and what is wrong. */
 qat_status qat_quant_parse(const char *spec, qat_qspec *out);
-/* Canonical string ("rtn:4g128", "rtn:2g64:sym:mse", "rtn:3gc:lsq"; options in the order sym,
- * init, grad, defaults left out) into buf; returns buf. */
+/* Canonical string ("rtn:4g128", "rtn:2g64:sym:mse", "rtn:3gc:lsq", "rtn:4g32:sym:f16"; options
+ * in the order sym, init, grad, scale dtype, defaults left out) into buf; returns buf. */
 const char *qat_quant_format(const qat_qspec *q, char *buf, size_t n);
 /* "minmax" or "mse": the init's name in specs, flags and records. */
 const char *qat_qinit_name(qat_qinit init);

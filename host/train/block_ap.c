@@ -221,6 +221,7 @@ static qat_status train_block(bap *B, int l, qat_block_ap_stats *stats) {
     if (ps[i].group != QAT_PG_OTHER || strstr(ps[i].name, "norm.weight")) ps[k++] = ps[i];
   np = k;
   qat_status st = qat_optim_init(&opt, B->be, ps, np, groups);
+  opt.scale_f16 = B->m->qspec.scale_f16; /* quant.scale_dtype f16: s projected after each step */
   /* this rank's micro-batches per epoch, A per step */
   int64_t nmb = (B->ns + B->Bb - 1) / B->Bb, nb = (nmb + B->A - 1) / B->A, total = nb * o->epochs;
   char what[64];

@@ -54,6 +54,7 @@ static const cyaml_strval_t k_dist[] = {{"auto", QAT_CFG_DIST_AUTO},
                                         {"mpi", QAT_CFG_DIST_MPI},
                                         {"nccl", QAT_CFG_DIST_NCCL}};
 static const cyaml_strval_t k_cache_dtype[] = {{"bf16", QAT_BF16}, {"f32", QAT_F32}};
+static const cyaml_strval_t k_scale_dtype[] = {{"f32", QAT_F32}, {"f16", QAT_F16}};
 
 #define OFF(m) offsetof(qat_config, m)
 #define ENUM(t) t, (int)(sizeof t / sizeof t[0])
@@ -70,6 +71,7 @@ static const key_def k_keys[] = {
     {"quant.grad", K_ENUM, OFF(quant.grad), "efficientqat", ENUM(k_grad)},
     {"quant.train", K_ENUM, OFF(quant.train), "all", ENUM(k_train_set)},
     {"quant.init", K_ENUM, OFF(quant.init), "minmax", ENUM(k_init)},
+    {"quant.scale_dtype", K_ENUM, OFF(quant.scale_dtype), "f32", ENUM(k_scale_dtype)},
     {"train.steps", K_I64, OFF(train.steps), "0", NULL, 0},
     {"train.batch", K_INT, OFF(train.batch), "8", NULL, 0},
     {"train.grad_accum", K_INT, OFF(train.grad_accum), "1", NULL, 0},
@@ -599,6 +601,8 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->quant.init == QAT_CFG_INIT_MINMAX || c->quant.init == QAT_CFG_INIT_MSE, "quant.init",
          (int)c->quant.init, "must be minmax or mse");
   NEED_I(c->method != QAT_METHOD_QAT || c->train.steps >= 1, "train.steps", c->train.steps,
+  NEED_I(c->quant.scale_dtype == QAT_F32 || c->quant.scale_dtype == QAT_F16, "quant.scale_dtype",
+         (int)c->quant.scale_dtype, "must be f32 or f16");
          "must be >= 1 (required for method qat)");
   NEED_I(c->train.steps >= 0, "train.steps", c->train.steps, "must be >= 0");
   NEED_I(c->train.batch >= 1, "train.batch", c->train.batch, "must be >= 1");

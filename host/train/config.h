@@ -70,6 +70,8 @@ typedef struct qat_config {
     qat_cfg_grad grad;
     qat_cfg_train_set train;
     qat_cfg_init init; /* how s, z start */
+    qat_dtype scale_dtype; /* QAT_F32 (default) or QAT_F16: s kept on the F16 grid at init and
+                            * after every step (qat_qspec.scale_f16), so F16 exports are exact */
   } quant;
   struct {
     int64_t steps; /* optimizer steps */

@@ -148,6 +148,11 @@ qat_status qat_optim_scale_grads(const qat_optim *o, float alpha) {
   return QAT_OK;
 }
 
+static int is_scale(const qat_param *p) {
+  size_t n = strlen(p->name), k = strlen(".scales");
+  return p->group == QAT_PG_QUANT && n >= k && strcmp(p->name + n - k, ".scales") == 0;
+}
+
 qat_status qat_optim_step(qat_optim *o, const double lr[3]) {
   o->t++;
   for (int i = 0; i < o->n; i++) {
@@ -160,10 +165,12 @@ qat_status qat_optim_step(qat_optim *o, const double lr[3]) {
       QAT_TRY(QAT_OP(o->be, adamw, &w, &dw, &o->m[i], &o->v[i], (float)lr[p->group],
                      (float)o->beta1, (float)o->beta2, (float)o->eps, (float)g->weight_decay,
                      o->t));
+      if (o->scale_f16 && is_scale(p)) QAT_TRY(QAT_OP(o->be, fq_scale_f16, &w));
       continue;
     }
     QAT_TRY(QAT_OP(o->be, adamw, p->p, p->g, &o->m[i], &o->v[i], (float)lr[p->group],
                    (float)o->beta1, (float)o->beta2, (float)o->eps, (float)g->weight_decay, o->t));
+    if (o->scale_f16 && is_scale(p)) QAT_TRY(QAT_OP(o->be, fq_scale_f16, p->p));
   }
   return QAT_OK;
 }

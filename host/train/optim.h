@@ -36,6 +36,15 @@ typedef struct qat_optim {
   int64_t *flat_off, *own_lo, *own_n; /* [n] */
   qat_tensor shard_m, shard_v;        /* [shard]: this rank's moments, padding included */
   int sharded;
+  /* quant.scale_dtype f16 (qat_qspec.scale_f16; set by the caller after init): every step ends
+   * with the projection fq_scale_f16 of the step sizes (the "<linear>.scales" parameters; ZeRO-1:
+   * their owned elements, before the all-gather), so s is on the F16 grid after each update.
+   * Projected AdamW: the moments stay F32 and unrounded, and the next gradient is taken at the
+   * projected s (the forward sees exactly the s that is exported; no straight-through term for
+   * the rounding is needed because it happens between steps, not inside the forward). An update
+   * smaller than half an F16 spacing of s (2^-11 s .. 2^-12 s) is rounded away: with AdamW's
+   * ~lr-sized steps, lr below ~s / 4096 cannot move s. */
+  int scale_f16;
 } qat_optim;
 
 /* Tracks the params whose group is enabled. */
@@ -60,7 +69,7 @@ qat_tensor qat_optim_view(const qat_tensor *t, int64_t lo, int64_t n);
 /* Scales every tracked (sharded: owned) gradient by alpha (clipping). */
 qat_status qat_optim_scale_grads(const qat_optim *o, float alpha);
 /* One AdamW step with per-group learning rates lr_scale[group] * group.lr (sharded: of the
- * owned elements only). */
+ * owned elements only), then the F16 projection of the step sizes under scale_f16. */
 qat_status qat_optim_step(qat_optim *o, const double lr[3]);
 
 #ifdef __cplusplus

@@ -618,7 +618,8 @@ static qat_status setup_common(job *J) {
   J->q = (qat_qspec){.bits = cfg->quant.bits, .group = cfg->quant.group, .sym = cfg->quant.sym,
                      .grad = grad_mode(cfg->quant.grad),
                      .init = cfg->quant.init == QAT_CFG_INIT_MSE ? QAT_QINIT_MSE
-                                                                 : QAT_QINIT_MINMAX};
+                                                                 : QAT_QINIT_MINMAX,
+                     .scale_f16 = cfg->quant.scale_dtype == QAT_F16};
   QAT_TRY(qat_qspec_check(&J->q));
   int64_t train_need = 0;
   const char *train_what = NULL;
@@ -694,6 +695,7 @@ static qat_status setup(job *J) {
                             .accum = 0, .lr = cfg->train.lr,
                             .lr_quant = cfg->train.lr_quant, .warmup = cfg->train.warmup,
                             .clip = cfg->train.clip};
+  J->opt.scale_f16 = J->q.scale_f16; /* quant.scale_dtype f16: s projected after every step */
   QAT_TRY(qat_dist_train_accum(cfg, J->dist->world, &J->hp.accum));
   int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
   for (int l = 0; l < J->m->cfg.n_layers; l++) {

@@ -23,14 +23,18 @@
 /* ---- init: RTN / min-max ---------------------------------------------------------------------- */
 
 /* From the group's min and max (asym) or max |w| (sym) to s and z, exactly as REFERENCE.md. */
+/* Under scale_f16 s is rounded to F16 first and z derived from the rounded s, so the pair is
+ * the one the forward will use (the MSE search scores its candidates the same way). */
 static void init_from_range(const qgeom *p, float mn, float mx, float *s, float *z) {
   if (p->asym) {
     float sv = clampf((mx - mn) / p->hi, QAT_S_MIN, QAT_S_MAX);
+    if (p->s16) sv = f16_scale(sv);
     *s = sv;
     *z = rintf(-clampf(mn / sv, -1e4f, 1e4f)) + 0.0f; /* + 0: no -0 zero points */
   } else {
     float amax = fmaxf(fabsf(mn), fabsf(mx));
-    *s = clampf(amax / p->hi, QAT_S_MIN, QAT_S_MAX);
+    float sv = clampf(amax / p->hi, QAT_S_MIN, QAT_S_MAX);
+    *s = p->s16 ? f16_scale(sv) : sv;
   }
 }
 
@@ -359,7 +363,23 @@ static qat_status cpu_fq_backward(const qat_backend *be, const qat_qspec *q, con
   return QAT_OK;
 }
 
+/* ---- F16 grid of the step sizes (backend.h fq_scale_f16) ------------------------------------ */
+
+static qat_status cpu_fq_scale_f16(const qat_backend *be, qat_tensor *s) {
+  if (!s || (!s->data && qat_numel(s) > 0))
+    return QAT_FAIL(QAT_EINVAL, "fq_scale_f16: tensor s is missing");
+  if (s->dtype != QAT_F32 || s->device != be->device)
+    return QAT_FAIL(QAT_EINVAL, "fq_scale_f16: tensor %s must be F32 on the %s backend",
+                    s->name ? s->name : "s", be->name);
+  float *S = s->data;
+  int64_t n = qat_numel(s);
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t i = 0; i < n; i++) S[i] = f16_scale(S[i]);
+  return QAT_OK;
+}
+
 void qat_cpu_register_quant(qat_backend *be) {
+  be->fq_scale_f16 = cpu_fq_scale_f16;
   be->fq_init = cpu_fq_init;
   be->fq_forward = cpu_fq_forward;
   be->fq_backward = cpu_fq_backward;

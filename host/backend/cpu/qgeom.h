@@ -17,10 +17,11 @@ typedef struct qgeom {
   float lo, hi; /* code range: asym [0, qmax], sym [Qn, Qp] */
   float qp;     /* Qp of the LSQ gradient scale: qmax (asym) or 2^(N-1) - 1 (sym) */
   float off;    /* stored U8 code = code + off: 0 asym, 2^(bits-1) sym */
+  int s16;      /* qat_qspec.scale_f16: init rounds s to F16 */
 } qgeom;
 
 static inline qgeom qgeom_make(const qat_qspec *q, int64_t R, int64_t C) {
-  qgeom p = {.R = R, .C = C, .pertensor = q->group == 0, .asym = !q->sym};
+  qgeom p = {.R = R, .C = C, .pertensor = q->group == 0, .asym = !q->sym, .s16 = q->scale_f16};
   p.G = qat_qspec_groups(q, C);
   p.glen = q->group > 0 ? q->group : C;
   if (p.asym) {
@@ -39,6 +40,9 @@ static inline qgeom qgeom_make(const qat_qspec *q, int64_t R, int64_t C) {
 /* Comparisons, not fminf/fmaxf: a NaN stays NaN. */
 static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
 static inline float eff_scale(float s) { return clampf(s, QAT_S_MIN, QAT_S_MAX); }
+/* The F16 grid of qat_qspec.scale_f16 (backend.h fq_scale_f16): clamp, then round to the
+ * nearest F16 (even on ties); NaN stays NaN. */
+static inline float f16_scale(float s) { return qat_f16_to_f32(qat_f32_to_f16(eff_scale(s))); }
 static inline float eff_zero(const qgeom *p, const float *z, int64_t i) {
   return p->asym ? clampf(rintf(z[i]), 0.0f, p->hi) : 0.0f;
 }
