@@ -5,11 +5,14 @@
  * Prints one line per repetition; --json one JSON object per line.
  *
  * Usage: bench_generate --model DIR [--device cpu|cuda] [--prompt 16] [--new 128] [--reps 3]
- *                       [--no-cache] [--quant rtn:4g128] [--json] [--ids]
+ *                       [--no-cache] [--quant rtn:4g128] [--json] [--ids] [--act int8|f32]
+ * A folder of packed weights (qat quantize --packed) runs on its codes (model/llama_packed.h);
+ * --act picks qgemm's activation precision there (default int8, as `qat generate`).
  * --ids also prints the generated ids (greedy: equal with and without --no-cache). */
 #include "backend/backend.h"
 #include "core/log.h"
 #include "model/generate.h"
+#include "model/llama_packed.h"
 #include "quant/quant.h"
 
 #include <stdio.h>
@@ -18,11 +21,11 @@
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_generate --model DIR [--device cpu|cuda] [--prompt N] [--new N] "
-                  "[--reps N] [--no-cache] [--quant SPEC] [--json] [--ids]\n");
+                  "[--reps N] [--no-cache] [--quant SPEC] [--json] [--ids] [--act int8|f32]\n");
 }
 
 int main(int argc, char **argv) {
-  const char *dir = NULL, *device = "cpu", *quant = NULL;
+  const char *dir = NULL, *device = "cpu", *quant = NULL, *act = "int8";
   int P = 16, NEW = 128, reps = 3, no_cache = 0, json = 0, print_ids = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -32,6 +35,7 @@ int main(int argc, char **argv) {
     else if (v && !strcmp(a, "--model")) dir = argv[++i];
     else if (v && !strcmp(a, "--device")) device = argv[++i];
     else if (v && !strcmp(a, "--quant")) quant = argv[++i];
+    else if (v && !strcmp(a, "--act") && (!strcmp(v, "int8") || !strcmp(v, "f32"))) act = argv[++i];
     else if (v && !strcmp(a, "--prompt")) P = atoi(argv[++i]);
     else if (v && !strcmp(a, "--new")) NEW = atoi(argv[++i]);
     else if (v && !strcmp(a, "--reps")) reps = atoi(argv[++i]);
@@ -49,8 +53,10 @@ int main(int argc, char **argv) {
   qat_qspec q;
   int32_t *ids = malloc((size_t)P * sizeof *ids), *gen = malloc((size_t)NEW * sizeof *gen);
   if (!ids || !gen) return 1;
+  int packed = qat_llama_dir_is_packed(dir);
   if ((quant && qat_quant_parse(quant, &q) != QAT_OK) || qat_backend_by_name(device, &be) != QAT_OK ||
-      qat_llama_load(dir, be, &m) != QAT_OK || (quant && qat_llama_set_quant(m, &q) != QAT_OK)) {
+      (packed ? qat_llama_load_packed(dir, be, &m) : qat_llama_load(dir, be, &m)) != QAT_OK ||
+      (quant && qat_llama_set_quant(m, &q) != QAT_OK)) {
     fprintf(stderr, "bench_generate: %s\n", qat_last_error());
     return 1;
   }
@@ -60,6 +66,8 @@ int main(int argc, char **argv) {
     r ^= r << 13, r ^= r >> 7, r ^= r << 17;
     ids[i] = hi > 100 ? 100 + (int32_t)(r % (uint64_t)(hi - 100)) : (int32_t)(r % (uint64_t)hi);
   }
+  if (packed) be->qgemm_act8 = !strcmp(act, "int8");
+  const char *wt = packed ? (be->qgemm_act8 ? "packed-int8act" : "packed-f32act") : quant ? "fake-quant" : "f32";
   qat_generate_opts o = {NEW, no_cache};
   for (int k = 0; k < reps; k++) {
     qat_sampler s;
@@ -72,13 +80,13 @@ int main(int argc, char **argv) {
     double pf = st.prefill_seconds > 0 ? P / st.prefill_seconds : 0;
     double dc = st.decode_seconds > 0 ? st.decode_steps / st.decode_seconds : 0;
     if (json)
-      printf("{\"device\": \"%s\", \"cache\": %s, \"prompt\": %d, \"new\": %d, \"prefill_tps\": "
-             "%.2f, \"decode_tps\": %.2f, \"decode_steps\": %d}\n",
-             device, no_cache ? "false" : "true", P, st.new_tokens, pf, dc, st.decode_steps);
+      printf("{\"device\": \"%s\", \"weights\": \"%s\", \"cache\": %s, \"prompt\": %d, \"new\": %d, "
+             "\"prefill_tps\": %.2f, \"decode_tps\": %.2f, \"decode_steps\": %d}\n",
+             device, wt, no_cache ? "false" : "true", P, st.new_tokens, pf, dc, st.decode_steps);
     else
-      printf("bench_generate: %s %s prompt %d new %d: prefill %.1f tokens/s, decode %.2f "
+      printf("bench_generate: %s %s %s prompt %d new %d: prefill %.1f tokens/s, decode %.2f "
              "tokens/s (%d steps)\n",
-             device, no_cache ? "no-cache" : "kv-cache", P, st.new_tokens, pf, dc,
+             device, wt, no_cache ? "no-cache" : "kv-cache", P, st.new_tokens, pf, dc,
              st.decode_steps);
     if (print_ids) { /* the generated ids, to compare the cache with --no-cache */
       printf("ids:");

@@ -330,6 +330,9 @@ START_TEST(avx2_vs_portable) {
       qfix f;
       qfix_make(&f, b, g, b & 1, 4, 192, gi, 70u + (unsigned)b);
       uint8_t ua[192], up[192];
+      float vr[4];
+      double vref[4], vbound[4]; /* per row (f.N = 4) */
+      int ch = qgemm_a8_chunk(&f.p);
       int8_t xq[192];
       float d[6], xqs[6];
       tu_rng r = {(uint64_t)b};
@@ -340,19 +343,20 @@ START_TEST(avx2_vs_portable) {
         a->a8_decode(&f.p, n, ua);
         p->a8_decode(&f.p, n, up);
         ck_assert_msg(memcmp(ua, up, 192) == 0, "a8_decode b%d row %lld", b, (long long)n);
-        int ch = qgemm_a8_chunk(&f.p);
         for (int i = 0; i < 192; i++) /* lane order: the code qgemm_a8_lane names */
           ck_assert_uint_eq(up[i], qat_packed_get(f.p.codes + n * f.p.row_bytes, b,
                                                   i / ch * ch + qgemm_a8_lane(&f.p, i % ch)));
+        /* reference: lane i of chunk c holds code c * ch + qgemm_a8_lane(i), of group code / g */
         double ref = 0, mag = 0, eps = FLT_EPSILON / 2;
+        for (int64_t k0 = 0; k0 < 192; k0 += ch)
+          for (int i = 0; i < ch; i++) {
+            int64_t j = (k0 + qgemm_a8_lane(&f.p, i)) / g;
+            double t = (double)up[k0 + i] * xq[k0 + i] * d[k0 / ch] * qat_packed_scale(&f.p, n, j);
+            ref += t;
+            mag += fabs(t);
+          }
         for (int64_t j = 0; j < f.p.G; j++) {
           double s = qat_packed_scale(&f.p, n, j), zp = qat_packed_zp(&f.p, n, j);
-          for (int64_t k0 = j * g; k0 < (j + 1) * g; k0 += ch) {
-            long acc = 0;
-            for (int i = 0; i < ch; i++) acc += (long)up[k0 + i] * xq[k0 + i];
-            ref += (double)acc * d[k0 / ch] * s;
-            mag += fabs((double)acc * d[k0 / ch] * s);
-          }
           ref -= s * zp * xqs[j];
           mag += fabs(s * zp * xqs[j]);
         }
@@ -362,6 +366,16 @@ START_TEST(avx2_vs_portable) {
         ck_assert_msg(fabs(va - ref) <= bound && fabs(vp - ref) <= bound,
                       "a8_dot b%d g%d: avx2 %.9g portable %.9g ref %.9g bound %.3g", b, g, va, vp, ref, bound);
         ck_assert_msg(va == vb, "a8_dot from the stream and from the buffer differ");
+        vr[n] = va;
+        vref[n] = ref;
+        vbound[n] = bound;
+      }
+      if (ch == 64) { /* four rows at once, the same sums per row up to F32 order */
+        float o4[4];
+        a->a8_rows4(&f.p, 0, xq, d, xqs, o4);
+        for (int r = 0; r < 4; r++)
+          ck_assert_msg(fabs(o4[r] - vref[r]) <= vbound[r], "a8_rows4 b%d g%d row %d: %.9g vs %.9g",
+                        b, g, r, o4[r], vr[r]);
       }
       qfix_free(&f);
     }

@@ -9,6 +9,7 @@
 #include "quant/quant.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 qat_status cmd_generate(int argc, char **argv) {
@@ -26,6 +27,10 @@ qat_status cmd_generate(int argc, char **argv) {
       {"packed", 0, NULL,
        "run on the folder's packed codes (qat quantize --packed), with the KV cache; detected "
        "without the flag too, which then says so: no F32 Linear weight is built"},
+      {"act", 1, NULL,
+       "packed weights: int8 (default) quantizes each decode step's activations per 64 or 32 "
+       "inputs to int8 and dots them with the codes in integer arithmetic, as llama.cpp's Q8_0 "
+       "does (error bound: tests/test_qgemm.c); f32 keeps them F32 (exact up to F32 sums)"},
       {"no-cache", 0, NULL,
        "rerun the whole context for every token instead of using a KV cache (slow; reference)"},
       {"help", 0, NULL, "show this help"},
@@ -46,12 +51,22 @@ qat_status cmd_generate(int argc, char **argv) {
   QAT_TRY(qat_flag_int(f, nf, "seed", 0, 0x7fffffffffffffffL, (long)time(NULL), &seed));
   if (!(temp >= 0.0)) return QAT_FAIL(QAT_EUSAGE, "--temperature %g: must be >= 0", temp);
   if (!(top_p > 0.0 && top_p <= 1.0)) return QAT_FAIL(QAT_EUSAGE, "--top-p %g: must be in (0, 1]", top_p);
+  const char *act = qat_flag_get(f, nf, "act");
+  if (act && strcmp(act, "int8") && strcmp(act, "f32"))
+    return QAT_FAIL(QAT_EUSAGE, "--act %s: must be int8 or f32", act);
   qat_llama *m = NULL;
   qat_tokenizer *tok = NULL;
   qat_status st;
   QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qat_flag_get(f, nf, "quant"),
                                     qat_flag_get(f, nf, "packed") != NULL, &m),
             done);
+  if (act && !m->packed) {
+    st = QAT_FAIL(QAT_EUSAGE, "--act %s: %s has no packed weights (the flag is for packed folders)",
+                  act, dir);
+    goto done;
+  }
+  /* the backend is a per-process singleton: the setting lasts for this command */
+  if (m->packed) m->be->qgemm_act8 = !act || !strcmp(act, "int8");
   QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
   /* Without a BOS (Qwen2) an empty prompt would leave no token to start from. */
   const char *prompt = qat_flag_get(f, nf, "prompt");
@@ -67,11 +82,12 @@ qat_status cmd_generate(int argc, char **argv) {
   QAT_CHECK(st, qat_generate(m, tok, prompt, &o, &s, stdout, &gs), done);
   fprintf(stderr,
           "generate: %d new tokens in %.2f s; prefill %d tokens at %.1f tokens/s; decode %d "
-          "steps at %.1f tokens/s (%s)\n",
+          "steps at %.1f tokens/s (%s%s)\n",
           gs.new_tokens, gs.seconds, gs.prompt_tokens,
           gs.prefill_seconds > 0 ? gs.prompt_tokens / gs.prefill_seconds : 0.0, gs.decode_steps,
           gs.decode_seconds > 0 ? gs.decode_steps / gs.decode_seconds : 0.0,
-          o.no_cache ? "no cache" : "kv cache");
+          o.no_cache ? "no cache" : "kv cache",
+          !m->packed ? "" : m->be->qgemm_act8 ? ", int8 activations" : ", F32 activations");
 done:
   if (tok) qat_tokenizer_free(tok);
   if (m) qat_llama_free(m);

@@ -219,30 +219,42 @@ AVX2 void qgemm_a8_decode_avx2(const qat_packed *p, int64_t n, uint8_t *out) {
 
 /* 32 codes (unsigned) times 32 int8 x by vpmaddubsw: pairs summed to int16, at most
  * 2 * 127 * 127 for b <= 7 (no saturation) */
-AVX2 static inline __m256i a8_mul(__m256i cb, const int8_t *xq) {
-  return _mm256_maddubs_epi16(cb, _mm256_loadu_si256((const __m256i *)xq));
+AVX2 static inline __m256i a8_mul(__m256i cb, __m256i xv) { return _mm256_maddubs_epi16(cb, xv); }
+AVX2 static inline __m256i a8_ld(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* int16 pairs summed to int32, as float */
+AVX2 static inline __m256 a8_f32(__m256i p16) {
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-/* acc += (int16 pairs summed to int32, as float) * ds */
-AVX2 static inline __m256 a8_acc(__m256i p16, float ds, __m256 acc) {
-  __m256i p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(ds), acc);
+/* The step sizes a 64-code chunk at k of row n meets, per int32 lane of a8_f32's result: s_j
+ * everywhere when the chunk is inside group j; for g = 32 (4 bits) int32 lanes 0-3 sum bytes
+ * 0-15 of each half, the chunk's codes 0..31 (group j), lanes 4-7 codes 32..63 (group j + 1). */
+AVX2 static inline __m256 a8_sv(const qat_packed *p, int64_t n, int64_t k) {
+  int64_t i = n * p->G + k / p->group;
+  if (p->group == 32) return _mm256_set_m128(_mm_set1_ps(scale_of(p, i + 1)), _mm_set1_ps(scale_of(p, i)));
+  return _mm256_set1_ps(scale_of(p, i));
 }
 
 #define A8_TILE 256 /* groups whose scales and zero points are unpacked at a time */
 
-AVX2 float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
-                             const float *d, const float *xqs) {
-  const uint8_t *row = p->codes + n * p->row_bytes;
-  int b = p->bits, chunk = qgemm_a8_chunk(p);
-  int64_t g = p->group, G = p->G;
-  dec_ctx c = dec_make(b);
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), cacc = _mm256_setzero_ps();
-  float sb[A8_TILE + 8], zb[A8_TILE + 8];
+/* sum_j s_j zp_j xqs_j of row n (the zero points' share), vectorized over tiles of groups */
+AVX2 static float a8_corr(const qat_packed *p, int64_t n, const float *xqs) {
+  int64_t G = p->G;
+  int b = p->bits;
+  __m256 cacc = _mm256_setzero_ps();
+  float sb[A8_TILE + 8], zb[A8_TILE + 8], tail = 0.0f;
+  if (p->sym && p->sdtype == QAT_F16) { /* zp = 2^(b-1) throughout: zp * (s . xqs) */
+    const uint16_t *h = (const uint16_t *)p->scales + n * G;
+    int64_t j = 0;
+    for (; j + 8 <= G; j += 8)
+      cacc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))),
+                             _mm256_loadu_ps(xqs + j), cacc);
+    for (; j < G; j++) tail += scale_of(p, n * G + j) * xqs[j];
+    return (float)(1 << (b - 1)) * (hsum(cacc) + tail);
+  }
   for (int64_t j0 = 0; j0 < G; j0 += A8_TILE) {
     int64_t nj = G - j0 < A8_TILE ? G - j0 : A8_TILE, i = 0;
-    /* the tile's scales and zero points as floats, and its share of sum_j s_j zp_j xqs_j, off
-     * the codes' critical path */
     if (p->sdtype == QAT_F16)
       for (const uint16_t *h = (const uint16_t *)p->scales + n * G + j0; i + 8 <= nj; i += 8)
         _mm256_storeu_ps(sb + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
@@ -254,41 +266,116 @@ AVX2 float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, 
     for (i = 0; i + 8 <= nj; i += 8)
       cacc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sb + i), _mm256_loadu_ps(zb + i)),
                              _mm256_loadu_ps(xqs + j0 + i), cacc);
-    float ctail = 0.0f;
-    for (; i < nj; i++) ctail += sb[i] * zb[i] * xqs[j0 + i];
-    cacc = _mm256_add_ps(cacc, _mm256_setr_ps(ctail, 0, 0, 0, 0, 0, 0, 0));
-    for (int64_t j = j0; j < j0 + nj; j++) {
-      float s = sb[j - j0];
-      int64_t k = j * g, e = k + g;
-      if (chunk == 64) { /* b = 4 or 2: one x scale per 64, two products added in int16 */
-        for (; k < e; k += 64) {
-          __m256i c0, c1;
-          if (ub) {
-            c0 = _mm256_loadu_si256((const __m256i *)(ub + k));
-            c1 = _mm256_loadu_si256((const __m256i *)(ub + k + 32));
-          } else {
-            a8_chunk64(row, b, k, &c0, &c1);
-          }
-          __m256i p16 = _mm256_add_epi16(a8_mul(c0, xq + k), a8_mul(c1, xq + k + 32));
-          if ((k >> 6) & 1)
-            acc1 = a8_acc(p16, d[k >> 6] * s, acc1);
-          else
-            acc0 = a8_acc(p16, d[k >> 6] * s, acc0);
-        }
-      } else {
-        for (; k < e; k += 32) {
-          __m256i cb = ub ? _mm256_loadu_si256((const __m256i *)(ub + k)) : a8_chunk32(&c, row, b, k);
-          if ((k >> 5) & 1)
-            acc1 = a8_acc(a8_mul(cb, xq + k), d[k >> 5] * s, acc1);
-          else
-            acc0 = a8_acc(a8_mul(cb, xq + k), d[k >> 5] * s, acc0);
-        }
-      }
-    }
+    for (; i < nj; i++) tail += sb[i] * zb[i] * xqs[j0 + i];
   }
-  return hsum(_mm256_add_ps(acc0, acc1)) - hsum(cacc);
+  return hsum(cacc) + tail;
 }
 #undef A8_TILE
+
+AVX2 float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
+                             const float *d, const float *xqs) {
+  const uint8_t *row = p->codes + n * p->row_bytes;
+  int b = p->bits;
+  int64_t K = p->K;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(); /* two FMA chains */
+  if (qgemm_a8_chunk(p) == 64) { /* b = 4 or 2: one x scale per 64, two products added in int16 */
+    for (int64_t k = 0; k < K; k += 64) {
+      __m256i c0, c1;
+      if (ub) {
+        c0 = a8_ld(ub + k);
+        c1 = a8_ld(ub + k + 32);
+      } else {
+        a8_chunk64(row, b, k, &c0, &c1);
+      }
+      __m256 f = a8_f32(_mm256_add_epi16(a8_mul(c0, a8_ld(xq + k)), a8_mul(c1, a8_ld(xq + k + 32))));
+      __m256 ds = _mm256_mul_ps(_mm256_set1_ps(d[k >> 6]), a8_sv(p, n, k));
+      if ((k >> 6) & 1)
+        acc1 = _mm256_fmadd_ps(f, ds, acc1);
+      else
+        acc0 = _mm256_fmadd_ps(f, ds, acc0);
+    }
+  } else {
+    dec_ctx c = dec_make(b);
+    for (int64_t k = 0; k < K; k += 32) {
+      __m256i cb = ub ? a8_ld(ub + k) : a8_chunk32(&c, row, b, k);
+      __m256 f = a8_f32(a8_mul(cb, a8_ld(xq + k)));
+      float ds = d[k >> 5] * scale_of(p, n * p->G + k / p->group);
+      if ((k >> 5) & 1)
+        acc1 = _mm256_fmadd_ps(f, _mm256_set1_ps(ds), acc1);
+      else
+        acc0 = _mm256_fmadd_ps(f, _mm256_set1_ps(ds), acc0);
+    }
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) - a8_corr(p, n, xqs);
+}
+
+/* scales of row n as floats, sb[G] */
+AVX2 static void a8_scales(const qat_packed *p, int64_t n, float *sb) {
+  int64_t G = p->G, j = 0;
+  if (p->sdtype == QAT_F16)
+    for (const uint16_t *h = (const uint16_t *)p->scales + n * G; j + 8 <= G; j += 8)
+      _mm256_storeu_ps(sb + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
+  for (; j < G; j++) sb[j] = scale_of(p, n * G + j);
+}
+
+#define A8_ROWS4_MAXG 1024 /* rows with more groups take a8_dot */
+
+/* Four rows of 64-code chunks: the x loads and the x scale shared, one FMA chain per row; the
+ * rows' scales converted to F32 once, up front. */
+AVX2 static void a8_rows4(const qat_packed *p, int64_t n0, const int8_t *xq, const float *d,
+                          const float *xqs, float out[4]) {
+  int b = p->bits;
+  int64_t G = p->G, g = p->group;
+  if (G > A8_ROWS4_MAXG) {
+    for (int r = 0; r < 4; r++) out[r] = qgemm_a8_dot_avx2(p, n0 + r, NULL, xq, d, xqs);
+    return;
+  }
+  float sb[4][A8_ROWS4_MAXG + 2];
+  for (int r = 0; r < 4; r++) a8_scales(p, n0 + r, sb[r]);
+  const uint8_t *r0 = p->codes + n0 * p->row_bytes, *r1 = r0 + p->row_bytes;
+  const uint8_t *r2 = r1 + p->row_bytes, *r3 = r2 + p->row_bytes;
+  const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* g = 32: s_j | s_j+1 */
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+#define A8_ROW(row, r, acc)                                                                      \
+  do {                                                                                           \
+    __m256i c0_, c1_;                                                                            \
+    a8_chunk64(row, b, k, &c0_, &c1_);                                                           \
+    __m256 f_ = a8_f32(_mm256_add_epi16(a8_mul(c0_, x0), a8_mul(c1_, x1)));                      \
+    __m256 sv_ = g == 32 ? _mm256_permutevar8x32_ps(                                             \
+                               _mm256_castps128_ps256(_mm_castsi128_ps(                          \
+                                   _mm_loadl_epi64((const __m128i *)(sb[r] + j)))),              \
+                               pair)                                                             \
+                         : _mm256_broadcast_ss(sb[r] + j);                                       \
+    acc = _mm256_fmadd_ps(f_, _mm256_mul_ps(dv, sv_), acc);                                      \
+  } while (0)
+  for (int64_t k = 0; k < p->K; k += 64) {
+    int64_t j = k / g;
+    __m256i x0 = a8_ld(xq + k), x1 = a8_ld(xq + k + 32);
+    __m256 dv = _mm256_set1_ps(d[k >> 6]);
+    A8_ROW(r0, 0, a0);
+    A8_ROW(r1, 1, a1);
+    A8_ROW(r2, 2, a2);
+    A8_ROW(r3, 3, a3);
+  }
+#undef A8_ROW
+  __m256 acc[4] = {a0, a1, a2, a3};
+  for (int r = 0; r < 4; r++) {
+    float corr;
+    if (p->sym) { /* zp * (s . xqs) */
+      __m256 c = _mm256_setzero_ps();
+      int64_t j = 0;
+      float t = 0.0f;
+      for (; j + 8 <= G; j += 8)
+        c = _mm256_fmadd_ps(_mm256_loadu_ps(sb[r] + j), _mm256_loadu_ps(xqs + j), c);
+      for (; j < G; j++) t += sb[r][j] * xqs[j];
+      corr = (float)(1 << (b - 1)) * (hsum(c) + t);
+    } else {
+      corr = a8_corr(p, n0 + r, xqs);
+    }
+    out[r] = hsum(acc[r]) - corr;
+  }
+}
+#undef A8_ROWS4_MAXG
 
 const qgemm_kern qgemm_kern_avx2 = {.decode = avx2_decode,
                                     .dot_row = avx2_dot_row,
@@ -297,5 +384,6 @@ const qgemm_kern qgemm_kern_avx2 = {.decode = avx2_decode,
                                     .axpy = avx2_axpy,
                                     .a8_decode = qgemm_a8_decode_avx2,
                                     .a8_dot = qgemm_a8_dot_avx2,
+                                    .a8_rows4 = a8_rows4,
                                     .name = "avx2"};
 #endif

@@ -22,26 +22,32 @@ typedef struct qgemm_kern {
   /* y[k] += alpha * x[k], n elements */
   void (*axpy)(float alpha, const float *x, float *y, int64_t n);
   /* ---- int8 activations (qat_backend.qgemm_act8; qgemm_a8.c) ----
-   * Rows are cut into chunks of qgemm_a8_chunk(p) codes (64 or 32; a chunk never straddles a
-   * group), and each chunk of x is one block with its own int8 scale d. A chunk's codes decode
+   * Rows are cut into chunks of qgemm_a8_chunk(p) codes (64 or 32; one group or, 4 bits at
+   * g = 32, two whole groups), and each chunk of x is one block with its own int8 scale d. A chunk's codes decode
    * to as many unsigned bytes in the order that is cheapest for b bits, qgemm_a8_lane; x is
    * quantized into the same order, so the dot products line up. Needs 2 <= b <= 7 (code x int8
    * pairs fit int16) and g % 32 == 0. */
   /* out[0 .. K) = the codes of row n, each chunk in lane order */
   void (*a8_decode)(const qat_packed *p, int64_t n, uint8_t *out);
-  /* sum_j s_j sum_{chunks c in j} d_c (sum_k q_k xq_k) - sum_j s_j zp_j xqs_j for row n, with
-   * xq int8 [K] in lane order, d [K / chunk] the x scales, xqs [G] = sum_{c in j} d_c sum xq;
-   * the codes from ub (a8_decode's output) or, when ub is NULL, straight from the stream */
+  /* sum_c d_c sum_{j} s_j (sum_{k in c, j} q_k xq_k) - sum_j s_j zp_j xqs_j for row n, with
+   * xq int8 [K] in lane order, d [K / chunk] the x scales, xqs [G] = sum over group j's inputs
+   * of d_c xq; the codes from ub (a8_decode's output) or, when ub is NULL, straight from the
+   * stream */
   float (*a8_dot)(const qat_packed *p, int64_t n, const uint8_t *ub, const int8_t *xq,
                   const float *d, const float *xqs);
+  /* out[r] = a8_dot of rows n0 + r, r < 4, from the stream, x loads shared by the four rows;
+   * only for chunks of 64 (qgemm_a8_chunk); NULL when the kernel set has none */
+  void (*a8_rows4)(const qat_packed *p, int64_t n0, const int8_t *xq, const float *d,
+                   const float *xqs, float out[4]);
   const char *name;
 } qgemm_kern;
 
-/* Codes per chunk: 64 for b = 4 and b = 2 when the group allows (one 32-byte or 16-byte load
- * gives 64 codes with no lane-crossing shuffle, and two vpmaddubsw results still fit int16), else
- * 32. */
+/* Codes per chunk: 64 for b = 4 (g % 64 == 0, or g = 32 with K % 64 == 0: a chunk then holds
+ * two groups) and for b = 2 with g % 64 == 0, else 32. One 32-byte or 16-byte load gives 64
+ * codes with no lane-crossing shuffle, and two vpmaddubsw results still fit int16. */
 static inline int qgemm_a8_chunk(const qat_packed *p) {
-  return (p->bits == 4 || p->bits == 2) && p->group % 64 == 0 ? 64 : 32;
+  if (p->bits == 4 && (p->group % 64 == 0 || (p->group == 32 && p->K % 64 == 0))) return 64;
+  return p->bits == 2 && p->group % 64 == 0 ? 64 : 32;
 }
 
 /* Position within its chunk of the code that lane i (0 .. chunk-1) of a decoded chunk holds:
