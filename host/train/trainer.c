@@ -70,6 +70,12 @@ static qat_status load_tokens(const char *path, const char *key, int vocab, int6
  * also writes its moments into rank 0's temporary directory before the commit (zero_ckpt.h). */
 static qat_status save_ckpt_rank0(job *J, qat_ckpt_hook hook, void *ctx);
 
+/* Windows of one optimizer step over all ranks (a checkpoint records it: resuming on another
+ * world size must keep it). */
+static int64_t step_windows(const job *J) {
+  return (int64_t)J->dist->world * J->hp.accum * J->hp.batch;
+}
+
 static qat_status save_ckpt(job *J) {
   qat_zero_ckpt_ctx c = {J, 0};
   int sharded = J->opt.sharded;
@@ -108,6 +114,7 @@ static qat_status save_ckpt_rank0(job *J, qat_ckpt_hook hook, void *ctx) {
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "bad_steps", J->bad_steps);
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "config_hash", (int64_t)qat_config_hash(cfg));
   if (st == QAT_OK) st = qat_ckpt_set_int(&w, "world", J->dist->world);
+  if (st == QAT_OK) st = qat_ckpt_set_int(&w, "step_windows", step_windows(J));
   if (st == QAT_OK) st = qat_ckpt_set_str(&w, "method", qat_cfg_method_name(cfg->method));
   if (J->codes_frozen) { /* E2E-QP: the frozen codes, zero points and weights of every layer */
     if (st == QAT_OK) st = qat_eqat_ckpt_add_layers(J->m, 0, J->m->cfg.n_layers, 0, &w, &bufs);
@@ -130,13 +137,25 @@ static qat_status load_ckpt(job *J, const char *dir) {
   char name[160];
   float *buf = NULL;
   /* the world and the moments' layout first: a refusal names them, not a missing tensor */
-  int64_t world = 1; /* checkpoints before data parallelism: one rank */
+  int64_t world = 1, win = 0; /* checkpoints before data parallelism: one rank */
   if (qat_ckpt_get_int(&ck, "world", &world) != QAT_OK) world = 1;
-  if (world != J->dist->world)
+  /* another world resumes the same run when a step still takes the same windows (the sampler
+   * hands them out by number, dist_train.h); ZeRO-1 moments are resharded (zero_ckpt.h) */
+  if (world != J->dist->world && qat_ckpt_get_int(&ck, "step_windows", &win) != QAT_OK)
     st = QAT_FAIL(QAT_EUSAGE,
                   "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld "
-                  "(resharding is not supported)",
+                  "(the checkpoint does not record its windows per step)",
                   dir, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world);
+  else if (world != J->dist->world && win != step_windows(J))
+    st = QAT_FAIL(QAT_EUSAGE,
+                  "%s was saved by a run of %lld rank%s but this job has %d: resume it on %lld, "
+                  "or with the same windows per step (world x batch x accumulation: %lld saved, "
+                  "%lld here; train.global_batch keeps it across world sizes)",
+                  dir, (long long)world, world == 1 ? "" : "s", J->dist->world, (long long)world,
+                  (long long)win, (long long)step_windows(J));
+  if (st == QAT_OK && world != J->dist->world)
+    qat_log("resuming %s, saved on %lld rank%s, on %d", dir, (long long)world,
+            world == 1 ? "" : "s", J->dist->world);
   if (st == QAT_OK) st = qat_zero_ckpt_check(J, &ck, dir);
   for (int i = 0; st == QAT_OK && i < J->opt.n; i++) {
     const qat_param *p = &J->opt.params[i];
@@ -152,7 +171,7 @@ static qat_status load_ckpt(job *J, const char *dir) {
     }
   }
   free(buf);
-  if (st == QAT_OK && J->opt.sharded) st = qat_zero_ckpt_read(J, dir);
+  if (st == QAT_OK && J->opt.sharded) st = qat_zero_ckpt_read(J, &ck, dir);
   int64_t v = 0, hash = 0;
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "step", &J->step);
   if (st == QAT_OK) st = qat_ckpt_get_int(&ck, "optim_t", &J->opt.t);

@@ -83,36 +83,58 @@ qat_status qat_zero_ckpt_check(const qat_train_job *J, const qat_ckpt *ck, const
                     "it with dist.zero = %lld",
                     dir, (long long)zero, J->opt.sharded, (long long)zero);
   if (!zero) return QAT_OK;
+  int64_t world = 1;
   QAT_TRY(qat_ckpt_get_int(ck, "zero_flat", &flat));
   QAT_TRY(qat_ckpt_get_int(ck, "zero_shard", &shard));
-  if (flat != J->opt.flat_n || shard != J->opt.shard)
+  if (qat_ckpt_get_int(ck, "world", &world) != QAT_OK) world = 1;
+  /* the flat order is the job's own (same parameters); the shard follows from the world */
+  if (flat != J->opt.flat_n || world < 1 || shard != (flat + world - 1) / world)
     return QAT_FAIL(QAT_EFORMAT,
-                    "%s: ZeRO-1 layout of %lld parameters in shards of %lld, but this job "
+                    "%s: ZeRO-1 layout of %lld parameters in %lld shards of %lld, but this job "
                     "trains %lld in shards of %lld",
-                    dir, (long long)flat, (long long)shard, (long long)J->opt.flat_n,
-                    (long long)J->opt.shard);
+                    dir, (long long)flat, (long long)world, (long long)shard,
+                    (long long)J->opt.flat_n, (long long)J->opt.shard);
   return QAT_OK;
 }
 
-qat_status qat_zero_ckpt_read(qat_train_job *J, const char *dir) {
-  char file[4096];
-  QAT_TRY(shard_path(J, dir, file, sizeof file));
-  qat_st_file f;
-  QAT_TRY(qat_st_open(file, &f));
-  qat_status st = QAT_OK;
-  float *buf = malloc((size_t)J->opt.shard * sizeof(float) + 1);
-  if (!buf) st = QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
-  qat_tensor *ts[2] = {&J->opt.shard_m, &J->opt.shard_v};
+/* Elements [lo, hi) of the saved flat moments from the files that hold them into m, v (host). */
+static qat_status read_range(const char *dir, int64_t S0, int64_t lo, int64_t hi, float *m,
+                             float *v, float *tmp) {
   const char *names[2] = {"optim.m", "optim.v"};
-  for (int k = 0; st == QAT_OK && k < 2; k++) {
-    const qat_st_tensor *t = qat_st_find(&f, names[k]);
-    if (!t || t->ndim != 1 || t->shape[0] != ts[k]->shape[0])
-      st = QAT_FAIL(QAT_EFORMAT, "%s: tensor %s missing or not [%lld]", file, names[k],
-                    (long long)ts[k]->shape[0]);
-    if (st == QAT_OK) st = qat_st_read_f32(t, buf);
-    if (st == QAT_OK) st = J->be->upload(J->be, ts[k]->data, buf, qat_nbytes(ts[k]));
+  float *dst[2] = {m, v};
+  for (int64_t q = lo / S0; lo < hi && q <= (hi - 1) / S0; q++) {
+    char file[4096], name[64];
+    snprintf(name, sizeof name, "optim-rank%05lld.safetensors", (long long)q);
+    QAT_TRY(qat_path_join(file, sizeof file, dir, name));
+    qat_st_file f;
+    QAT_TRY(qat_st_open(file, &f));
+    qat_status st = QAT_OK;
+    int64_t a = lo > q * S0 ? lo : q * S0, b = hi < (q + 1) * S0 ? hi : (q + 1) * S0;
+    for (int k = 0; st == QAT_OK && k < 2; k++) {
+      const qat_st_tensor *t = qat_st_find(&f, names[k]);
+      if (!t || t->ndim != 1 || t->shape[0] != S0)
+        st = QAT_FAIL(QAT_EFORMAT, "%s: tensor %s missing or not [%lld]", file, names[k],
+                      (long long)S0);
+      if (st == QAT_OK) st = qat_st_read_f32(t, tmp);
+      if (st == QAT_OK) memcpy(dst[k] + (a - lo), tmp + (a - q * S0), (size_t)(b - a) * 4);
+    }
+    qat_st_close(&f);
+    QAT_TRY(st);
   }
+  return QAT_OK;
+}
+
+qat_status qat_zero_ckpt_read(qat_train_job *J, const qat_ckpt *ck, const char *dir) {
+  int64_t S0 = 0, N = J->opt.flat_n, S = J->opt.shard;
+  QAT_TRY(qat_ckpt_get_int(ck, "zero_shard", &S0)); /* checked by qat_zero_ckpt_check */
+  /* this rank's shard [r S, r S + S) of the flat moments, wherever the saving world put it;
+   * the padding past N stays zero */
+  int64_t lo = (int64_t)J->dist->rank * S, hi = lo + S < N ? lo + S : N;
+  float *buf = calloc((size_t)(2 * S + S0) + 1, sizeof(float));
+  if (!buf) return QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
+  qat_status st = read_range(dir, S0, lo, hi > lo ? hi : lo, buf, buf + S, buf + 2 * S);
+  if (st == QAT_OK) st = J->be->upload(J->be, J->opt.shard_m.data, buf, (size_t)S * 4);
+  if (st == QAT_OK) st = J->be->upload(J->be, J->opt.shard_v.data, buf + S, (size_t)S * 4);
   free(buf);
-  qat_st_close(&f);
   return st;
 }

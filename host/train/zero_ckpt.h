@@ -34,11 +34,16 @@ qat_status qat_zero_ckpt_share(qat_train_job *J, const char *tmp, qat_status st)
 qat_status qat_zero_ckpt_hook(void *ctx, const char *tmp);
 /* Rank 0's state.json fields of the layout. */
 qat_status qat_zero_ckpt_fields(const qat_train_job *J, qat_ckpt_writer *w);
-/* The checkpoint's dist.zero (absent: 0) and layout must be this job's: QAT_EUSAGE naming both
- * values of dist.zero, QAT_EFORMAT naming both layouts. */
+/* The checkpoint's dist.zero (absent: 0) and flat layout (the parameter count; its shard must
+ * be ceil(N / saved world)) must be this job's: QAT_EUSAGE naming both values of dist.zero,
+ * QAT_EFORMAT naming both layouts. The world may differ (qat_zero_ckpt_read reshards). */
 qat_status qat_zero_ckpt_check(const qat_train_job *J, const qat_ckpt *ck, const char *dir);
-/* This rank's moments from DIR/optim-rank<r>.safetensors. */
-qat_status qat_zero_ckpt_read(qat_train_job *J, const char *dir);
+/* This rank's moments: flat elements [rank * shard, (rank + 1) * shard) of the job's layout,
+ * read from the DIR/optim-rank<q>.safetensors that hold them in the saved layout (ck's world
+ * and zero_shard): its own file when the world is the same, else every file its
+ * range overlaps (resharding: W' ranks resume a run saved by W; the trainer checks that a step
+ * still takes the same windows). */
+qat_status qat_zero_ckpt_read(qat_train_job *J, const qat_ckpt *ck, const char *dir);
 
 #ifdef __cplusplus
 }
