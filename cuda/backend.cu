@@ -184,5 +184,6 @@ extern "C" qat_status qat_cuda_create(qat_backend *be) {
   qat_cuda_register_quant(be);
   qat_cuda_register_nn(be);
   qat_cuda_register_codes(be);
+  qat_cuda_register_qgemm(be);
   return QAT_OK;
 }

@@ -53,3 +53,4 @@ static inline int qat_is_float(const qat_tensor *t) {
 void qat_cuda_register_quant(qat_backend *be);
 void qat_cuda_register_nn(qat_backend *be);
 void qat_cuda_register_codes(qat_backend *be); // codes.cu: dq_forward, dq_backward, fq_codes
+void qat_cuda_register_qgemm(qat_backend *be); // qgemm.cu: qgemm on packed weights
