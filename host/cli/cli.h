@@ -40,6 +40,9 @@ qat_status qat_cli_quantize_gptq(const char *model, const char *out, const struc
                                  const struct qat_flag *fl, int nf);
 /* qat export --format gptq --model PACKED_DIR (export_gptq.c). */
 qat_status qat_cli_export_gptq(const char *packed_dir, const char *out);
+/* qat export --format gptq --checkpoint RUN (export_gptq_run.c): the run through a temporary
+ * packed folder (F32 scales) and qat_cli_export_gptq. */
+qat_status qat_cli_export_gptq_run(const char *run, const char *out);
 /* qat export --format gguf (export_gguf.c): from run (a training run) or model (a packed,
  * fake-quant-with-record or fp folder; quant: RTN spec for an fp folder); f16: unquantized 2-D
  * tensors as F16. */

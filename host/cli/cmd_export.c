@@ -4,7 +4,7 @@
  * group, sym) and qat_quant.safetensors ("<linear>.scales", "<linear>.zeros" and the integer
  * codes are recoverable as round(w_hat / s) + z). Built in a temporary sibling and renamed.
  * --format gptq --model DIR: a `qat quantize --packed` folder as a gptq_v2 checkpoint
- * (export_gptq.c); from a training run it is not available yet.
+ * (export_gptq.c); --format gptq --checkpoint RUN: a training run's (export_gptq_run.c).
  * --format gguf (export_gguf.c): a run, a packed, fake-quant or fp folder as a llama.cpp GGUF. */
 #include "cli/cli.h"
 #include "core/log.h"
@@ -90,8 +90,9 @@ qat_status cmd_export(int argc, char **argv) {
   qat_flag fl[] = {
       {"checkpoint", 1, NULL, "run directory (its newest checkpoint) or one ckpt-N directory"},
       {"out", 1, NULL, "output Hugging Face folder, or FILE.gguf (replaced atomically)"},
-      {"format", 1, NULL, "fakequant (default), gptq (from --model, a qat quantize --packed "
-       "folder) or gguf (llama.cpp: Q4_0 / Q4_1 / Q8_0, from --checkpoint or --model)"},
+      {"format", 1, NULL, "fakequant (default), gptq (gptq_v2, from --checkpoint or --model, a "
+       "qat quantize --packed folder) or gguf (llama.cpp: Q4_0 / Q4_1 / Q8_0, from --checkpoint "
+       "or --model)"},
       {"model", 1, NULL, "gptq: the packed folder; gguf: a packed folder, a fake-quant folder "
        "with qat_quant.safetensors (qat export, qat quantize --method gptq) or an fp folder"},
       {"quant", 1, NULL, "gguf from an fp --model: RTN-quantize it first (e.g. rtn:4g32:sym)"},
@@ -103,8 +104,8 @@ qat_status cmd_export(int argc, char **argv) {
   QAT_TRY(qat_parse_flags(argc, argv, fl, nf, "export"));
   if (qat_flag_get(fl, nf, "help")) {
     qat_print_usage("export",
-                    "--checkpoint RUN --out DIR [--format fakequant] | --model PACKED --out DIR "
-                    "--format gptq | --checkpoint RUN | --model DIR [--quant SPEC] --out "
+                    "--checkpoint RUN --out DIR [--format fakequant] | --checkpoint RUN | --model "
+                    "PACKED --out DIR --format gptq | --checkpoint RUN | --model DIR [--quant SPEC] --out "
                     "FILE.gguf --format gguf [--gguf-dtype f32|f16]",
                     fl, nf);
     return QAT_OK;
@@ -123,11 +124,10 @@ qat_status cmd_export(int argc, char **argv) {
   if (quant || gdt) return QAT_FAIL(QAT_EUSAGE, "--%s: only with --format gguf", quant ? "quant" : "gguf-dtype");
   if (format && strcmp(format, "gptq") == 0) {
     if (!out) return QAT_FAIL(QAT_EUSAGE, "--out is required");
-    if (run || !model)
-      return QAT_FAIL(QAT_EUSAGE,
-                      "--format gptq: give --model PACKED_DIR (qat quantize --packed); export "
-                      "of a training run to gptq is not available yet");
-    return qat_cli_export_gptq(model, out);
+    if (!run == !model)
+      return QAT_FAIL(QAT_EUSAGE, "--format gptq: give --checkpoint RUN or --model PACKED_DIR "
+                                  "(qat quantize --packed)");
+    return run ? qat_cli_export_gptq_run(run, out) : qat_cli_export_gptq(model, out);
   }
   if (model) return QAT_FAIL(QAT_EUSAGE, "--model: only with --format gptq or gguf");
   if (!run) return QAT_FAIL(QAT_EUSAGE, "--checkpoint is required");

@@ -52,10 +52,16 @@ qat_status qat_packed_to_gptq(const qat_packed *p, const char *name, qat_gptq_te
       o->scales[j * N + n] = h;
       float zp = qat_packed_zp(p, n, j);
       qat_packed_put(zrow, b, n, (unsigned)zp); /* words little-endian: bytes in order */
-      /* largest |code - zp| of the group bounds the weight change */
-      double ds = fabs((double)qat_f16_to_f32(h) - (double)s);
-      double m = fmax(zp, (double)((1 << b) - 1) - zp) * ds;
-      if (m > worst) worst = m;
+      /* the weight change itself, over the group's codes, in float32 as a reader computes
+       * w = s * (q - z) (0 when s is an F16 number) */
+      const float s16 = qat_f16_to_f32(h);
+      if (s16 == s) continue;
+      const uint8_t *row = p->codes + n * p->row_bytes;
+      for (int64_t k = j * p->group; k < (j + 1) * p->group; k++) {
+        float c = (float)qat_packed_get(row, b, k) - zp;
+        double e = fabs((double)(c * s16) - (double)(c * s));
+        if (e > worst) worst = e;
+      }
     }
   }
   for (int64_t k = 0; k < K; k++) o->g_idx[k] = (int32_t)(k / p->group);

@@ -21,7 +21,8 @@ typedef struct qat_gptq_tensors {
   uint32_t *qzeros;  /* [G, N * b / 32] */
   uint16_t *scales;  /* [G, N] F16 */
   int32_t *g_idx;    /* [K] */
-  double max_err;    /* max |w_gptq - w_qat| from the F16 rounding of the scales */
+  double max_err;    /* max |w_gptq - w_qat| over every weight (both in float32) from the F16
+                      * rounding of the scales: 0 when they are F16 numbers */
 } qat_gptq_tensors;
 
 /* QAT_EUNSUPPORTED (naming the tensor) unless K * b and N * b are multiples of 32. */
