@@ -5,16 +5,19 @@
  * small packed matrix does not win by staying in cache. Median of the repetitions (at least 3,
  * until ~0.25 s per side). Correctness lives in tests/test_qgemm.c; this file only times.
  *
- *   bench_qgemm [--json] [--quick] [--act f32|int8|both]
+ *   bench_qgemm [--json] [--quick] [--act f32|int8|both] [--device cpu|cuda|both]
  * Cases: SmolLM2-135M shapes (576x576, 1536x576, 576x1536) and Llama-2-7B shapes (4096x4096,
  * 11008x4096, 4096x11008) as N x K, at M = 1, 16, 128 (issue 11's); W4 g128, W3 g128, W2 g64
  * (asymmetric, F16 scales); on SmolLM2, whose 576 columns are not whole groups of 128, g64.
  * Activations (qat_backend.qgemm_act8): F32, and at M <= 16 also int8 (llama.cpp's Q8_0
  * scheme; M = 128 runs the panel path either way). --quick: the SmolLM2 shapes and 4096x4096.
- * Record: bits, group, act, M, N, K, ms, baseline_ms, speedup, weight_gbps (packed bytes / ms)
- * and baseline_gbps (F32 bytes / baseline_ms). */
+ * Record: device "cpu", model, bits, group, act, M, N, K, ms, baseline_ms, speedup, weight_gbps
+ * (packed bytes / ms) and baseline_gbps (F32 bytes / baseline_ms).
+ * --device both (default) then runs the CUDA side when the build has CUDA and a GPU is visible:
+ * the same 7B cases against cuBLASLt BF16, records in the same JSON list (qgemm_cuda_side.h). */
 #include "backend/backend.h"
 #include "quant/packed.h"
+#include "qgemm_cuda_side.h"
 
 #include <math.h>
 #include <omp.h>
@@ -131,7 +134,7 @@ static void bench_case(const char *model, int bits, int group, int64_t M, int64_
   const char *act = act8 ? "int8" : "f32";
   double qb = (double)qat_packed_bytes(&base), fb = (double)(N * K) * 4;
   if (g_json)
-    printf("%s{\"model\": \"%s\", \"bits\": %d, \"group\": %d, \"act\": \"%s\", \"M\": %lld, "
+    printf("%s{\"device\": \"cpu\", \"model\": \"%s\", \"bits\": %d, \"group\": %d, \"act\": \"%s\", \"M\": %lld, "
            "\"N\": %lld, \"K\": %lld, \"ms\": %.4f, \"baseline_ms\": %.4f, \"speedup\": %.3f, "
            "\"weight_gbps\": %.2f, \"baseline_gbps\": %.2f}",
            g_first ? "[\n" : ",\n", model, bits, group, act, (long long)M, (long long)N,
@@ -153,6 +156,7 @@ static void bench_case(const char *model, int bits, int group, int64_t M, int64_
 
 int main(int argc, char **argv) {
   int quick = 0, acts = 3; /* bit 0: F32 activations, bit 1: int8 (M <= 16 only) */
+  int devs = 3;            /* bit 0: the CPU side, bit 1: the CUDA side */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json"))
       g_json = 1;
@@ -163,8 +167,14 @@ int main(int argc, char **argv) {
                                                            !strcmp(argv[i + 1], "both"))) {
       i++;
       acts = !strcmp(argv[i], "f32") ? 1 : !strcmp(argv[i], "int8") ? 2 : 3;
+    } else if (!strcmp(argv[i], "--device") && i + 1 < argc && (!strcmp(argv[i + 1], "cpu") ||
+                                                                !strcmp(argv[i + 1], "cuda") ||
+                                                                !strcmp(argv[i + 1], "both"))) {
+      i++;
+      devs = !strcmp(argv[i], "cpu") ? 1 : !strcmp(argv[i], "cuda") ? 2 : 3;
     } else {
-      fprintf(stderr, "usage: bench_qgemm [--json] [--quick] [--act f32|int8|both]\n");
+      fprintf(stderr, "usage: bench_qgemm [--json] [--quick] [--act f32|int8|both] "
+                      "[--device cpu|cuda|both]\n");
       return 2;
     }
   }
@@ -176,14 +186,14 @@ int main(int argc, char **argv) {
   };
   const int cfg[][2] = {{4, 128}, {3, 128}, {2, 64}};
   const int64_t Ms[] = {1, 16, 128};
-  if (!g_json) {
+  if (!g_json && (devs & 1)) {
     printf("qgemm vs F32 gemm (OpenBLAS) on the dequantized weight, %d OpenMP threads, cold "
            "weights (%zu MiB of copies)\n",
            omp_get_max_threads(), g_cold_bytes >> 20);
     printf("| model    | format  | act  |    M |      N x K    |  qgemm ms |    F32 ms | speedup | q GB/s  | F32 GB/s|\n");
     printf("|----------|---------|------|------|---------------|-----------|-----------|---------|---------|---------|\n");
   }
-  for (int s = 0; s < 6; s++) {
+  for (int s = 0; s < 6 && (devs & 1); s++) {
     if (quick && shapes[s].big) continue;
     for (int mi = 0; mi < 3; mi++)
       for (int c = 0; c < 3; c++) /* SmolLM2's 576 columns are 4.5 groups of 128: g64 there */
@@ -193,6 +203,7 @@ int main(int argc, char **argv) {
                      shapes[s].N, shapes[s].K, a8);
         }
   }
-  if (g_json) printf("\n]\n");
+  if (devs & 2) qgemm_cuda_side(g_json, quick, &g_first);
+  if (g_json) printf(g_first ? "[]\n" : "\n]\n");
   return 0;
 }
