@@ -6,10 +6,12 @@
  *                                [--max BYTES] [--iters K] [--check] [--json]
  *   bench_allreduce --have mpi|nccl   (exit 0 when that communicator is built in, else 3)
  * --check: small sizes, few iterations, and also broadcast, all-gather, reduce-scatter, AVG/MIN/
- * MAX, BF16 and the scalar reductions (the correctness test tests/test_dist_comm.sh runs).
+ * MAX, BF16, the scalar reductions and the asynchronous all-reduce of the gradient buckets
+ * (the correctness test tests/test_dist_comm.sh runs; benchmarks/gpu_check.sh on NCCL).
  * busbw = algbw * 2 (W - 1) / W for all-reduce (nccl-tests' convention: comparable to link
  * bandwidth); (W - 1) / W for all-gather and reduce-scatter. Only rank 0 prints. */
 #include "backend/backend.h"
+#include "backend/cuda_stream.h"
 #include "core/log.h"
 #include "dist/dist.h"
 
@@ -75,6 +77,55 @@ static qat_status run_allreduce(ctx *c, int64_t n, qat_dtype dt, qat_dist_op op,
   double v[1] = {iters ? t / iters : 0};
   if (st == QAT_OK) st = d->allreduce_f64(d, v, 1, QAT_RED_MAX);
   *sec = v[0];
+  return st;
+}
+
+/* The asynchronous all-reduce the gradient buckets use (dist.h allreduce_start / _wait): three
+ * buffers in flight at once, each written on the compute stream just before its start (on NCCL
+ * the collective must wait for that kernel: an event orders it) and read there just after its
+ * wait (which must come after the sum). F32: scaled by 2 before and 3 after (6 x the sum); BF16:
+ * converted from an F32 2 x the values before and back to F32 after (2 x the sum); exact. */
+static qat_status check_async(ctx *c) {
+  qat_dist *d = c->d;
+  const int64_t n = 4097;
+  void *stream = qat_cuda_compute_stream(c->be), *dev[3] = {0}, *req[3] = {0}, *tmp = NULL;
+  float *h = malloc((size_t)n * 4);
+  if (!h) return QAT_FAIL(QAT_ENOMEM, "bench: out of memory");
+  qat_status st = c->be->alloc(c->be, &tmp, (size_t)n * 4);
+  qat_tensor t32 = qat_view1(tmp, QAT_F32, c->be->device, n);
+  for (int k = 0; st == QAT_OK && k < 2; k++) {
+    qat_dtype dt = k ? QAT_BF16 : QAT_F32;
+    for (int b = 0; st == QAT_OK && b < 3; b++) {
+      st = c->be->alloc(c->be, &dev[b], (size_t)n * 4);
+      qat_tensor t = qat_view1(dev[b], dt, c->be->device, n);
+      fill(c, h, n, QAT_F32, d->rank);
+      if (st == QAT_OK && dt == QAT_F32) {
+        st = c->be->upload(c->be, dev[b], h, (size_t)n * 4);
+        if (st == QAT_OK) st = QAT_OP(c->be, scale, 2.0f, &t);
+      } else if (st == QAT_OK) {
+        for (int64_t i = 0; i < n; i++) h[i] *= 2.0f;
+        st = c->be->upload(c->be, tmp, h, (size_t)n * 4);
+        if (st == QAT_OK) st = QAT_OP(c->be, convert, &t, &t32);
+      }
+      if (st == QAT_OK)
+        st = qat_dist_allreduce_start(d, dev[b], n, dt, QAT_RED_SUM, stream, &req[b]);
+    }
+    for (int b = 0; b < 3; b++) {
+      if (st == QAT_OK) st = qat_dist_allreduce_wait(d, req[b], stream, b == 2);
+      qat_tensor t = qat_view1(dev[b], dt, c->be->device, n);
+      if (st == QAT_OK) st = dt == QAT_F32 ? QAT_OP(c->be, scale, 3.0f, &t)
+                                           : QAT_OP(c->be, convert, &t32, &t);
+      if (st == QAT_OK) st = c->be->download(c->be, h, dt == QAT_F32 ? dev[b] : tmp, (size_t)n * 4);
+      for (int64_t i = 0; st == QAT_OK && i < n; i++)
+        c->wrong += h[i] != (dt == QAT_F32 ? 6.0 : 2.0) * expect(d->world, i, QAT_RED_SUM);
+    }
+    for (int b = 0; b < 3; b++) {
+      if (dev[b]) c->be->free(c->be, dev[b]);
+      dev[b] = NULL;
+    }
+  }
+  if (tmp) c->be->free(c->be, tmp);
+  free(h);
   return st;
 }
 
@@ -198,6 +249,7 @@ static qat_status run(int argc, char **argv, int *failed) {
     }
   }
   if (st == QAT_OK && check) st = check_others(&c);
+  if (st == QAT_OK && check) st = check_async(&c);
   int64_t w[1] = {c.wrong};
   if (st == QAT_OK) st = d->allreduce_i64(d, w, 1, QAT_RED_SUM);
   if (st == QAT_OK && d->rank == 0) {

@@ -5,13 +5,18 @@
 # same 2 ranks with f32 on the wire (itself == 1 process x accumulation 2, test_dist_train.sh):
 # - the BF16 path ran: the log says BF16 on the wire with exactly half the f32 run's bytes, and
 #   the final weights are not bitwise equal to f32's;
+# - step 1's gradient norm (metrics.jsonl; taken from the summed gradients before any update
+#   could diverge) differs from f32's, by less than 8e-3 relative: each rank's element is
+#   rounded once to BF16 (2^-9 relative) and the sum once more (MPI sums in F32), so an element
+#   moves by at most 2^-8 of |a| + |b|, at most 2^-7 of the norm when the ranks' gradients are
+#   not opposed. Measured: qat 2.2e-5, e2e_qp 9.0e-4;
 # - the final weights agree with f32's within a normalized 5e-2 (max |a - b| / max |a| per
-#   tensor) and the validation nll within 1e-2 relative. BF16 keeps 8 bits of mantissa (relative
-#   rounding 2^-9 = 2e-3 per gradient element); AdamW's update is sign-like while the moments are
-#   young, so where f32's gradient is near zero a rounded one can move an element by a whole
-#   lr (1e-3) step: the step sizes (scales, O(0.05)) show it most. Measured when written: qat
-#   12 steps 0.018 (o_proj.scales), nll 3.5361 vs 3.5331 (8.5e-4); e2e_qp 6 steps 0.0023,
-#   nll 1.7e-5.
+#   tensor) and the validation nll within 5e-2 relative. These are loose on purpose: AdamW moves
+#   an element by about lr whatever the size of its gradient while the moments are young, so
+#   where a gradient is near zero its rounding flips the step's sign, and with 2-bit codes a
+#   moved weight flips codes and the trajectories part. Measured (12 steps of 4 x 32 tokens per
+#   rank): qat weights 0.022 (v_proj.scales), nll 3.6025 vs 3.6759 (2.0e-2); e2e_qp 0.0033,
+#   nll 9e-6.
 # - dist.grad_dtype bf16 with dist.zero 1 is refused at start with one line.
 set -euo pipefail
 . "$(dirname "$0")/lib_dist.sh"
@@ -19,7 +24,7 @@ set -euo pipefail
 
 cat > "$T/c.yaml" <<YAML
 model: $T/m
-data: {train: $T/train.npy, val: $T/val.npy, seq_len: 64}
+data: {train: $T/train.npy, val: $T/val.npy, seq_len: 32}
 method: qat
 quant: {bits: 2, group: 32}
 train: {steps: 12, batch: 4, lr: 1e-3, lr_quant: 1e-3, warmup: 2, eval_windows: 4, clip: 1.0}
@@ -66,12 +71,17 @@ check() { # name, overrides...
   echo "$n: $bf bytes of gradients per run in f32, $bb in bf16"
   ck=$(cd "$T/${n}f" && ls -d ckpt-* | tail -1)
   python3 "$T/cmp.py" "$T/${n}f/$ck/state.safetensors" "$T/${n}b/$ck/state.safetensors" "$n" 5e-2
-  python3 - "$T/${n}f/results.json" "$T/${n}b/results.json" "$n" <<'PY'
-import json, sys
-a, b = (json.load(open(p))["qat"]["nll"] for p in sys.argv[1:3])
+  python3 - "$T/${n}f" "$T/${n}b" "$n" <<'PY'
+import json, os, sys
+a, b = (json.load(open(os.path.join(p, "results.json")))["qat"]["nll"] for p in sys.argv[1:3])
 d = abs(a - b) / a
-print(f"{sys.argv[3]}: validation nll f32 {a:.6f}, bf16 {b:.6f}: relative difference {d:.2g} (tolerance 1e-2)")
-assert d < 1e-2, "validation nll beyond tolerance"
+print(f"{sys.argv[3]}: validation nll f32 {a:.6f}, bf16 {b:.6f}: relative difference {d:.2g} (tolerance 5e-2)")
+assert d < 5e-2, "validation nll beyond tolerance"
+ga, gb = ([json.loads(l)["grad_norm"] for l in open(os.path.join(p, "metrics.jsonl")) if '"grad_norm"' in l][0]
+          for p in sys.argv[1:3])
+r = abs(ga - gb) / ga
+print(f"{sys.argv[3]}: step 1 gradient norm f32 {ga:.6g}, bf16 {gb:.6g}: relative difference {r:.2g} (bound 8e-3)")
+assert 0 < r < 8e-3, "step 1 gradient norm: bf16 equal to f32 or beyond the rounding bound"
 PY
 }
 check qat
