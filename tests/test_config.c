@@ -386,6 +386,38 @@ START_TEST(test_quant_scale_dtype) {
 }
 END_TEST
 
+/* e2e_qp.packed (E2E-QP on packed frozen codes): false by default, printed back; refused
+ * with device cuda (no CUDA qgemm_ds) and with per-tensor scales, each naming the key. */
+START_TEST(test_e2e_packed) {
+  qat_config c;
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), NULL, 0, &c));
+  ck_assert_int_eq(c.e2e_qp.packed, 0);
+  qat_config_free(&c);
+  const char *ov[] = {"method=pipeline", "e2e_qp.packed=true"};
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), ov, 2, &c));
+  ck_assert_int_eq(c.e2e_qp.packed, 1);
+  char *text;
+  TU_REQUIRE_OK(qat_config_to_string(&c, &text));
+  ck_assert_ptr_nonnull(strstr(text, "\n  packed: true\n"));
+  free(text);
+  qat_config_free(&c);
+  const char *cuda[] = {"e2e_qp.packed=true", "device=cuda"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), cuda, 2, &c), QAT_EUSAGE);
+  has("key 'e2e_qp.packed' = true");
+  has("device cpu only");
+  const char *pt[] = {"e2e_qp.packed=true", "quant.group=0"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), pt, 2, &c), QAT_EUSAGE);
+  has("key 'e2e_qp.packed' = true");
+  has("per-tensor");
+  const char *u8cuda[] = {"e2e_qp.packed=false", "device=cuda"}; /* the U8 path runs on CUDA */
+  TU_REQUIRE_OK(qat_config_load(CFG("minimal.yaml"), u8cuda, 2, &c));
+  qat_config_free(&c);
+  const char *word[] = {"e2e_qp.packed=maybe"};
+  ck_assert_int_eq(qat_config_load(CFG("minimal.yaml"), word, 1, &c), QAT_EUSAGE);
+  has("'e2e_qp.packed'");
+}
+END_TEST
+
 /* e2e_qp.seq_len: 0 (default) = data.seq_len; an override sets E2E-QP's length alone and prints
  * back; below 2 (other than 0) or ill-typed is the usual key error. */
 START_TEST(test_e2e_seq_len) {
@@ -604,6 +636,7 @@ int main(void) {
   tcase_add_test(tc, test_round_trip);
   tcase_add_test(tc, test_check_files);
   tcase_add_test(tc, test_readme_documents_every_key);
+  tcase_add_test(tc, test_e2e_packed);
   tcase_add_test(tc, test_shipped_configs_load);
   suite_add_tcase(s, tc);
   return tu_run_suite(s);

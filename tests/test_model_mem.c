@@ -443,6 +443,22 @@ END_TEST
 
 /* ---- 4. memory estimate ------------------------------------------------------------------------ */
 
+/* Bytes of E2E-QP's packed codes (quant/packed_layout.h): per Linear [N, K], b bits, G groups,
+ * rows of ceil(K b / 32) 32-bit words of codes and (asym) ceil(G b / 32) words of zero points,
+ * each buffer followed by 8 slack bytes; the scales are s itself (qstate, not counted here). */
+static size_t packed_codes_bytes(const qat_llama_config *c, const qat_qspec *q) {
+  int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
+  int64_t shapes[7][2] = {{qd, c->dim},     {kvd, c->dim},    {kvd, c->dim}, {c->dim, qd},
+                          {c->hidden, c->dim}, {c->hidden, c->dim}, {c->dim, c->hidden}};
+  size_t per_layer = 0;
+  for (int i = 0; i < 7; i++) {
+    int64_t N = shapes[i][0], K = shapes[i][1], G = q->group < 0 ? 1 : K / q->group;
+    per_layer += (size_t)(N * ((K * q->bits + 31) / 32) * 4) + 8;
+    if (!q->sym) per_layer += (size_t)(N * ((G * q->bits + 31) / 32) * 4) + 8;
+  }
+  return per_layer * (size_t)c->n_layers;
+}
+
 static void check_estimate(qat_llama_config c, const qat_llama_mem_job *job, const char *what) {
   qat_llama *m = make_model(c, 41, NULL, job->train_embeddings);
   m->act_dtype = job->act_dtype;
@@ -450,6 +466,7 @@ static void check_estimate(qat_llama_config c, const qat_llama_mem_job *job, con
   if (job->qspec) TU_REQUIRE_OK(qat_llama_set_quant(m, job->qspec));
   int e2e = job->frozen_codes && job->training && job->B > 0;
   if (e2e) TU_REQUIRE_OK(qat_llama_freeze_codes(m, -1));
+  if (e2e && job->packed_codes) TU_REQUIRE_OK(qat_llama_pack_frozen(m));
   if (job->block_B > 0)
     TU_REQUIRE_OK(qat_llama_plan_block(m, job->block_B, job->block_T, job->block_training));
   if (job->B > 0) TU_REQUIRE_OK(qat_llama_plan(m, job->B, job->T, job->training));
@@ -466,6 +483,8 @@ static void check_estimate(qat_llama_config c, const qat_llama_mem_job *job, con
   for (int i = 0; i < 9; i++)
     ck_assert_msg(g[i] == w[i], "%s: %s actual %zu bytes, estimate %zu", what, fields[i], g[i], w[i]);
   ck_assert(got.params > 0 && got.total >= got.params);
+  if (job->packed_codes) /* the packed layout's bytes, from the format's definition */
+    ck_assert_uint_eq(got.codes, packed_codes_bytes(&c, job->qspec));
   qat_llama_free(m);
 }
 
@@ -480,14 +499,19 @@ START_TEST(test_estimate_matches) {
        .frozen_codes = 1},                                                   /* Block-AP */
       {.act_dtype = QAT_F32, .qspec = &k_w4g8, .B = 2, .T = 5, .training = 1, .recompute = 1,
        .block_B = 2, .block_T = 5, .frozen_codes = 1},                      /* E2E-QP */
+      {.act_dtype = QAT_F32, .qspec = &k_w4g8, .B = 2, .T = 5, .training = 1,
+       .frozen_codes = 1, .packed_codes = 1},                                /* E2E-QP packed */
+      {.act_dtype = QAT_F32, .qspec = &k_w3pc, .B = 2, .T = 5, .training = 1, .recompute = 1,
+       .frozen_codes = 1, .packed_codes = 1},                          /* E2E-QP packed, sym */
       {.act_dtype = QAT_F32, .train_embeddings = 1, .B = 1, .T = 5, .training = 1, .block_B = 2,
        .block_T = 3, .block_training = 1},                                   /* both planned */
       {.act_dtype = QAT_BF16, .qspec = &k_w4g8},                             /* weights only */
       {.act_dtype = QAT_BF16, .drop_masters = 1},                            /* BF16 teacher */
       {.act_dtype = QAT_F32, .B = 2, .T = 5, .drop_masters = 1},             /* F32 teacher */
   };
-  const char *names[] = {"inference", "QAT",          "QAT recompute", "Block-AP", "E2E-QP",
-                         "both",      "BF16",         "BF16 teacher",  "F32 teacher"};
+  const char *names[] = {"inference", "QAT",    "QAT recompute", "Block-AP",     "E2E-QP",
+                         "E2E-QP packed", "E2E-QP packed sym", "both", "BF16", "BF16 teacher",
+                         "F32 teacher"};
   for (int tied = 0; tied < 2; tied++)
     for (size_t j = 0; j < sizeof jobs / sizeof jobs[0]; j++) {
       char what[96];
@@ -637,6 +661,28 @@ START_TEST(test_estimate_llama2_7b) {
     /* one layer's gradients: 202.4M weights of a 7B layer in F32 */
     ck_assert_uint_eq(bap.grads, 4 * (size_t)(4 * 4096 * 4096 + 3 * 4096 * 11008) + 0);
     ck_assert(e2e.grads == 0 && e2e.acts < e2e_keep.acts / 3 && e2e.qgrads < e2e_old.qgrads / 10);
+    /* E2E-QP with packed codes (e2e_qp.packed, F32 compute as on the cpu backend it runs on):
+     * the codes arena becomes b/8 bytes per weight + packed zero points, the compute weights
+     * (w_hat: qgemm reads the codes) and the dL/dw_hat scratch go, a [B*T, C] F32 dx buffer
+     * comes */
+    qat_llama_mem u8, pk;
+    qat_llama_mem_job jc = {.act_dtype = QAT_F32, .qspec = q, .B = 4, .T = 4096, .training = 1,
+                            .recompute = 1, .frozen_codes = 1};
+    TU_REQUIRE_OK(qat_llama_memory_estimate(&c, &jc, &u8));
+    jc.packed_codes = 1;
+    TU_REQUIRE_OK(qat_llama_memory_estimate(&c, &jc, &pk));
+    size_t nw = 32 * (size_t)(4 * 4096 * 4096 + 3 * 4096 * 11008);
+    ck_assert_uint_eq(u8.codes, nw);
+    ck_assert_uint_eq(pk.codes, packed_codes_bytes(&c, q));
+    ck_assert_uint_eq(u8.qgrads - pk.qgrads, 4 * (size_t)4096 * 11008); /* the scratch */
+    ck_assert_uint_eq(pk.acts - u8.acts, 4 * (size_t)4 * 4096 * 4096);  /* packed dx */
+    ck_assert_uint_eq(u8.wcomp, 4 * nw);
+    ck_assert_uint_eq(pk.wcomp, 0);
+    printf("  (c) E2E-QP B=4 T=4096 recompute, F32 (cpu), frozen codes U8: codes %.2f GB, total "
+           "%.1f GB (compute weights %.1f GB); packed (e2e_qp.packed): codes %.3f GB (%.3f bytes "
+           "per weight), no compute weights, total %.1f GB\n",
+           u8.codes / GB, u8.total / GB, u8.wcomp / GB, pk.codes / GB,
+           (double)pk.codes / (double)nw, pk.total / GB);
   }
 }
 END_TEST

@@ -266,6 +266,7 @@ void qat_llama_free(qat_llama *m) {
     qat_arena_free(&P->grads);
     qat_arena_free(&P->params);
     qat_llama_packed_release(m);
+    qat_llama_pk_release(m);
     free(P->act);
     free(P->names);
     free(P->gtpl);
@@ -361,8 +362,8 @@ static qat_status grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
     int64_t ss[2];
     qat_qspec_sshape(&m->qspec, li->out, li->in, ss);
     int dz = !m->qspec.sym && !code;
-    if (code) {
-      if (li->out * li->in > max_w) max_w = li->out * li->in;
+    if (code) { /* packed codes (qgemm_ds) need no dL/dw_hat scratch */
+      if (li->out * li->in > max_w && !P->ecodes && !P->est_packed) max_w = li->out * li->in;
       if (ss[0] * ss[1] > max_s) max_s = ss[0] * ss[1];
     }
     if (pass == 0) {
@@ -375,11 +376,12 @@ static qat_status grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
     if (!code)
       QAT_TRY(qat_arena_tensor(&P->qgrads, &li->dw_hat, QAT_F32, 2, e->shape, e->p->name));
   }
-  if (max_w > 0) { /* frozen-code scratch: one Linear's dL/dw_hat and its ds */
+  if (max_s > 0) { /* frozen-code scratch: one Linear's dL/dw_hat (U8 codes) and its ds */
     if (pass == 0) {
-      *qneed += qat_arena_need(QAT_F32, max_w) + qat_arena_need(QAT_F32, max_s);
+      *qneed += (max_w ? qat_arena_need(QAT_F32, max_w) : 0) + qat_arena_need(QAT_F32, max_s);
     } else {
-      QAT_TRY(qat_arena_tensor(&P->qgrads, &P->code_g, QAT_F32, 1, &max_w, "code dw_hat scratch"));
+      if (max_w)
+        QAT_TRY(qat_arena_tensor(&P->qgrads, &P->code_g, QAT_F32, 1, &max_w, "code dw_hat scratch"));
       QAT_TRY(qat_arena_tensor(&P->qgrads, &P->code_ds, QAT_F32, 1, &max_s, "code ds scratch"));
     }
   }
@@ -460,6 +462,7 @@ qat_status qat_llama_bind_grads(qat_llama *m, int l, const char *what) {
 /* Bytes of the compute weights (0 when w_hat is a view of the master). */
 static size_t wcomp_need(const qat_llama *m) {
   if (!m->quantized && m->act_dtype == QAT_F32) return 0;
+  if (m->priv->ecodes || m->priv->est_packed) return 0; /* packed codes: qgemm, no w_hat */
   size_t bytes = 0;
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
@@ -483,6 +486,16 @@ qat_status qat_llama_sync_wcomp(qat_llama *m) {
                ? QAT_OK
                : QAT_FAIL(QAT_EINVAL, "model: the masters were dropped (inference only): "
                                       "act_dtype and quantization cannot change");
+  if (P->ecodes) { /* E2E-QP packed codes (qat_llama_pack_frozen): qgemm reads them, no w_hat */
+    qat_arena_free(&P->wcomp);
+    P->wcomp_built = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+      qat_linear *lins[7];
+      qat_llama_linears(&m->layers[l], lins);
+      for (int i = 0; i < 7; i++) memset(&lins[i]->w_hat, 0, sizeof lins[i]->w_hat);
+    }
+    return QAT_OK;
+  }
   int need = m->quantized || m->act_dtype != QAT_F32;
   if (P->wcomp_built && need && P->wcomp_dtype == m->act_dtype) return QAT_OK;
   if (!P->wcomp_built && !need && m->layers[0].q.w_hat.data == m->layers[0].q.w.data)
@@ -618,6 +631,7 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
   /* frozen codes belong to the old spec: back to fake-quant of the masters (which hold the
    * dequantized weights of the freeze); `frozen` is left as the caller set it */
   qat_arena_free(&P->codes);
+  qat_llama_pk_release(m);
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
     qat_llama_linears(&m->layers[l], lins);
@@ -728,6 +742,7 @@ int qat_llama_scratch_specs(const qat_llama *m, llama_scratch *S, int64_t N, int
   BUF(S->dup, a, N * F, "dup");
   BUF(S->dact, a, N * F, "dact");
   BUF(S->dnorm_scratch, QAT_F32, C, "dnorm_scratch");
+  BUF(S->pkdx, QAT_F32, m->priv->ecodes || m->priv->est_packed ? N * C : 0, "packed dx");
   return k;
 }
 
@@ -937,7 +952,7 @@ qat_status qat_llama_memory(const qat_llama *m, qat_llama_mem *out) {
   out->wcomp = P->wcomp.cap;
   out->acts = P->acts.cap;
   out->bacts = P->bacts.cap;
-  out->codes = P->codes.cap;
+  out->codes = P->codes.cap + P->ecodes_bytes;
   mem_total(out);
   return QAT_OK;
 }
@@ -972,8 +987,9 @@ qat_status qat_llama_memory_estimate(const qat_llama_config *cfg, const qat_llam
                                  &out->params),
             done);
   if (m->quantized) out->qstate = qstate_need(m, &m->qspec);
+  P->est_packed = codes && job->packed_codes;
   out->wcomp = wcomp_need(m);
-  if (codes) out->codes = qat_llama_codes_need(m);
+  if (codes) out->codes = P->est_packed ? qat_llama_pk_need(m) : qat_llama_codes_need(m);
   if (P->training || P->btraining) {
     int one = !P->training;
     for (int l = 0; l < cfg->n_layers; l++) P->grads_codes[l] = !one && codes;

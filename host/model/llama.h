@@ -212,6 +212,18 @@ qat_status qat_llama_block_linear_inputs(qat_llama *m, int B, int T, qat_tensor 
  * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
  * forward is (codes - z) * s and only s receives gradients (E2E-QP). */
 qat_status qat_llama_freeze_codes(qat_llama *m, int l);
+/* E2E-QP with packed codes (issue 11; every layer frozen first; cpu backend, group scales or
+ * per-channel with whole groups): each Linear's U8 codes and zero points become a packed
+ * descriptor (quant/packed_layout.h) whose F32 scales are s itself, li->pk points at it, and the
+ * U8 codes arena and the compute weights (w_hat, data NULL from then on) are freed. Afterwards the forward runs qgemm, the backward qgemm (trans 1) for dx
+ * and qgemm_ds for ds (no dL/dw_hat scratch is laid out); s trains exactly as before up to the
+ * GEMMs' summation order. Undone by qat_llama_set_quant. */
+qat_status qat_llama_pack_frozen(qat_llama *m);
+/* out [out, in] F32 on the model's backend = (codes - z~) * s~ of frozen Linear li (U8 or packed
+ * codes, the current s). */
+qat_status qat_llama_linear_dequant(const qat_llama *m, qat_linear *li, qat_tensor *out);
+/* The U8 codes of frozen Linear li (U8 or packed) into host [out * in]. */
+qat_status qat_llama_linear_codes(const qat_llama *m, const qat_linear *li, uint8_t *host);
 
 /* Frees the whole-model activations (whole != 0: qat_llama_plan's) and / or the block set
  * (block != 0: qat_llama_plan_block's); the gradient arenas stay. A job releases what the
@@ -236,7 +248,7 @@ typedef struct qat_llama_mem {
   size_t wcomp;  /* w_hat in the compute dtype */
   size_t acts;   /* whole-model activations and scratch (qat_llama_plan) */
   size_t bacts;  /* block activations and scratch (qat_llama_plan_block) */
-  size_t codes;  /* U8 frozen codes */
+  size_t codes;  /* frozen codes: U8, or packed codes + zero points (qat_llama_pack_frozen) */
   size_t total;  /* sum of the above */
 } qat_llama_mem;
 
@@ -252,6 +264,8 @@ typedef struct qat_llama_mem_job {
   int frozen_codes;        /* codes arena allocated (after the first freeze); with a training
                             * whole-model plan every layer is frozen (E2E-QP) */
   int drop_masters;        /* after qat_llama_drop_masters (inference-only teacher) */
+  int packed_codes;        /* with frozen_codes: after qat_llama_pack_frozen (codes = packed
+                            * codes + zero points, no dL/dw_hat scratch) */
 } qat_llama_mem_job;
 
 /* The arenas a model holds now. */

@@ -17,6 +17,33 @@
 
 #include <math.h>
 
+/* linear_bwd of an E2E-QP packed Linear (qat_llama_pack_frozen; always code mode): dx =
+ * qgemm trans 1 (dy @ dequant(W)), added to beta_dx * dx through scr.pkdx when beta_dx
+ * != 0 (qgemm overwrites); ds += qgemm_ds(dy, x) through code_ds, as the U8 path adds
+ * dq_backward's. */
+static qat_status linear_bwd_packed(qat_llama *m, qat_linear *li, const qat_tensor *x,
+                                    const qat_tensor *dy, qat_tensor *dx, float beta_dx) {
+  qat_backend *be = m->be;
+  struct qat_llama_priv *P = m->priv;
+  int64_t N = x->shape[0];
+  if (!li->ds.data || !P->code_ds.data || (dx && beta_dx != 0.0f && !P->scr.pkdx.data))
+    return QAT_FAIL(QAT_EINTERNAL, "model backward: %s: packed codes, but the gradients or the "
+                                   "activations were laid out before qat_llama_pack_frozen",
+                    li->name);
+  if (dx && beta_dx == 0.0f) QAT_TRY(QAT_OP(be, qgemm, 1, N, li->pk, dy, dx));
+  if (dx && beta_dx != 0.0f) {
+    if (beta_dx != 1.0f) QAT_TRY(QAT_OP(be, scale, beta_dx, dx));
+    qat_tensor t = qat_llama_view(&P->scr.pkdx, dx->ndim, dx->shape);
+    QAT_TRY(QAT_OP(be, qgemm, 1, N, li->pk, dy, &t));
+    QAT_TRY(QAT_OP(be, axpy, 1.0f, &t, dx));
+  }
+  qat_tensor dst = V2(P->code_ds, li->ds.shape[0], li->ds.shape[1]);
+  QAT_TRY(QAT_OP(be, qgemm_ds, N, li->pk, dy, x, &dst));
+  QAT_TRY(QAT_OP(be, axpy, 1.0f, &dst, &li->ds));
+  if (li->b.data && m->train_embeddings) QAT_TRY(QAT_OP(be, bias_bwd, dy, &li->db));
+  return QAT_OK;
+}
+
 /* From dy[N, out] (input x[N, in] of the forward): dx (= beta_dx * dx) + dy @ w_hat,
  * dW += dy^T @ x, db += colsum(dy). dx NULL: no input gradient. */
 static qat_status linear_bwd(qat_llama *m, qat_linear *li, const qat_tensor *x,
@@ -24,6 +51,12 @@ static qat_status linear_bwd(qat_llama *m, qat_linear *li, const qat_tensor *x,
   qat_backend *be = m->be;
   struct qat_llama_priv *P = m->priv;
   int64_t N = x->shape[0];
+  if (QAT_LLAMA_PKC(m, li)) {
+    if (!codes)
+      return QAT_FAIL(QAT_EINTERNAL, "model backward: %s: packed codes outside code mode",
+                      li->name);
+    return linear_bwd_packed(m, li, x, dy, dx, beta_dx);
+  }
   if (dx) QAT_TRY(QAT_OP(be, gemm, 0, 0, N, li->in, li->out, 1.0f, dy, &li->w_hat, beta_dx, dx));
   if (codes) { /* code mode: G [out, in] in the scratch, ds [out, G] += dq_backward(G) */
     qat_tensor g = V2(P->code_g, li->out, li->in);
@@ -134,12 +167,14 @@ qat_status qat_llama_backward(qat_llama *m) {
     if (P->recompute && l < c->n_layers - 1)
       QAT_TRY(qat_llama_layer_fwd(m, &m->layers[l], &P->act[l], &P->scr, &P->scr.dh, B, T));
     QAT_TRY(layer_bwd(m, &m->layers[l], &P->act[l], &P->scr, B, T));
+    if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, l)); /* layer l's gradients are final */
   }
 
   if (temb) {
     qat_tensor tok = V1(P->tokens, N);
     QAT_TRY(QAT_OP(be, embedding_bwd, &tok, &dx, &m->d_embed));
   }
+  if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, -1));
   return QAT_OK;
 }
 
@@ -167,14 +202,12 @@ qat_status qat_llama_block_backward(qat_llama *m, int l, const qat_tensor *dx_ou
   return QAT_OK;
 }
 
-    if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, l)); /* layer l's gradients are final */
 /* ---- per step: dL/dw_hat -> dw, ds, dz ------------------------------------------------------ */
 
 /* Layer l's Linears: fake-quant backward (dw unless frozen, ds, dz, all overwritten), or for
  * frozen codes dq_backward into ds only (dz, dw untouched: E2E-QP trains s alone). */
 static qat_status finish_layer(qat_llama *m, int l) {
   qat_linear *lins[7];
-  if (m->bwd_hook) QAT_TRY(m->bwd_hook(m->bwd_hook_ctx, -1));
   qat_llama_linears(&m->layers[l], lins);
   int sym = m->qspec.sym;
   if (qat_llama_code_layer(m, l)) return QAT_OK; /* ds accumulated in the backward */

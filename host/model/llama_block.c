@@ -175,6 +175,9 @@ qat_status qat_llama_freeze_codes(qat_llama *m, int l) {
   if (l >= m->cfg.n_layers)
     return QAT_FAIL(QAT_EINVAL, "model freeze_codes: layer %d is outside [0, %d)", l,
                     m->cfg.n_layers);
+  if (m->priv->ecodes)
+    return QAT_FAIL(QAT_EINVAL, "model freeze_codes: the codes are packed already "
+                                "(qat_llama_pack_frozen); set_quant starts over");
   QAT_TRY(ensure_codes(m));
   for (int k = l < 0 ? 0 : l; k < (l < 0 ? m->cfg.n_layers : l + 1); k++) QAT_TRY(freeze_layer(m, k));
   return QAT_OK;

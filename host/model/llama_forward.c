@@ -66,6 +66,10 @@ qat_status qat_llama_refresh_layer(qat_llama *m, int l) {
   const qat_tensor *z = NULL;
   for (int i = 0; i < 7; i++) {
     qat_linear *li = lins[i];
+    if (QAT_LLAMA_PKC(m, li)) { /* E2E-QP packed codes: qgemm on them with the current s */
+      QAT_TRY(qat_llama_pk_sync(m, li));
+      continue;
+    }
     if (li->pk) continue; /* packed: qgemm decodes the codes, nothing to refresh */
     if (m->quantized) z = m->qspec.sym ? NULL : &li->z;
     if (m->quantized && li->use_codes)

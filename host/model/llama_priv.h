@@ -58,6 +58,8 @@ typedef struct llama_scratch {
   qat_tensor dk, dv;                 /* [N, Hkv*D] act */
   qat_tensor dgate, dup, dact;       /* [N, F] act */
   qat_tensor dnorm_scratch;          /* [C] F32: absorbs norm grads when not trained */
+  qat_tensor pkdx;                   /* [N, C] F32: an E2E-QP packed Linear's dx before it is
+                                      * added to dh (qgemm overwrites); training + packed only */
 } llama_scratch;
 
 struct qat_llama_priv {
@@ -112,6 +114,13 @@ struct qat_llama_priv {
   int bfwd_B, bfwd_T, bfwd_training;
 
   struct qat_packed *packed; /* [L * 7] the packed Linears (qat_llama_load_packed), else NULL */
+  /* E2E-QP packed frozen codes (qat_llama_pack_frozen, llama_pkcodes.c): [L * 7] descriptors
+   * whose scales point at each Linear's s (or its clamped copy eclamp[i], NULL until needed);
+   * ecodes_bytes = their codes, zeros and clamped copies. NULL / 0 otherwise */
+  struct qat_packed *ecodes;
+  float **eclamp;
+  size_t ecodes_bytes;
+  int est_packed; /* memory estimate shell only: size as if packed (no dW scratch) */
 };
 
 /* The gradient fields of one layer (LG_FIELDS: its 2 norms, then per Linear dw, db, ds, dz,
@@ -176,6 +185,14 @@ qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int 
 int qat_llama_block_specs(qat_llama *m, int64_t N, int training, llama_buf_spec *list);
 /* Bytes of the frozen-codes arena. */
 size_t qat_llama_codes_need(const qat_llama *m);
+
+/* E2E-QP packed frozen codes (llama_pkcodes.c): bytes of every Linear's packed codes and zero
+ * points; the packed scales of li made current (s itself, or its clamped copy); release. */
+size_t qat_llama_pk_need(const qat_llama *m);
+qat_status qat_llama_pk_sync(const qat_llama *m, qat_linear *li);
+void qat_llama_pk_release(qat_llama *m);
+/* Layer l's Linears are E2E-QP packed (pk set on a training model, not a packed folder). */
+#define QAT_LLAMA_PKC(m, li) ((li)->pk && !(m)->packed)
 
 /* Refreshes w_hat of layer l from the masters (fake-quant, codes, or a cast). */
 qat_status qat_llama_refresh_layer(qat_llama *m, int l);

@@ -118,8 +118,8 @@ static qat_status write_weights(const qat_llama *mc, const char *tmp) {
       qat_arena_reset(&scratch);
       QAT_CHECK(st, qat_arena_tensor(&scratch, &wq, QAT_F32, 2, e->shape, e->name), done);
       const qat_tensor *z = m->qspec.sym ? NULL : &li->z;
-      if (li->use_codes) /* frozen integer codes (E2E-QP): the trained s applies to them */
-        QAT_CHECK(st, QAT_OP(m->be, dq_forward, &m->qspec, &li->codes, &li->s, z, &wq), done);
+      if (li->use_codes) /* frozen integer codes (E2E-QP, U8 or packed): the trained s */
+        QAT_CHECK(st, qat_llama_linear_dequant(m, li, &wq), done);
       else
         QAT_CHECK(st, QAT_OP(m->be, fq_forward, &m->qspec, &li->w, &li->s, z, &wq), done);
       src = &wq;

@@ -123,15 +123,16 @@ static const key_def k_keys[] = {
     {"e2e_qp.clip", K_FLOAT, OFF(e2e_qp.clip), "0.3", NULL, 0},
     {"e2e_qp.warmup_ratio", K_FLOAT, OFF(e2e_qp.warmup_ratio), "0.03", NULL, 0},
     {"e2e_qp.seq_len", K_INT, OFF(e2e_qp.seq_len), "0", NULL, 0},
+    {"e2e_qp.packed", K_BOOL, OFF(e2e_qp.packed), "false", NULL, 0},
     {"dist.backend", K_ENUM, OFF(dist.backend), "auto", ENUM(k_dist)},
     {"dist.timeout_s", K_FLOAT, OFF(dist.timeout_s), "600", NULL, 0},
     {"dist.zero", K_INT, OFF(dist.zero), "0", NULL, 0},
     {"dist.zero_bucket_mb", K_FLOAT, OFF(dist.zero_bucket_mb), "64", NULL, 0},
+    {"dist.bucket_mb", K_FLOAT, OFF(dist.bucket_mb), "25", NULL, 0},
+    {"dist.grad_dtype", K_ENUM, OFF(dist.grad_dtype), "f32", ENUM(k_cache_dtype)},
 };
 #define NKEYS ((int)(sizeof k_keys / sizeof k_keys[0]))
 
-    {"dist.bucket_mb", K_FLOAT, OFF(dist.bucket_mb), "25", NULL, 0},
-    {"dist.grad_dtype", K_ENUM, OFF(dist.grad_dtype), "f32", ENUM(k_cache_dtype)},
 /* Every enum in qat_config is stored as an int-sized C enum (libcyaml writes data_size bytes). */
 _Static_assert(sizeof(qat_cfg_method) == sizeof(int), "enum size");
 _Static_assert(sizeof(qat_lr_schedule) == sizeof(int), "enum size");
@@ -600,9 +601,9 @@ qat_status qat_config_validate(const qat_config *c) {
          "must be -1 (per-channel), 0 (per-tensor) or a group size >= 1");
   NEED_I(c->quant.init == QAT_CFG_INIT_MINMAX || c->quant.init == QAT_CFG_INIT_MSE, "quant.init",
          (int)c->quant.init, "must be minmax or mse");
-  NEED_I(c->method != QAT_METHOD_QAT || c->train.steps >= 1, "train.steps", c->train.steps,
   NEED_I(c->quant.scale_dtype == QAT_F32 || c->quant.scale_dtype == QAT_F16, "quant.scale_dtype",
          (int)c->quant.scale_dtype, "must be f32 or f16");
+  NEED_I(c->method != QAT_METHOD_QAT || c->train.steps >= 1, "train.steps", c->train.steps,
          "must be >= 1 (required for method qat)");
   NEED_I(c->train.steps >= 0, "train.steps", c->train.steps, "must be >= 0");
   NEED_I(c->train.batch >= 1, "train.batch", c->train.batch, "must be >= 1");
@@ -667,6 +668,12 @@ qat_status qat_config_validate(const qat_config *c) {
          "must be >= 0 (0 = off)");
   NEED_F(c->e2e_qp.warmup_ratio >= 0 && c->e2e_qp.warmup_ratio < 1, "e2e_qp.warmup_ratio",
          c->e2e_qp.warmup_ratio, "must be in [0, 1)");
+  if (c->e2e_qp.packed && c->device == QAT_DEV_CUDA)
+    return BAD("e2e_qp.packed", "%s", "true",
+               "packed frozen codes train on device cpu only (no CUDA qgemm_ds yet): set it false");
+  if (c->e2e_qp.packed && c->quant.group == 0)
+    return BAD("e2e_qp.packed", "%s", "true",
+               "needs group scales or per-channel (quant.group 0, per-tensor, is not packed)");
   NEED_I(c->e2e_qp.seq_len == 0 || c->e2e_qp.seq_len >= 2, "e2e_qp.seq_len", c->e2e_qp.seq_len,
          "must be 0 (= data.seq_len) or >= 2");
   NEED_F(c->dist.timeout_s >= 0 && isfinite(c->dist.timeout_s), "dist.timeout_s",
@@ -674,6 +681,12 @@ qat_status qat_config_validate(const qat_config *c) {
   NEED_I(c->dist.zero == 0 || c->dist.zero == 1, "dist.zero", c->dist.zero, "must be 0 or 1");
   NEED_F(c->dist.zero_bucket_mb > 0 && c->dist.zero_bucket_mb <= 65536, "dist.zero_bucket_mb",
          c->dist.zero_bucket_mb, "must be in (0, 65536]");
+  NEED_F(c->dist.bucket_mb > 0 && c->dist.bucket_mb <= 65536, "dist.bucket_mb",
+         c->dist.bucket_mb, "must be in (0, 65536]");
+  NEED_I(c->dist.grad_dtype == QAT_F32 || c->dist.grad_dtype == QAT_BF16, "dist.grad_dtype",
+         (int)c->dist.grad_dtype, "must be f32 or bf16");
+  if (c->dist.grad_dtype == QAT_BF16 && c->dist.zero)
+    return BAD("dist.grad_dtype", "%s", "bf16", "not implemented with dist.zero = 1 (use f32)");
   return QAT_OK;
 }
 
@@ -685,12 +698,6 @@ qat_status qat_config_check_files(const qat_config *c) {
   if (!qat_path_exists(p))
     return QAT_FAIL(QAT_EUSAGE, "key 'model': '%s' has no config.json (not a Hugging Face folder)",
                     c->model);
-  NEED_F(c->dist.bucket_mb > 0 && c->dist.bucket_mb <= 65536, "dist.bucket_mb",
-         c->dist.bucket_mb, "must be in (0, 65536]");
-  NEED_I(c->dist.grad_dtype == QAT_F32 || c->dist.grad_dtype == QAT_BF16, "dist.grad_dtype",
-         (int)c->dist.grad_dtype, "must be f32 or bf16");
-  if (c->dist.grad_dtype == QAT_BF16 && c->dist.zero)
-    return BAD("dist.grad_dtype", "%s", "bf16", "not implemented with dist.zero = 1 (use f32)");
   const char *keys[] = {"data.train", "data.val"};
   const char *vals[] = {c->data.train, c->data.val};
   for (int i = 0; i < 2; i++)

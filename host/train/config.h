@@ -127,17 +127,18 @@ typedef struct qat_config {
     double clip;         /* global grad-norm clip (0 = off) */
     double warmup_ratio; /* warmup steps = round(warmup_ratio * steps) */
     int seq_len;         /* E2E-QP training context; 0 = data.seq_len (qat_config_e2e_seq_len) */
+    int packed;          /* frozen codes packed, step sizes trained through qgemm (cpu only) */
   } e2e_qp;
   struct {
     qat_cfg_dist backend; /* communicator: auto (single for one rank, mpi on cpu, nccl on cuda) */
     double timeout_s;     /* a collective waiting longer ends the job (0 = never) */
     int zero;             /* 1: ZeRO-1 (AdamW moments sharded; train/zero.h) */
     double zero_bucket_mb; /* ZeRO-1: MiB of each rank's slice per reduce-scatter / all-gather */
+    double bucket_mb;      /* MiB of F32 gradients per all-reduce bucket (train/grad_bucket.h) */
+    qat_dtype grad_dtype;  /* the gradient all-reduce's wire dtype: QAT_F32 or QAT_BF16 */
   } dist;
   char *source; /* path the config was loaded from (not a key; NULL for defaults) */
 } qat_config;
-    double bucket_mb;      /* MiB of F32 gradients per all-reduce bucket (train/grad_bucket.h) */
-    qat_dtype grad_dtype;  /* the gradient all-reduce's wire dtype: QAT_F32 or QAT_BF16 */
 
 /* Every key at its default; strings NULL. Free with qat_config_free. */
 void qat_config_defaults(qat_config *cfg);

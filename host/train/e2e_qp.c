@@ -73,8 +73,7 @@ static qat_status add_dequant(qat_llama *m, const qat_linear *li, const char *na
   qat_tensor t = li->w;
   t.data = NULL;
   QAT_TRY(be->alloc(be, &t.data, qat_nbytes(&t)));
-  qat_status st = QAT_OP(be, dq_forward, &m->qspec, &li->codes, &li->s,
-                         m->qspec.sym ? NULL : &li->z, &t);
+  qat_status st = qat_llama_linear_dequant(m, (qat_linear *)li, &t);
   void *h = NULL;
   if (st == QAT_OK) st = bufs_new(bufs, qat_nbytes(&t), &h);
   if (st == QAT_OK) st = be->download(be, h, t.data, qat_nbytes(&t));
@@ -109,9 +108,12 @@ qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scale
         snprintf(name, sizeof name, "%s.zeros", li->name);
         QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->z, name, w, bufs));
       }
-      if (li->use_codes) {
+      if (li->use_codes) { /* U8 either way (packed codes unpacked): one checkpoint format */
         snprintf(name, sizeof name, "%s.codes", li->name);
-        QAT_TRY(qat_eqat_ckpt_add_device(m->be, &li->codes, name, w, bufs));
+        void *h = NULL;
+        QAT_TRY(bufs_new(bufs, (size_t)(li->out * li->in), &h));
+        QAT_TRY(qat_llama_linear_codes(m, li, h));
+        QAT_TRY(qat_ckpt_add_tensor(w, name, QAT_U8, 2, (int64_t[]){li->out, li->in}, h));
       }
     }
     /* the norm gains (Block-AP's train_norms changes them) */
@@ -135,6 +137,8 @@ static qat_status load_one(qat_llama *m, const qat_ckpt *ck, const char *name, q
 
 qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckpt *ck) {
   char name[160];
+  if (m->layers[0].q.pk) /* loading goes through the U8 codes; qat_llama_pack_frozen follows */
+    return QAT_FAIL(QAT_EINTERNAL, "checkpoint: layers loaded after their codes were packed");
   for (int l = l0; l < l1; l++) {
     qat_linear *lins[7];
     lin_list(&m->layers[l], lins);

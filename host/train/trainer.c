@@ -551,7 +551,7 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
       *n = (mem_need){.phase = "E2E-QP"};
       qat_llama_mem_job js = {.act_dtype = act, .qspec = q, .B = cfg->e2e_qp.batch, .T = Te,
                               .training = 1, .recompute = cfg->train.recompute,
-                              .frozen_codes = 1};
+                              .frozen_codes = 1, .packed_codes = cfg->e2e_qp.packed};
       QAT_TRY(est(&c, &js, &n->model));
       if (eqat_teacher(cfg)) {
         qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = Te,
@@ -620,6 +620,13 @@ static qat_status check_seq_lens(const qat_config *cfg, int64_t *train_need, con
   int do_e2e = e2e_only || cfg->method == QAT_METHOD_PIPELINE;
   QAT_TRY(check_seq_len(&c, "data.seq_len", T));
   if (do_e2e && cfg->e2e_qp.seq_len > 0) QAT_TRY(check_seq_len(&c, "e2e_qp.seq_len", Te));
+  /* packed codes need whole groups in every Linear (refused here, not after Block-AP) */
+  int64_t ins[3] = {c.dim, (int64_t)c.n_heads * c.head_dim, c.hidden};
+  for (int i = 0; i < 3 && do_e2e && cfg->e2e_qp.packed && cfg->quant.group > 0; i++)
+    if (ins[i] % cfg->quant.group != 0)
+      return QAT_FAIL(QAT_EUSAGE, "e2e_qp.packed: quant.group %d does not divide the model's "
+                                  "Linear input width %lld (packed codes need whole groups)",
+                      cfg->quant.group, (long long)ins[i]);
   int use_e2e = do_e2e && cfg->e2e_qp.seq_len > 0 && (e2e_only || Te > T);
   *train_need = (int64_t)(use_e2e ? Te : T) + 1;
   *what = use_e2e ? "e2e_qp.seq_len + 1" : "data.seq_len + 1";
@@ -851,6 +858,12 @@ static qat_status eqat_run(job *J) {
                               .warmup = llround(cfg->e2e_qp.warmup_ratio * cfg->e2e_qp.steps),
                               .clip = cfg->e2e_qp.clip};
     QAT_TRY(qat_e2e_qp_prepare(J->m, &J->e2e_params, &J->e2e_nparams));
+    if (cfg->e2e_qp.packed) { /* the U8 codes become packed ones (qgemm, qgemm_ds) */
+      QAT_TRY(qat_context(qat_llama_pack_frozen(J->m), "e2e_qp.packed"));
+      qat_llama_mem mm;
+      QAT_TRY(qat_llama_memory(J->m, &mm));
+      qat_log("e2e_qp: frozen codes packed: %.3f MB of codes and zero points", mm.codes / 1e6);
+    }
     J->codes_frozen = 1;
     qat_optim_group groups[3] = {
         [QAT_PG_WEIGHT] = {0, 0, 0},
