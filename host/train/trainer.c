@@ -439,10 +439,11 @@ typedef struct mem_need {
   const char *phase;
   double model, teacher, cache, optim; /* bytes */
   double zero;                          /* ZeRO-1's communication buffers */
+  double buckets;                       /* the gradient all-reduce's staging (grad_bucket.h) */
 } mem_need;
 
 static double mem_sum(const mem_need *n) {
-  return n->model + n->teacher + n->cache + n->optim + n->zero;
+  return n->model + n->teacher + n->cache + n->optim + n->zero + n->buckets;
 }
 
 /* Optimizer moments (2 x F32) of layer l's Linear weights (weights != 0), step sizes (scales)
@@ -464,8 +465,15 @@ static double moments_layer(const qat_llama_config *c, const qat_qspec *q, int w
 }
 
 /* dist.zero = 1: a rank holds 1 / W of the whole-model moments (one padded shard) and the
- * reduce-scatter / all-gather buckets: (W + 1) x bucket F32 (train/zero.h). */
+ * reduce-scatter / all-gather buckets: (W + 1) x bucket F32 (train/zero.h). Otherwise, with
+ * several ranks, the gradient all-reduce stages QAT_GB_SLOTS buckets (at most the gradients'
+ * size, bounded here by the trainable values'). */
 static void zero_share(const qat_config *cfg, int64_t W, mem_need *n) {
+  if (!cfg->dist.zero && W > 1) { /* whole moments: QAT_GB_SLOTS staged buckets of gradients */
+    double grads = n->optim / 8.0, cap = cfg->dist.bucket_mb * 1048576.0 / 4.0;
+    n->buckets = QAT_GB_SLOTS * (cap < grads ? cap : grads) *
+                 (double)qat_dtype_size(cfg->dist.grad_dtype);
+  }
   if (!cfg->dist.zero || W <= 1) return;
   int64_t flat = (int64_t)(n->optim / 8.0), shard = (flat + W - 1) / W;
   n->optim = 8.0 * (double)shard;
@@ -572,6 +580,8 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
     if (ph[i].zero > 0)
       snprintf(zb, sizeof zb, " (1/%lld: ZeRO-1), ZeRO-1 buffers %.2f", (long long)W,
                ph[i].zero / GB);
+    else if (ph[i].buckets > 0)
+      snprintf(zb, sizeof zb, ", gradient buckets %.2f", ph[i].buckets / GB);
     k += snprintf(line + k, sizeof line - (size_t)k,
                   "%s%s %.2f GB (model %.2f, teacher %.2f, activation cache %.2f, "
                   "optimizer %.2f%s)",
