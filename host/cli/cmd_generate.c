@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "io/tokenizer.h"
 #include "model/generate.h"
+#include "model/llama_packed.h"
 #include "quant/quant.h"
 
 #include <stdio.h>
@@ -54,17 +55,15 @@ qat_status cmd_generate(int argc, char **argv) {
   const char *act = qat_flag_get(f, nf, "act");
   if (act && strcmp(act, "int8") && strcmp(act, "f32"))
     return QAT_FAIL(QAT_EUSAGE, "--act %s: must be int8 or f32", act);
+  if (act && !qat_llama_dir_is_packed(dir))
+    return QAT_FAIL(QAT_EUSAGE, "--act %s: %s has no packed weights (the flag is for packed folders)",
+                    act, dir);
   qat_llama *m = NULL;
   qat_tokenizer *tok = NULL;
   qat_status st;
   QAT_CHECK(st, qat_cli_open_model(dir, qat_flag_get(f, nf, "device"), qat_flag_get(f, nf, "quant"),
                                     qat_flag_get(f, nf, "packed") != NULL, &m),
             done);
-  if (act && !m->packed) {
-    st = QAT_FAIL(QAT_EUSAGE, "--act %s: %s has no packed weights (the flag is for packed folders)",
-                  act, dir);
-    goto done;
-  }
   /* the backend is a per-process singleton: the setting lasts for this command */
   if (m->packed) m->be->qgemm_act8 = !act || !strcmp(act, "int8");
   QAT_CHECK(st, qat_tokenizer_load_dir(dir, m->cfg.vocab, &tok), done);
