@@ -18,7 +18,8 @@
 # - the other ways s is set, each exported to Q4_0 exactly under f16: method pipeline (Block-AP
 #   then E2E-QP), method gptq, and the spec option (an fp folder exported with --quant
 #   rtn:4g32:sym:f16, against `qat quantize --quant rtn:4g32:sym:f16`);
-# - the step sizes stored in an f16 run's checkpoint are all F16 numbers.
+# - the step sizes stored in an f16 run's checkpoint are all F16 numbers, and dist.zero: 1 (the
+#   projection of the owned slice, one process) stores the same ones bit for bit.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 . "$(dirname "$0")/lib_stories260k.sh"
@@ -82,6 +83,25 @@ for f in glob.glob(sys.argv[1] + "/ckpt-*/*.safetensors"):
             n += v.size
 assert n > 0, "no .scales in the checkpoint"
 print(f"ok: the f16 checkpoint's {n} step sizes are all F16 numbers")
+PY
+# ZeRO-1 projects its owned slice before the all-gather: one process, the same step sizes
+"$QAT" train "$T/q40-f16.yaml" checkpoint.dir="$T/run-q40z" dist.zero=1 > "$T/q40z.log" 2>&1 ||
+  { cat "$T/q40z.log"; exit 1; }
+python3 - "$T/run-q40-f16" "$T/run-q40z" <<'PY'
+import glob, sys
+import numpy as np
+import st_np
+def scales(d):
+    out = {}
+    for f in sorted(glob.glob(d + "/ckpt-*/*.safetensors")):
+        t, _, _ = st_np.read(f)
+        out.update({k: v for k, v in t.items() if k.endswith(".scales") and not k.startswith("optim.")})
+    return out
+a, b = scales(sys.argv[1]), scales(sys.argv[2])
+assert a.keys() == b.keys() and a, (len(a), len(b))
+for k in a:
+    assert np.array_equal(a[k].view(np.uint32), b[k].view(np.uint32)), k
+print(f"ok: dist.zero 1 gives the same {len(a)} step-size tensors bit for bit")
 PY
 
 # 2. W4 g32 asym -> Q4_1: within the reported error, which f16 scales do not make 0
