@@ -15,8 +15,8 @@
 #   down_proj has 172 in features, which W2/W3/W4 do not pack into whole int32 words; W8 does):
 #   f16 bit-identical, f32 non-zero; W4 g32 is refused in one line (down_proj is not whole
 #   groups), nothing left behind;
-# - the other ways s is set, each exported to Q4_0 exactly under f16: method pipeline (Block-AP
-#   then E2E-QP), method gptq, and the spec option (an fp folder exported with --quant
+# - the other ways s is set, each exported to Q4_0 exactly under f16: methods block_ap, e2e_qp
+#   (from RTN codes) and pipeline (Block-AP then E2E-QP), method gptq, and the spec option (an fp folder exported with --quant
 #   rtn:4g32:sym:f16, against `qat quantize --quant rtn:4g32:sym:f16`);
 # - the step sizes stored in an f16 run's checkpoint are all F16 numbers, and dist.zero: 1 (the
 #   projection of the owned slice, one process) stores the same ones bit for bit.
@@ -125,9 +125,11 @@ for spec in "asym false" "sym true"; do
 done
 
 # 4. the other methods that set s: Block-AP + E2E-QP, GPTQ, qat quantize's RTN
-run pipe-f16 pipeline "{bits: 4, group: 32, sym: true, scale_dtype: f16}"
-gguf pipe-f16 Q4_0 --exact
-zero "$T/pipe-f16.gguf.log" "pipeline f16"
+for method in block_ap e2e_qp pipeline; do # (E2E-QP would mask a Block-AP without the projection)
+  run $method-f16 $method "{bits: 4, group: 32, sym: true, scale_dtype: f16}"
+  gguf $method-f16 Q4_0 --exact
+  zero "$T/$method-f16.gguf.log" "method $method f16"
+done
 run gptq-f16 gptq "{bits: 4, group: 32, sym: true, scale_dtype: f16}"
 gguf gptq-f16 Q4_0 --exact
 zero "$T/gptq-f16.gguf.log" "method gptq f16"
