@@ -212,8 +212,9 @@ qat_status qat_llama_block_linear_inputs(qat_llama *m, int B, int T, qat_tensor 
  * become exactly their dequantized values), use_codes = 1, frozen = 1. Afterwards the layer's
  * forward is (codes - z) * s and only s receives gradients (E2E-QP). */
 qat_status qat_llama_freeze_codes(qat_llama *m, int l);
-/* E2E-QP with packed codes (issue 11; every layer frozen first; cpu backend, group scales or
- * per-channel with whole groups): each Linear's U8 codes and zero points become a packed
+/* E2E-QP with packed codes (issue 11; cpu backend, group scales or per-channel with whole
+ * groups): each Linear's U8 codes (or, for a layer not frozen yet, the codes a freeze would give,
+ * frozen here without a U8 arena: w <- the dequantized weights) and zero points become a packed
  * descriptor (quant/packed_layout.h) whose F32 scales are s itself, li->pk points at it, and the
  * U8 codes arena and the compute weights (w_hat, data NULL from then on) are freed. Afterwards the forward runs qgemm, the backward qgemm (trans 1) for dx
  * and qgemm_ds for ds (no dL/dw_hat scratch is laid out); s trains exactly as before up to the
@@ -222,6 +223,9 @@ qat_status qat_llama_pack_frozen(qat_llama *m);
 /* out [out, in] F32 on the model's backend = (codes - z~) * s~ of frozen Linear li (U8 or packed
  * codes, the current s). */
 qat_status qat_llama_linear_dequant(const qat_llama *m, qat_linear *li, qat_tensor *out);
+/* A packed Linear's codes and zero points again from host codes U8 [out * in] and its current
+ * z (a checkpoint's; s is read as is). */
+qat_status qat_llama_pk_load_codes(qat_llama *m, qat_linear *li, const uint8_t *codes);
 /* The U8 codes of frozen Linear li (U8 or packed) into host [out * in]. */
 qat_status qat_llama_linear_codes(const qat_llama *m, const qat_linear *li, uint8_t *host);
 

@@ -86,23 +86,54 @@ qat_status qat_llama_pk_sync(const qat_llama *m, qat_linear *li) {
   return QAT_OK;
 }
 
-/* Linear li's U8 codes (frozen) into a fresh packed descriptor *p with scales pointing at s. */
-static qat_status pack_linear(qat_llama *m, qat_linear *li, qat_packed *p) {
-  const qat_qspec *q = &m->qspec;
-  int64_t N = li->out, K = li->in, G = li->s.shape[1];
-  QAT_TRY(qat_packed_alloc(p, q, N, K, QAT_F32, li->name));
-  /* the guard of qat_packed_pack refuses s <= 0; dq_forward clamps it: pack the clamped s (the
-   * scales written here are dropped, s's data replaces them) */
-  float *sc = malloc(sizeof(float) * (size_t)(N * G));
+/* p's codes and zero points from host codes U8 [N, K] and li's z (s~ only checked: p's scales
+ * stay s's data). */
+static qat_status pack_codes(const qat_llama *m, const qat_linear *li, qat_packed *p,
+                             const uint8_t *codes) {
+  int64_t n = p->N * p->G;
+  /* qat_packed_pack refuses s <= 0 (its guard) where dq_forward clamps: it sees the clamped s,
+   * written into a scratch that stands in for p's scales meanwhile */
+  float *sc = malloc(sizeof(float) * (size_t)n + QAT_PACKED_SLACK);
   if (!sc) return QAT_FAIL(QAT_ENOMEM, "model: packing %s", li->name);
   const float *s = li->s.data;
-  for (int64_t k = 0; k < N * G; k++) sc[k] = clamp_s(s[k]);
-  qat_status st = qat_packed_pack(p, li->codes.data, sc, q->sym ? NULL : li->z.data, li->name);
+  for (int64_t k = 0; k < n; k++) sc[k] = clamp_s(s[k]);
+  void *keep = p->scales;
+  p->scales = sc;
+  qat_status st = qat_packed_pack(p, codes, sc, m->qspec.sym ? NULL : li->z.data, li->name);
+  p->scales = keep;
   free(sc);
-  QAT_TRY(st);
+  return st;
+}
+
+/* Linear li into a fresh packed descriptor *p with scales pointing at s: its U8 codes when
+ * frozen, else frozen here as qat_llama_freeze_codes does (codes = fq_codes(w, s, z) in a
+ * one-Linear scratch, w <- dq_forward(codes)), so no U8 arena is ever needed. */
+static qat_status pack_linear(qat_llama *m, qat_linear *li, qat_packed *p) {
+  const qat_qspec *q = &m->qspec;
+  int64_t N = li->out, K = li->in;
+  QAT_TRY(qat_packed_alloc(p, q, N, K, QAT_F32, li->name));
   free(p->scales);
   p->scales = li->s.data;
+  if (li->use_codes) return pack_codes(m, li, p, li->codes.data);
+  uint8_t *c = malloc((size_t)(N * K));
+  if (!c) return QAT_FAIL(QAT_ENOMEM, "model: freezing %s", li->name);
+  qat_tensor ct = qat_view2(c, QAT_U8, QAT_DEV_CPU, N, K);
+  const qat_tensor *z = q->sym ? NULL : &li->z;
+  qat_status st = qat_context(QAT_OP(m->be, fq_codes, q, &li->w, &li->s, z, &ct), "freezing %s",
+                              li->name);
+  if (st == QAT_OK) st = pack_codes(m, li, p, c);
+  if (st == QAT_OK) st = QAT_OP(m->be, dq_forward, q, &ct, &li->s, z, &li->w);
+  free(c);
+  QAT_TRY(st);
+  li->use_codes = 1;
+  li->frozen = 1;
   return QAT_OK;
+}
+
+qat_status qat_llama_pk_load_codes(qat_llama *m, qat_linear *li, const uint8_t *codes) {
+  if (!QAT_LLAMA_PKC(m, li))
+    return QAT_FAIL(QAT_EINTERNAL, "model: %s has no packed codes", li->name);
+  return pack_codes(m, li, (qat_packed *)li->pk, codes);
 }
 
 qat_status qat_llama_pack_frozen(qat_llama *m) {
@@ -122,8 +153,8 @@ qat_status qat_llama_pack_frozen(qat_llama *m) {
     qat_linear *lins[7];
     qat_llama_linears(&m->layers[l], lins);
     for (int i = 0; i < 7; i++) {
-      if (!lins[i]->use_codes || !lins[i]->codes.data)
-        return QAT_FAIL(QAT_EINVAL, "model pack_frozen: %s is not frozen to codes", lins[i]->name);
+      if (lins[i]->use_codes && !lins[i]->codes.data)
+        return QAT_FAIL(QAT_EINTERNAL, "model pack_frozen: %s has no codes", lins[i]->name);
       int64_t g = m->qspec.group < 0 ? lins[i]->in : m->qspec.group;
       if (lins[i]->in % g != 0)
         return QAT_FAIL(QAT_EUNSUPPORTED,
@@ -133,6 +164,15 @@ qat_status qat_llama_pack_frozen(qat_llama *m) {
     }
   }
   size_t nl = 7 * (size_t)(L > 0 ? L : 0);
+  /* the compute weights go first (qgemm needs no w_hat; rebuilt by the next layout if this
+   * fails), so the peak is the U8 codes beside the packed ones, not beside w_hat too */
+  qat_arena_free(&P->wcomp);
+  P->wcomp_built = 0;
+  for (int l = 0; l < L; l++) {
+    qat_linear *lins[7];
+    qat_llama_linears(&m->layers[l], lins);
+    for (int i = 0; i < 7; i++) memset(&lins[i]->w_hat, 0, sizeof lins[i]->w_hat);
+  }
   P->ecodes = calloc(nl ? nl : 1, sizeof *P->ecodes);
   P->eclamp = calloc(nl ? nl : 1, sizeof *P->eclamp);
   if (!P->ecodes || !P->eclamp) {

@@ -137,8 +137,7 @@ static qat_status load_one(qat_llama *m, const qat_ckpt *ck, const char *name, q
 
 qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckpt *ck) {
   char name[160];
-  if (m->layers[0].q.pk) /* loading goes through the U8 codes; qat_llama_pack_frozen follows */
-    return QAT_FAIL(QAT_EINTERNAL, "checkpoint: layers loaded after their codes were packed");
+  int packed = m->layers[0].q.pk != NULL; /* e2e_qp.packed: packed before the load */
   for (int l = l0; l < l1; l++) {
     qat_linear *lins[7];
     lin_list(&m->layers[l], lins);
@@ -155,10 +154,20 @@ qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckp
     }
     /* the stored weight is the dequantized one, so freezing reproduces the codes; the stored
      * codes are restored anyway (they are the state, the weight is derived) */
-    if (!m->layers[l].q.use_codes) QAT_TRY(qat_llama_freeze_codes(m, l));
+    if (!packed && !m->layers[l].q.use_codes) QAT_TRY(qat_llama_freeze_codes(m, l));
     for (int i = 0; i < 7; i++) {
       snprintf(name, sizeof name, "%s.codes", lins[i]->name);
-      QAT_TRY(load_one(m, ck, name, &lins[i]->codes, QAT_U8));
+      if (!packed) {
+        QAT_TRY(load_one(m, ck, name, &lins[i]->codes, QAT_U8));
+        continue;
+      }
+      /* packed: the U8 codes of one Linear at a time, packed with the loaded z */
+      uint8_t *h = malloc((size_t)(lins[i]->out * lins[i]->in) + 1);
+      if (!h) return QAT_FAIL(QAT_ENOMEM, "checkpoint: out of memory");
+      qat_status st = qat_ckpt_read(ck, name, QAT_U8, h, 2, (int64_t[]){lins[i]->out, lins[i]->in});
+      if (st == QAT_OK) st = qat_llama_pk_load_codes(m, lins[i], h);
+      free(h);
+      QAT_TRY(st);
     }
     qat_llama_layer *L = &m->layers[l];
     qat_tensor *norms[2] = {&L->attn_norm, &L->ffn_norm};

@@ -178,7 +178,8 @@ qat_status qat_eqat_ckpt_add_device(const qat_backend *be, const qat_tensor *t,
 qat_status qat_eqat_ckpt_add_layers(qat_llama *m, int l0, int l1, int with_scales,
                                     qat_ckpt_writer *w, qat_eqat_bufs *bufs);
 /* Inverse: loads weight, scales, zeros and norm gains of layers [l0, l1), freezes each layer not
- * frozen yet and restores the stored codes. */
+ * frozen yet and restores the stored codes (a model packed by qat_llama_pack_frozen gets them
+ * packed, one Linear's U8 codes at a time). */
 qat_status qat_eqat_ckpt_load_layers(qat_llama *m, int l0, int l1, const qat_ckpt *ck);
 
 #ifdef __cplusplus

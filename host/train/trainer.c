@@ -561,6 +561,15 @@ qat_status qat_train_check_memory(const qat_config *cfg, const qat_backend *be,
                               .training = 1, .recompute = cfg->train.recompute,
                               .frozen_codes = 1, .packed_codes = cfg->e2e_qp.packed};
       QAT_TRY(est(&c, &js, &n->model));
+      if (cfg->e2e_qp.packed && do_bap) { /* Block-AP's U8 codes beside the packed ones while
+                                            * E2E-QP packs them (the compute weights gone) */
+        qat_llama_mem u8, pk;
+        QAT_TRY(qat_llama_memory_estimate(&c, &js, &pk));
+        js.packed_codes = 0;
+        QAT_TRY(qat_llama_memory_estimate(&c, &js, &u8));
+        double peak = (double)(u8.params + u8.qstate + u8.codes + pk.codes);
+        if (peak > n->model) n->model = peak;
+      }
       if (eqat_teacher(cfg)) {
         qat_llama_mem_job jt = {.act_dtype = act, .B = cfg->e2e_qp.batch, .T = Te,
                                 .drop_masters = 1};
@@ -804,6 +813,15 @@ static qat_status eqat_ref_rows(job *J) {
   return QAT_OK;
 }
 
+/* Layers [0, n) of a checkpoint into the student; with e2e_qp.packed the codes are packed
+ * first (no U8 codes arena beside the compute weights: qat_llama_pack_frozen). */
+static qat_status load_frozen(job *J, int n, const qat_ckpt *c) {
+  int e2e = J->cfg->method == QAT_METHOD_E2E_QP || J->cfg->method == QAT_METHOD_PIPELINE;
+  if (J->cfg->e2e_qp.packed && e2e && n == J->m->cfg.n_layers)
+    QAT_TRY(qat_context(qat_llama_pack_frozen(J->m), "e2e_qp.packed"));
+  return qat_eqat_ckpt_load_layers(J->m, 0, n, c);
+}
+
 static qat_status eqat_run(job *J) {
   const qat_config *cfg = J->cfg;
   int L = J->m->cfg.n_layers;
@@ -842,11 +860,11 @@ static qat_status eqat_run(job *J) {
       /* the finished blocks are loaded by Block-AP once its full-precision stream has passed
        * their masters (qat_block_ap_phase); all of them done: load them now */
       if (st == QAT_OK && blocks_done == L)
-        st = qat_eqat_ckpt_load_layers(J->m, 0, (int)blocks_done, &c);
+        st = load_frozen(J, (int)blocks_done, &c);
       if (st == QAT_OK)
         qat_log("resumed from %s (Block-AP, %lld of %d blocks done)", ck, (long long)blocks_done, L);
     } else if (st == QAT_OK && strcmp(phase, "e2e_qp") == 0 && do_e2e) {
-      st = qat_eqat_ckpt_load_layers(J->m, 0, L, &c);
+      st = load_frozen(J, L, &c);
       e2e_resume = 1;
       blocks_done = L;
     } else if (st == QAT_OK) {
@@ -867,13 +885,14 @@ static qat_status eqat_run(job *J) {
                               .lr_quant = cfg->e2e_qp.lr,
                               .warmup = llround(cfg->e2e_qp.warmup_ratio * cfg->e2e_qp.steps),
                               .clip = cfg->e2e_qp.clip};
-    QAT_TRY(qat_e2e_qp_prepare(J->m, &J->e2e_params, &J->e2e_nparams));
-    if (cfg->e2e_qp.packed) { /* the U8 codes become packed ones (qgemm, qgemm_ds) */
+    if (cfg->e2e_qp.packed) { /* the codes packed before prepare freezes anything (qgemm,
+                               * qgemm_ds; no U8 codes arena beside the compute weights) */
       QAT_TRY(qat_context(qat_llama_pack_frozen(J->m), "e2e_qp.packed"));
       qat_llama_mem mm;
       QAT_TRY(qat_llama_memory(J->m, &mm));
       qat_log("e2e_qp: frozen codes packed: %.3f MB of codes and zero points", mm.codes / 1e6);
     }
+    QAT_TRY(qat_e2e_qp_prepare(J->m, &J->e2e_params, &J->e2e_nparams));
     J->codes_frozen = 1;
     qat_optim_group groups[3] = {
         [QAT_PG_WEIGHT] = {0, 0, 0},
