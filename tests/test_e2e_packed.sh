@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # E2E-QP with packed frozen codes (e2e_qp.packed: true; qat_llama_pack_frozen, qgemm, qgemm_ds)
 # against the U8 path on stories260K (skipped without the assets):
-# - method e2e_qp (RTN codes) W2 g4 asym and W3 per-channel sym, and method pipeline (Block-AP
-#   then E2E-QP, the codes frozen by Block-AP): every checkpoint's state (step sizes, their AdamW
+# - method e2e_qp (RTN codes) W2 g4 asym (also with distillation) and W3 per-channel sym, and
+#   method pipeline (Block-AP then E2E-QP, the codes frozen by Block-AP): every checkpoint's state (step sizes, their AdamW
 #   moments, the dequantized weights, zero points, codes) and every logged loss are BIT-IDENTICAL
 #   to the U8 run's, and so is the held-out loss. Why exact: every stories260K Linear fits one
 #   4 MB panel and the batches have M = 256 > 16 tokens, so qgemm dequantizes the whole Linear
@@ -77,6 +77,11 @@ need = 5 * sum(N * w(K) + 8 + N * w(K // 4) + 8 for N, K in rows)
 assert abs(mb - need / 1e6) < 0.0005, (mb, need)
 PY
 same u8 pk
+
+# 1b. with distillation (a full-precision teacher beside the packed student)
+run u8d distill.enabled=true
+run pkd distill.enabled=true e2e_qp.packed=true
+same u8d pkd
 
 # 2. the packed kernels are live: the small-M decode-and-dot path gives other roundings
 QAT_QGEMM_SMALL_M=1000000 run pks e2e_qp.packed=true
