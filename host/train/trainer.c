@@ -714,6 +714,7 @@ static qat_status setup_loop(job *J, qat_param *params, int nparams,
     QAT_TRY(qat_optim_init(&J->opt, J->be, params, nparams, groups));
     qat_log("optimizer: %zu bytes of moments on this rank", qat_optim_moment_bytes(&J->opt));
   }
+  J->opt.scale_f16 = J->q.scale_f16; /* quant.scale_dtype f16: s projected after every step */
   size_t N = (size_t)B * T;
   J->tok = malloc(N * 4);
   J->tgt = malloc(N * 4);
@@ -740,7 +741,6 @@ static qat_status setup(job *J) {
                             .accum = 0, .lr = cfg->train.lr,
                             .lr_quant = cfg->train.lr_quant, .warmup = cfg->train.warmup,
                             .clip = cfg->train.clip};
-  J->opt.scale_f16 = J->q.scale_f16; /* quant.scale_dtype f16: s projected after every step */
   QAT_TRY(qat_dist_train_accum(cfg, J->dist->world, &J->hp.accum));
   int scales_only = cfg->quant.train == QAT_TRAIN_SCALES;
   for (int l = 0; l < J->m->cfg.n_layers; l++) {
