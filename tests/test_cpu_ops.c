@@ -5,6 +5,9 @@
  * reductions give the same bits on 1 and 3 threads. Tolerances: see test_cpu_util.h. */
 #include "test_cpu_util.h"
 
+#include <omp.h>
+#include <string.h>
+
 static qat_backend *cpu(void) { return qat_backend_cpu(); }
 
 /* ---- gemm -------------------------------------------------------------------------------- */
@@ -33,6 +36,44 @@ START_TEST(test_gemm_transposes) {
       TU_REQUIRE_OK(cpu()->gemm(cpu(), ta, tb, M, N, K, alpha, &tA, &tB, beta, &tC));
       CK_NERR(C, ref, (size_t)(M * N), TOL_F32);
     }
+}
+END_TEST
+
+/* M = 1 (the decode step): B stored [N, K] goes through gemv.c's row dots (four rows at a time,
+ * prefetch, a tail of N % 4 rows and K % 16 columns), [K, N] through sgemv; both against the
+ * double reference, with alpha / beta, beta = 0 over NaN (not read), and bit-identical results
+ * for 1 and 3 threads (each output summed by one thread). */
+START_TEST(test_gemm_m1) {
+  const int64_t Ns[] = {1, 3, 4, 5, 37, 1029}, Ks[] = {1, 13, 16, 17, 100, 576};
+  float *A = tc_randn(40, 576, 1.0f), *B = tc_randn(50, 1029 * 576, 1.0f);
+  float *C0 = tc_randn(60, 1029, 1.0f), *C = tc_nanf(1029), *C3 = tc_nanf(1029);
+  double *ref = tc_d(1029);
+  for (int ni = 0; ni < 6; ni++)
+    for (int ki = 0; ki < 6; ki++)
+      for (int tb = 0; tb < 2; tb++)
+        for (int bz = 0; bz < 2; bz++) {
+          int64_t N = Ns[ni], K = Ks[ki];
+          float alpha = 1.3f, beta = bz ? 0.0f : -0.6f;
+          for (int64_t j = 0; j < N; j++) {
+            double acc = 0;
+            for (int64_t p = 0; p < K; p++) acc += (double)A[p] * (tb ? B[j * K + p] : B[p * N + j]);
+            ref[j] = alpha * acc + (bz ? 0.0 : beta * (double)C0[j]);
+          }
+          memcpy(C, C0, sizeof(float) * (size_t)N);
+          if (bz) C[N / 2] = NAN; /* beta = 0: must not be read */
+          memcpy(C3, C, sizeof(float) * (size_t)N);
+          qat_tensor tA = TF(A, 1, K), tB = tb ? TF(B, N, K) : TF(B, K, N), tC = TF(C, 1, N), tC3 = TF(C3, 1, N);
+          int nt = omp_get_max_threads();
+          omp_set_num_threads(1);
+          TU_REQUIRE_OK(cpu()->gemm(cpu(), 0, tb, 1, N, K, alpha, &tA, &tB, beta, &tC));
+          omp_set_num_threads(3);
+          TU_REQUIRE_OK(cpu()->gemm(cpu(), 0, tb, 1, N, K, alpha, &tA, &tB, beta, &tC3));
+          omp_set_num_threads(nt);
+          CK_NERR(C, ref, (size_t)N, TOL_F32);
+          if (tb)
+            ck_assert_msg(memcmp(C, C3, sizeof(float) * (size_t)N) == 0, "N %lld K %lld: threads",
+                          (long long)N, (long long)K);
+        }
 }
 END_TEST
 
@@ -304,6 +345,7 @@ int main(void) {
   tcase_add_checked_fixture(tc, NULL, tc_free_all);
   tcase_add_test(tc, test_gemm_transposes);
   tcase_add_test(tc, test_convert_16bit_pairs);
+  tcase_add_test(tc, test_gemm_m1);
   tcase_add_test(tc, test_gemm_k0_and_3d);
   tcase_add_test(tc, test_gemm_bad);
   tcase_add_test(tc, test_axpy_scale_sumsq);

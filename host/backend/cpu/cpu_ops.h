@@ -50,6 +50,10 @@ int64_t qat_cpu_rows(const qat_tensor *t);
 qat_status qat_cpu_gemm(const qat_backend *be, int ta, int tb, int64_t M, int64_t N, int64_t K,
                         float alpha, const qat_tensor *A, const qat_tensor *B, float beta,
                         qat_tensor *C);
+/* c[N] = alpha * B[N, K] a[K] + beta * c (row stride ldb; beta == 0 never reads c): the M = 1
+ * GEMV of the gemm op, on OpenMP threads (gemv.c) */
+void qat_cpu_gemv_rows(int64_t N, int64_t K, float alpha, const float *B, int64_t ldb,
+                       const float *a, float beta, float *c);
 qat_status qat_cpu_axpy(const qat_backend *be, float alpha, const qat_tensor *x, qat_tensor *y);
 qat_status qat_cpu_scale(const qat_backend *be, float alpha, qat_tensor *x);
 qat_status qat_cpu_sumsq(const qat_backend *be, const qat_tensor *x, double *out);

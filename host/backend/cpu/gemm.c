@@ -1,4 +1,5 @@
 /* CPU GEMM: C[M, N] = alpha * op(A) @ op(B) + beta * C through OpenBLAS (row-major cblas_sgemm;
+ * M = 1 with B stored [N, K], the decode step, through gemv.c instead;
  * OpenBLAS runs its own threads). A is stored [M, K] ([K, M] when ta), B [K, N] ([N, K] when tb):
  * each operand may have any ndim as long as its numel matches and its last dim is the stored
  * row length, so activations [B, T, C] pass as [B*T, C]. */
@@ -49,14 +50,16 @@ qat_status qat_cpu_gemm(const qat_backend *be, int ta, int tb, int64_t M, int64_
      * which reads and writes the weights once more; sgemv streams them once. op(A) is a
      * contiguous K-vector either way (lda is K, or M = 1). beta == 0 must not read C (BLAS
      * semantics; NaN garbage in C stays out), so C is zeroed first. */
+    if (tb) { /* B stored [N, K]: c = alpha * B a + beta * c, row dots (gemv.c) */
+      qat_cpu_gemv_rows(N, K, alpha, (const float *)B->data, ldb, (const float *)A->data, beta, c);
+      return QAT_OK;
+    }
     if (beta == 0.0f)
       for (int64_t i = 0; i < N; i++) c[i] = 0.0f;
-    if (tb) /* B stored [N, K]: c = alpha * B a + beta * c */
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, (const float *)B->data,
+    { /* B stored [K, N]: c = alpha * B^T a + beta * c */
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, (const float *)B->data,
                   (int)ldb, (const float *)A->data, 1, beta, c, 1);
-    else /* B stored [K, N]: c = alpha * B^T a + beta * c */
-      cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, (const float *)B->data,
-                  (int)ldb, (const float *)A->data, 1, beta, c, 1);
+    }
     return QAT_OK;
   }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
