@@ -1,7 +1,8 @@
 /* The LLaMA model's life cycle: the tensor table, arenas (one per group, sized from the table
  * before anything is carved), random init, fake-quant on/off, activation planning, the params
  * list for optimizers, zero_grad and free. Forward is in llama_forward.c, backward in
- * llama_backward.c, HF loading and saving in llama_load.c / llama_save.c. */
+ * llama_backward.c, HF loading and saving in llama_load.c / llama_save.c, the memory report and
+ * estimate in llama_memory.c (which runs this file's sizing passes). */
 #include "core/log.h"
 #include "model/llama_priv.h"
 
@@ -119,7 +120,7 @@ qat_status qat_llama_shell(const qat_llama_config *c, qat_llama **out) {
 
 /* Bytes of the params arena: every table entry (but the Linear weights when no_linears: after
  * qat_llama_drop_masters) and inv_freq. */
-static qat_status params_need_ex(qat_llama *m, int no_linears, size_t *need) {
+qat_status qat_llama_params_need(qat_llama *m, int no_linears, size_t *need) {
   lt_entry *t = NULL;
   int n = 0;
   QAT_TRY(qat_llama_table(m, &t, &n));
@@ -151,7 +152,7 @@ qat_status qat_llama_alloc_ex(const qat_llama_config *c, qat_backend *be, int no
     return st;
   }
   size_t need = 0;
-  QAT_CHECK(st, params_need_ex(m, no_linears, &need), fail);
+  QAT_CHECK(st, qat_llama_params_need(m, no_linears, &need), fail);
   /* table entries, inv_freq, then ".scales" / ".zeros" of each Linear */
   llama_name *names = calloc((size_t)n + 1 + 14 * (size_t)c->n_layers, sizeof *names);
   m->priv->names = names;
@@ -341,8 +342,9 @@ int qat_llama_code_layer(const qat_llama *m, int l) {
  * one != 0: layer 0's only (bound to other layers later), no embedding / final-norm / lm_head.
  * codes[l] != 0 (layers in code mode, not with one): ds alone, plus the shared scratch.
  * pass 0 sizes (works on a shell model: the estimate), pass 1 carves. */
-static qat_status grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
-                             const unsigned char *codes, int pass, size_t *gneed, size_t *qneed) {
+qat_status qat_llama_grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
+                                const unsigned char *codes, int pass, size_t *gneed,
+                                size_t *qneed) {
   struct qat_llama_priv *P = m->priv;
   int64_t max_w = 0, max_s = 0;
   for (int i = 0; i < n; i++) {
@@ -404,10 +406,10 @@ static qat_status build_grads(qat_llama *m) {
   QAT_TRY(qat_llama_table(m, &t, &n));
   qat_status st = QAT_OK;
   size_t gneed = 0, qneed = 0;
-  QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 0, &gneed, &qneed), done);
+  QAT_CHECK(st, qat_llama_grads_walk(m, t, n, one, P->grads_codes, 0, &gneed, &qneed), done);
   QAT_CHECK(st, qat_arena_init(&P->grads, m->be, "grads", gneed), done);
   QAT_CHECK(st, qat_arena_init(&P->qgrads, m->be, "quantizer grads", qneed), done);
-  QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 1, &gneed, &qneed), done);
+  QAT_CHECK(st, qat_llama_grads_walk(m, t, n, one, P->grads_codes, 1, &gneed, &qneed), done);
   if (one) {
     if (!P->gtpl) P->gtpl = calloc(LG_FIELDS, sizeof *P->gtpl);
     if (!P->gtpl) {
@@ -460,7 +462,7 @@ qat_status qat_llama_bind_grads(qat_llama *m, int l, const char *what) {
 }
 
 /* Bytes of the compute weights (0 when w_hat is a view of the master). */
-static size_t wcomp_need(const qat_llama *m) {
+size_t qat_llama_wcomp_need(const qat_llama *m) {
   if (!m->quantized && m->act_dtype == QAT_F32) return 0;
   if (m->priv->ecodes || m->priv->est_packed) return 0; /* packed codes: qgemm, no w_hat */
   size_t bytes = 0;
@@ -502,7 +504,7 @@ qat_status qat_llama_sync_wcomp(qat_llama *m) {
     return QAT_OK;
   qat_arena_free(&P->wcomp);
   P->wcomp_built = 0;
-  if (need) QAT_TRY(qat_arena_init(&P->wcomp, m->be, "compute weights", wcomp_need(m)));
+  if (need) QAT_TRY(qat_arena_init(&P->wcomp, m->be, "compute weights", qat_llama_wcomp_need(m)));
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
     qat_llama_linears(&m->layers[l], lins);
@@ -601,7 +603,7 @@ qat_status qat_llama_sync_layout(qat_llama *m) {
 /* ---- fake-quant on / off ---------------------------------------------------------------------*/
 
 /* Bytes of s (and z when asym) of every Linear. */
-static size_t qstate_need(const qat_llama *m, const qat_qspec *q) {
+size_t qat_llama_qstate_need(const qat_llama *m, const qat_qspec *q) {
   size_t need = 0;
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
@@ -647,7 +649,7 @@ qat_status qat_llama_set_quant(qat_llama *m, const qat_qspec *q) {
     return qat_llama_sync_layout(m);
   }
   m->qspec = *q;
-  size_t need = qstate_need(m, q);
+  size_t need = qat_llama_qstate_need(m, q);
   QAT_TRY(qat_arena_init(&P->qstate, m->be, "quantizer state", need));
   for (int l = 0; l < m->cfg.n_layers; l++) {
     qat_linear *lins[7];
@@ -759,7 +761,7 @@ qat_status qat_llama_carve(qat_arena *a, const llama_buf_spec *list, int k, int 
 /* The whole-model activation arena for N tokens as planned in P (training, recompute, nact,
  * act[]): pass 0 sizes (also on a shell model: the estimate), pass 1 carves. With recompute
  * act[0] is a full set and act[l > 0] only their x_in (the rest is shared after carving). */
-static qat_status acts_walk(qat_llama *m, int64_t N, int pass, size_t *need) {
+qat_status qat_llama_acts_walk(qat_llama *m, int64_t N, int pass, size_t *need) {
   const qat_llama_config *c = &m->cfg;
   struct qat_llama_priv *P = m->priv;
   int64_t C = c->dim, V = c->vocab;
@@ -825,9 +827,9 @@ qat_status qat_llama_plan(qat_llama *m, int B, int T, int training) {
   if (!P->act) return QAT_FAIL(QAT_ENOMEM, "model: out of host memory");
   size_t need = 0;
   qat_status st = QAT_OK;
-  QAT_CHECK(st, acts_walk(m, N, 0, &need), fail);
+  QAT_CHECK(st, qat_llama_acts_walk(m, N, 0, &need), fail);
   QAT_CHECK(st, qat_arena_init(&P->acts, m->be, "activations", need), fail);
-  QAT_CHECK(st, acts_walk(m, N, 1, &need), fail);
+  QAT_CHECK(st, qat_llama_acts_walk(m, N, 1, &need), fail);
   P->plan_dtype = m->act_dtype;
   m->B = B;
   m->T = T;
@@ -894,7 +896,7 @@ qat_status qat_llama_drop_masters(qat_llama *m, size_t *dropped_bytes) {
   qat_arena na = {0};
   qat_tensor *nt = calloc((size_t)n + 1, sizeof *nt); /* [n] table entries, then inv_freq */
   qat_status st = nt ? QAT_OK : QAT_FAIL(QAT_ENOMEM, "model drop_masters: out of host memory");
-  if (st == QAT_OK) st = params_need_ex(m, 1, &need);
+  if (st == QAT_OK) st = qat_llama_params_need(m, 1, &need);
   if (st == QAT_OK) st = qat_arena_init(&na, m->be, "params", need);
   /* embeddings, norms, biases, lm_head, inv_freq: copied to the new arena; the model switches
    * to it only once every copy succeeded */
@@ -934,96 +936,4 @@ qat_status qat_llama_drop_masters(qat_llama *m, size_t *dropped_bytes) {
   free(nt);
   free(t);
   return QAT_OK;
-}
-
-/* ---- memory report -------------------------------------------------------------------------- */
-
-static void mem_total(qat_llama_mem *o) {
-  o->total = o->params + o->grads + o->qstate + o->qgrads + o->wcomp + o->acts + o->bacts + o->codes;
-}
-
-qat_status qat_llama_memory(const qat_llama *m, qat_llama_mem *out) {
-  const struct qat_llama_priv *P = m->priv;
-  memset(out, 0, sizeof *out);
-  out->params = P->params.cap;
-  out->grads = P->grads.cap;
-  out->qstate = P->qstate.cap;
-  out->qgrads = P->qgrads.cap;
-  out->wcomp = P->wcomp.cap;
-  out->acts = P->acts.cap;
-  out->bacts = P->bacts.cap;
-  out->codes = P->codes.cap + P->ecodes_bytes;
-  mem_total(out);
-  return QAT_OK;
-}
-
-/* The estimate runs the sizing passes of the real builders on a shell model (layers, shapes and
- * the layout state, no arena), so the two cannot disagree. */
-qat_status qat_llama_memory_estimate(const qat_llama_config *cfg, const qat_llama_mem_job *job,
-                                     qat_llama_mem *out) {
-  memset(out, 0, sizeof *out);
-  if (job->act_dtype != QAT_F32 && job->act_dtype != QAT_BF16)
-    return QAT_FAIL(QAT_EINVAL, "memory estimate: act_dtype must be F32 or BF16");
-  if (job->B < 0 || job->T < 0 || job->block_B < 0 || job->block_T < 0)
-    return QAT_FAIL(QAT_EINVAL, "memory estimate: negative batch or sequence length");
-  if (job->qspec) QAT_TRY(qat_qspec_check(job->qspec));
-  qat_llama *m = NULL;
-  QAT_TRY(qat_llama_shell(cfg, &m));
-  struct qat_llama_priv *P = m->priv;
-  m->act_dtype = job->act_dtype;
-  m->train_embeddings = job->train_embeddings != 0;
-  m->quantized = job->qspec != NULL;
-  if (job->qspec) m->qspec = *job->qspec;
-  int plan = job->B > 0 && job->T > 0, bplan = job->block_B > 0 && job->block_T > 0;
-  P->training = plan && job->training;
-  P->btraining = bplan && job->block_training;
-  P->recompute = P->training && job->recompute;
-  int codes = m->quantized && job->frozen_codes;
-  lt_entry *t = NULL;
-  int n = 0;
-  qat_status st;
-  QAT_CHECK(st, params_need_ex(m, job->drop_masters && !m->quantized &&
-                                     job->act_dtype != QAT_F32 && !P->training && !P->btraining,
-                                 &out->params),
-            done);
-  if (m->quantized) out->qstate = qstate_need(m, &m->qspec);
-  P->est_packed = codes && job->packed_codes;
-  out->wcomp = wcomp_need(m);
-  if (codes) out->codes = P->est_packed ? qat_llama_pk_need(m) : qat_llama_codes_need(m);
-  if (P->training || P->btraining) {
-    int one = !P->training;
-    for (int l = 0; l < cfg->n_layers; l++) P->grads_codes[l] = !one && codes;
-    QAT_CHECK(st, qat_llama_table(m, &t, &n), done);
-    QAT_CHECK(st, grads_walk(m, t, n, one, P->grads_codes, 0, &out->grads, &out->qgrads), done);
-  }
-  if (plan) {
-    P->nact = P->training ? cfg->n_layers : 1;
-    P->act = calloc((size_t)P->nact, sizeof *P->act);
-    if (!P->act) {
-      st = QAT_FAIL(QAT_ENOMEM, "memory estimate: out of host memory");
-      goto done;
-    }
-    QAT_CHECK(st, acts_walk(m, (int64_t)job->B * job->T, 0, &out->acts), done);
-  }
-  if (bplan) {
-    llama_buf_spec list[32];
-    int k = qat_llama_block_specs(m, (int64_t)job->block_B * job->block_T, P->btraining, list);
-    QAT_CHECK(st, qat_llama_carve(&P->bacts, list, k, 0, &out->bacts), done);
-  }
-  mem_total(out);
-done:
-  free(t);
-  qat_llama_free(m);
-  return st;
-}
-
-const char *qat_llama_memory_str(const qat_llama_mem *mm, char *buf, size_t n) {
-  const double G = 1024.0 * 1024.0 * 1024.0;
-  snprintf(buf, n,
-           "params %.2f GiB, grads %.2f GiB, quantizer state %.2f GiB, quantizer grads %.2f GiB, "
-           "compute weights %.2f GiB, activations %.2f GiB, block activations %.2f GiB, "
-           "codes %.2f GiB; total %.2f GiB",
-           mm->params / G, mm->grads / G, mm->qstate / G, mm->qgrads / G, mm->wcomp / G,
-           mm->acts / G, mm->bacts / G, mm->codes / G, mm->total / G);
-  return buf;
 }

@@ -211,6 +211,17 @@ qat_tensor qat_llama_view(const qat_tensor *buf, int ndim, const int64_t *shape)
 #define V3(buf, a, b, c) qat_llama_view(&(buf), 3, (int64_t[]){(a), (b), (c)})
 #define V4(buf, a, b, c, d) qat_llama_view(&(buf), 4, (int64_t[]){(a), (b), (c), (d)})
 
+/* Sizing passes of llama.c's builders, shared with the estimate (llama_memory.c): bytes of the
+ * params arena (no_linears: without the Linear weights), of the quantizer state for q, of the
+ * compute weights; the grads / qgrads walk and the activation walk (pass 0 sizes, 1 carves). */
+qat_status qat_llama_params_need(qat_llama *m, int no_linears, size_t *need);
+size_t qat_llama_qstate_need(const qat_llama *m, const qat_qspec *q);
+size_t qat_llama_wcomp_need(const qat_llama *m);
+qat_status qat_llama_grads_walk(qat_llama *m, const lt_entry *t, int n, int one,
+                                const unsigned char *codes, int pass, size_t *gneed,
+                                size_t *qneed);
+qat_status qat_llama_acts_walk(qat_llama *m, int64_t N, int pass, size_t *need);
+
 /* A config as HF config.json text (for models without a source folder). Caller frees. */
 char *qat_llama_config_json(const qat_llama_config *c);
 
