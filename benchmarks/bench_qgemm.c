@@ -1,5 +1,5 @@
-/* qgemm (packed low-bit weights, host/backend/cpu/qgemm*.c) against the backend's F32 gemm
- * (OpenBLAS: sgemv at M = 1, sgemm otherwise) on the dequantized weight, in the same run.
+/* qgemm (packed low-bit weights, host/backend/cpu/qgemm*.c) against OpenBLAS on F32 weights
+ * (cblas_sgemv at M = 1, cblas_sgemm otherwise) on the dequantized weight, in the same run.
  * Weights cold for both sides: each repetition uses the next of enough distinct copies that
  * their total exceeds 4x the last-level cache (8 MiB here; QGEMM_COLD_MB, default 64), so a
  * small packed matrix does not win by staying in cache. Median of the repetitions (at least 3,
@@ -19,6 +19,7 @@
 #include "quant/packed.h"
 #include "qgemm_cuda_side.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -79,10 +80,19 @@ static qat_status run_q(void *c_, int i) {
   ctx *c = c_;
   return QAT_OP(c->be, qgemm, 0, c->M, &c->pk[i], &c->x, &c->y);
 }
+/* the baseline is OpenBLAS itself (the issue's peer), called directly: the backend's gemm op
+ * runs M = 1 on its own row dots (gemv.c) */
 static qat_status run_f(void *c_, int i) {
   ctx *c = c_;
-  qat_tensor w = qat_view2(c->wf[i], QAT_F32, QAT_DEV_CPU, c->N, c->K);
-  return QAT_OP(c->be, gemm, 0, 1, c->M, c->N, c->K, 1.0f, &c->x, &w, 0.0f, &c->y);
+  const float *x = c->x.data, *w = c->wf[i];
+  float *y = c->y.data;
+  if (c->M == 1)
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)c->N, (int)c->K, 1.0f, w, (int)c->K, x, 1, 0.0f,
+                y, 1);
+  else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->M, (int)c->N, (int)c->K, 1.0f, x,
+                (int)c->K, w, (int)c->K, 0.0f, y, (int)c->N);
+  return QAT_OK;
 }
 
 static int ncopies_for(size_t bytes) {

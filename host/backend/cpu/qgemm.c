@@ -25,7 +25,7 @@
 
 #define QAT_QGEMM_SMALL_M 16 /* default crossover; QAT_QGEMM_SMALL_M in the environment overrides
                                it (benchmarks/bench_qgemm measures both sides of it) */
-#define PANEL_BYTES (4u << 20) /* F32 panel of W rows for the large-M path */
+#define PANEL_MB 4 /* F32 panel of W rows for the large-M path, MiB; QAT_QGEMM_PANEL_MB overrides */
 
 /* ---- portable kernels ------------------------------------------------------------------------ */
 
@@ -179,14 +179,21 @@ static qat_status bwd_small(const qgemm_kern *kn, const qat_packed *p, int64_t M
 static qat_status panels(const qgemm_kern *kn, const qat_packed *p, int trans, int64_t M,
                          const float *x, float *y) {
   int64_t N = p->N, K = p->K;
-  int64_t nb = (int64_t)(PANEL_BYTES / (4 * (size_t)K));
+  static int64_t panel_mb = -1;
+  if (panel_mb < 0) {
+    const char *e = getenv("QAT_QGEMM_PANEL_MB");
+    panel_mb = e && atoll(e) > 0 ? atoll(e) : PANEL_MB;
+  }
+  int64_t nb = (int64_t)(((size_t)panel_mb << 20) / (4 * (size_t)K));
   nb = nb < 16 ? 16 : nb / 16 * 16;
   if (nb > N) nb = N;
   float *w = malloc(sizeof(float) * (size_t)(nb * K + 8));
   if (!w) return QAT_FAIL(QAT_ENOMEM, "qgemm: panel [%lld, %lld]", (long long)nb, (long long)K);
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     int64_t r = n0 + nb <= N ? nb : N - n0;
-#pragma omp parallel for schedule(static)
+    /* on this thread alone: an OpenMP region here would alternate with OpenBLAS's own pool
+     * 16+ times a call, each waiting for the other's spinning workers to yield the cores
+     * (Llama-2-7B 4096 x 4096 at M = 128, 2 threads: 168 ms with it vs 82 ms, OpenBLAS F32 81) */
     for (int64_t i = 0; i < r; i++) dequant_cols(kn, p, n0 + i, 0, K, w + i * K);
     if (!trans) /* y[:, n0 : n0+r] = x[M, K] @ w[r, K]^T */
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)r, (int)K, 1.0f, x,
