@@ -405,6 +405,7 @@ START_TEST(bad_args) {
 END_TEST
 
 int main(void) {
+  setenv("QAT_QGEMM_A8_M", "16", 1); /* the int8 path at every small M, not only decode's M = 1 */
   Suite *s = suite_create("qgemm");
   TCase *tc = tcase_create("qgemm");
   tcase_set_timeout(tc, 300);

@@ -91,11 +91,11 @@ struct qat_backend {
   const char *name; /* "cpu" or "cuda" */
   qat_device device;
   void *ctx; /* backend private state (streams, cuBLASLt handle, workspace) */
-  /* qgemm's activation precision for the small-M forward (decode): 0 = F32 (default; exact up
-   * to F32 summation), 1 = int8 activations, x quantized per 32 consecutive inputs to int8 with
-   * an F32 scale (llama.cpp's Q8_0) and dotted with the codes in integer arithmetic, the way
-   * llama.cpp runs Q4_0 x Q8_0 (CPU; bits <= 7 and groups of a multiple of 32, else F32). Set
-   * by `qat generate --act`; the bound on its error is in tests/test_qgemm.c. */
+  /* qgemm's activation precision for the M = 1 forward (decode): 0 = F32 (default; exact up to
+   * F32 summation), 1 = int8 activations, x quantized per 64 or 32 consecutive inputs to int8
+   * with an F32 scale (llama.cpp's Q8_0) and dotted with the codes in integer arithmetic, the
+   * way llama.cpp runs Q4_0 x Q8_0 (CPU; bits <= 7 and groups of a multiple of 32, else F32).
+   * Set by `qat generate --act`; the bound on its error is in tests/test_qgemm.c. */
   int qgemm_act8;
 
   /* ---- memory ---- */

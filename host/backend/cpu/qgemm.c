@@ -10,7 +10,7 @@
  *   dots it with four rows of x at a time. Transposed: OpenMP
  *   over column chunks of K; each thread adds x[m, n] * dequant(W[n, chunk]) into its own y
  *   columns. Inner kernels AVX2+FMA when the CPU has them (qgemm_avx2.c), else portable C.
- *   With qat_backend.qgemm_act8 the forward quantizes x to int8 instead (qgemm_a8.c).
+ *   With qat_backend.qgemm_act8 the M = 1 forward quantizes x to int8 instead (qgemm_a8.c).
  * - larger M: dequantize a panel of W rows to F32 and cblas_sgemm it (compute bound there, and
  *   OpenBLAS's blocking wins; the panel is a few MB, so the F32 weight never exists whole).
  * Each output element is summed by one thread in an order fixed by the shapes, so the small-M
@@ -25,6 +25,9 @@
 
 #define QAT_QGEMM_SMALL_M 16 /* default crossover; QAT_QGEMM_SMALL_M in the environment overrides
                                it (benchmarks/bench_qgemm measures both sides of it) */
+#define QAT_QGEMM_A8_M 1 /* int8 activations (qgemm_act8) up to this M: decode steps. At M = 16
+                           the per-m dots lose to the F32 dequantize-once path (SmolLM2 shapes,
+                           2 threads: 0.55 vs 0.29 ms); QAT_QGEMM_A8_M overrides */
 #define PANEL_MB 4 /* F32 panel of W rows for the large-M path, MiB; QAT_QGEMM_PANEL_MB overrides */
 
 /* ---- portable kernels ------------------------------------------------------------------------ */
@@ -236,7 +239,13 @@ static qat_status cpu_qgemm(const qat_backend *be, int trans, int64_t M, const q
     small_m = e && *e ? atoll(e) : QAT_QGEMM_SMALL_M;
   }
   if (M > small_m) return panels(kn, w, trans, M, x->data, y->data);
-  if (!trans && be->qgemm_act8 && qgemm_a8_ok(w)) return qgemm_fwd_a8(kn, w, M, x->data, y->data);
+  static int64_t a8_m = -1;
+  if (a8_m < 0) {
+    const char *e = getenv("QAT_QGEMM_A8_M");
+    a8_m = e && *e ? atoll(e) : QAT_QGEMM_A8_M;
+  }
+  if (!trans && be->qgemm_act8 && M <= a8_m && qgemm_a8_ok(w))
+    return qgemm_fwd_a8(kn, w, M, x->data, y->data);
   return trans ? bwd_small(kn, w, M, x->data, y->data) : fwd_small(kn, w, M, x->data, y->data);
 }
 
