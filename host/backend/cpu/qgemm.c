@@ -91,6 +91,15 @@ const qgemm_kern *qgemm_kern_pick(void) {
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
+/* *cache = the integer in environment variable name (dflt when unset or empty), read once */
+static int64_t env_int(const char *name, int64_t dflt, int64_t *cache) {
+  if (*cache < 0) {
+    const char *e = getenv(name);
+    *cache = e && *e ? atoll(e) : dflt;
+  }
+  return *cache;
+}
+
 /* Dequantize columns [k0, k1) of row n into out[k1 - k0] (k0, k1 arbitrary; decode vectorized
  * when k0 is a multiple of 8). dq_forward's arithmetic: (q - zp) * s. */
 static void dequant_cols(const qgemm_kern *kn, const qat_packed *p, int64_t n, int64_t k0,
@@ -183,10 +192,8 @@ static qat_status panels(const qgemm_kern *kn, const qat_packed *p, int trans, i
                          const float *x, float *y) {
   int64_t N = p->N, K = p->K;
   static int64_t panel_mb = -1;
-  if (panel_mb < 0) {
-    const char *e = getenv("QAT_QGEMM_PANEL_MB");
-    panel_mb = e && atoll(e) > 0 ? atoll(e) : PANEL_MB;
-  }
+  env_int("QAT_QGEMM_PANEL_MB", PANEL_MB, &panel_mb);
+  if (panel_mb <= 0) panel_mb = PANEL_MB;
   int64_t nb = (int64_t)(((size_t)panel_mb << 20) / (4 * (size_t)K));
   nb = nb < 16 ? 16 : nb / 16 * 16;
   if (nb > N) nb = N;
@@ -233,18 +240,11 @@ static qat_status cpu_qgemm(const qat_backend *be, int trans, int64_t M, const q
   CPU_COLS(op, y, out);
   if (x->data == y->data) return QAT_FAIL(QAT_EINVAL, "qgemm: y aliases x");
   const qgemm_kern *kn = qgemm_kern_pick();
-  static int64_t small_m = -1;
-  if (small_m < 0) {
-    const char *e = getenv("QAT_QGEMM_SMALL_M");
-    small_m = e && *e ? atoll(e) : QAT_QGEMM_SMALL_M;
-  }
-  if (M > small_m) return panels(kn, w, trans, M, x->data, y->data);
-  static int64_t a8_m = -1;
-  if (a8_m < 0) {
-    const char *e = getenv("QAT_QGEMM_A8_M");
-    a8_m = e && *e ? atoll(e) : QAT_QGEMM_A8_M;
-  }
-  if (!trans && be->qgemm_act8 && M <= a8_m && qgemm_a8_ok(w))
+  static int64_t small_m = -1, a8_m = -1;
+  int64_t sm = env_int("QAT_QGEMM_SMALL_M", QAT_QGEMM_SMALL_M, &small_m);
+  if (M > sm) return panels(kn, w, trans, M, x->data, y->data);
+  if (!trans && be->qgemm_act8 && M <= env_int("QAT_QGEMM_A8_M", QAT_QGEMM_A8_M, &a8_m) &&
+      qgemm_a8_ok(w))
     return qgemm_fwd_a8(kn, w, M, x->data, y->data);
   return trans ? bwd_small(kn, w, M, x->data, y->data) : fwd_small(kn, w, M, x->data, y->data);
 }

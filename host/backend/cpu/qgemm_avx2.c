@@ -236,39 +236,50 @@ AVX2 static inline __m256 a8_sv(const qat_packed *p, int64_t n, int64_t k) {
   return _mm256_set1_ps(scale_of(p, i));
 }
 
-#define A8_TILE 256 /* groups whose scales and zero points are unpacked at a time */
+/* scales of row n, groups j0 .. j0 + nj, as floats: sb[nj] */
+AVX2 static void a8_scales(const qat_packed *p, int64_t n, int64_t j0, int64_t nj, float *sb) {
+  int64_t j = 0;
+  if (p->sdtype == QAT_F16)
+    for (const uint16_t *h = (const uint16_t *)p->scales + n * p->G + j0; j + 8 <= nj; j += 8)
+      _mm256_storeu_ps(sb + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
+  for (; j < nj; j++) sb[j] = scale_of(p, n * p->G + j0 + j);
+}
 
-/* sum_j s_j zp_j xqs_j of row n (the zero points' share), vectorized over tiles of groups */
+#define A8_TILE 256 /* groups whose zero points (or scales) are unpacked at a time */
+
+/* sum over groups j0 .. j0 + nj of s_j zp_j xqs_j for row n (the zero points' share), sb the
+ * groups' scales as floats: sym is zp * (s . xqs); asym unpacks the zero points a tile at a time */
+AVX2 static float a8_corr_sb(const qat_packed *p, int64_t n, int64_t j0, int64_t nj,
+                             const float *sb, const float *xqs) {
+  __m256 c = _mm256_setzero_ps();
+  float t = 0.0f, zb[A8_TILE + 8];
+  const float *xs = xqs + j0;
+  if (p->sym) {
+    int64_t i = 0;
+    for (; i + 8 <= nj; i += 8) c = _mm256_fmadd_ps(_mm256_loadu_ps(sb + i), _mm256_loadu_ps(xs + i), c);
+    for (; i < nj; i++) t += sb[i] * xs[i];
+    return (float)(1 << (p->bits - 1)) * (hsum(c) + t);
+  }
+  for (int64_t i0 = 0; i0 < nj; i0 += A8_TILE) {
+    int64_t m = nj - i0 < A8_TILE ? nj - i0 : A8_TILE, i = 0;
+    avx2_decode(p->zeros + n * p->zrow_bytes, p->bits, j0 + i0, m, zb);
+    for (; i + 8 <= m; i += 8)
+      c = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sb + i0 + i), _mm256_loadu_ps(zb + i)),
+                          _mm256_loadu_ps(xs + i0 + i), c);
+    for (; i < m; i++) t += sb[i0 + i] * zb[i] * xs[i0 + i];
+  }
+  return hsum(c) + t;
+}
+
+/* the same for the whole row, its scales converted a tile at a time */
 AVX2 static float a8_corr(const qat_packed *p, int64_t n, const float *xqs) {
-  int64_t G = p->G;
-  int b = p->bits;
-  __m256 cacc = _mm256_setzero_ps();
-  float sb[A8_TILE + 8], zb[A8_TILE + 8], tail = 0.0f;
-  if (p->sym && p->sdtype == QAT_F16) { /* zp = 2^(b-1) throughout: zp * (s . xqs) */
-    const uint16_t *h = (const uint16_t *)p->scales + n * G;
-    int64_t j = 0;
-    for (; j + 8 <= G; j += 8)
-      cacc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))),
-                             _mm256_loadu_ps(xqs + j), cacc);
-    for (; j < G; j++) tail += scale_of(p, n * G + j) * xqs[j];
-    return (float)(1 << (b - 1)) * (hsum(cacc) + tail);
+  float sb[A8_TILE + 8], corr = 0.0f;
+  for (int64_t j0 = 0; j0 < p->G; j0 += A8_TILE) {
+    int64_t nj = p->G - j0 < A8_TILE ? p->G - j0 : A8_TILE;
+    a8_scales(p, n, j0, nj, sb);
+    corr += a8_corr_sb(p, n, j0, nj, sb, xqs);
   }
-  for (int64_t j0 = 0; j0 < G; j0 += A8_TILE) {
-    int64_t nj = G - j0 < A8_TILE ? G - j0 : A8_TILE, i = 0;
-    if (p->sdtype == QAT_F16)
-      for (const uint16_t *h = (const uint16_t *)p->scales + n * G + j0; i + 8 <= nj; i += 8)
-        _mm256_storeu_ps(sb + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
-    for (; i < nj; i++) sb[i] = scale_of(p, n * G + j0 + i);
-    if (p->sym)
-      for (i = 0; i < nj; i++) zb[i] = (float)(1 << (b - 1));
-    else
-      avx2_decode(p->zeros + n * p->zrow_bytes, b, j0, nj, zb);
-    for (i = 0; i + 8 <= nj; i += 8)
-      cacc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(sb + i), _mm256_loadu_ps(zb + i)),
-                             _mm256_loadu_ps(xqs + j0 + i), cacc);
-    for (; i < nj; i++) tail += sb[i] * zb[i] * xqs[j0 + i];
-  }
-  return hsum(cacc) + tail;
+  return corr;
 }
 #undef A8_TILE
 
@@ -309,15 +320,6 @@ AVX2 float qgemm_a8_dot_avx2(const qat_packed *p, int64_t n, const uint8_t *ub, 
   return hsum(_mm256_add_ps(acc0, acc1)) - a8_corr(p, n, xqs);
 }
 
-/* scales of row n as floats, sb[G] */
-AVX2 static void a8_scales(const qat_packed *p, int64_t n, float *sb) {
-  int64_t G = p->G, j = 0;
-  if (p->sdtype == QAT_F16)
-    for (const uint16_t *h = (const uint16_t *)p->scales + n * G; j + 8 <= G; j += 8)
-      _mm256_storeu_ps(sb + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + j))));
-  for (; j < G; j++) sb[j] = scale_of(p, n * G + j);
-}
-
 #define A8_ROWS4_MAXG 1024 /* rows with more groups take a8_dot */
 
 /* Four rows of 64-code chunks: the x loads and the x scale shared, one FMA chain per row; the
@@ -331,7 +333,7 @@ AVX2 static void a8_rows4(const qat_packed *p, int64_t n0, const int8_t *xq, con
     return;
   }
   float sb[4][A8_ROWS4_MAXG + 2];
-  for (int r = 0; r < 4; r++) a8_scales(p, n0 + r, sb[r]);
+  for (int r = 0; r < 4; r++) a8_scales(p, n0 + r, 0, G, sb[r]);
   const uint8_t *r0 = p->codes + n0 * p->row_bytes, *r1 = r0 + p->row_bytes;
   const uint8_t *r2 = r1 + p->row_bytes, *r3 = r2 + p->row_bytes;
   const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1); /* g = 32: s_j | s_j+1 */
@@ -359,21 +361,7 @@ AVX2 static void a8_rows4(const qat_packed *p, int64_t n0, const int8_t *xq, con
   }
 #undef A8_ROW
   __m256 acc[4] = {a0, a1, a2, a3};
-  for (int r = 0; r < 4; r++) {
-    float corr;
-    if (p->sym) { /* zp * (s . xqs) */
-      __m256 c = _mm256_setzero_ps();
-      int64_t j = 0;
-      float t = 0.0f;
-      for (; j + 8 <= G; j += 8)
-        c = _mm256_fmadd_ps(_mm256_loadu_ps(sb[r] + j), _mm256_loadu_ps(xqs + j), c);
-      for (; j < G; j++) t += sb[r][j] * xqs[j];
-      corr = (float)(1 << (b - 1)) * (hsum(c) + t);
-    } else {
-      corr = a8_corr(p, n0 + r, xqs);
-    }
-    out[r] = hsum(acc[r]) - corr;
-  }
+  for (int r = 0; r < 4; r++) out[r] = hsum(acc[r]) - a8_corr_sb(p, n0 + r, 0, G, sb[r], xqs);
 }
 #undef A8_ROWS4_MAXG
 
